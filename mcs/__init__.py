@@ -1,0 +1,1 @@
+"""mcs: a Multi-Cluster Services API controller."""

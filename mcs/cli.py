@@ -1,0 +1,123 @@
+"""The ``mcs`` command line: ``mcs mesh ...`` (a local clusterset), ``mcs run`` (the controller)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from mcs.mesh import binaries
+from mcs.mesh.mesh import DEFAULT_DIR, Mesh, MeshError
+
+
+def _raise_exit(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _mesh_up(args: argparse.Namespace) -> int:
+    mesh = Mesh(args.dir)
+    started = time.monotonic()
+    detach = not args.foreground
+    state = asyncio.run(mesh.up(args.clusters, detach=detach))
+    took = time.monotonic() - started
+    names = ", ".join(m.name for m in state.members)
+    print(f"mesh up in {took:.1f}s: etcd + {len(state.members)} kube-apiservers ({names})")
+    for m in state.members:
+        dns = f", DNS 127.0.0.1:{m.dns_port}" if m.dns_port else ""
+        print(f"  {m.name}: {m.server} (services {m.service_cidr}{dns})")
+    if state.members and state.members[0].dns_port:
+        m = state.members[0]
+        print(f"query DNS: dig @127.0.0.1 -p {m.dns_port} <svc>.<ns>.svc.clusterset.local")
+    print(f"kubeconfig: {state.kubeconfig}")
+    print(f"export KUBECONFIG={state.kubeconfig}")
+    if detach:
+        print(f"stop it with: mcs mesh down --dir {args.dir}")
+        return 0
+    print("running in the foreground; Ctrl-C stops the mesh")
+    try:
+        signal.pause()
+    finally:
+        mesh.down()
+    return 0
+
+
+def _mesh_down(args: argparse.Namespace) -> int:
+    if Mesh(args.dir).down():
+        print(f"mesh in {args.dir} stopped and removed")
+    else:
+        print(f"no mesh in {args.dir}")
+    return 0
+
+
+def _mesh_status(args: argparse.Namespace) -> int:
+    mesh = Mesh(args.dir)
+    state = mesh.state()
+    if state is None:
+        print(f"no mesh in {args.dir}")
+        return 1
+    alive = set(mesh.running())
+    ok = True
+    for name, pid, where in [("etcd", state.etcd.pid, f"127.0.0.1:{state.etcd.port}")] + [
+        (m.name, m.pid, m.server) for m in state.members
+    ]:
+        up = pid in alive
+        ok &= up
+        print(f"{name:10} {'running' if up else 'STOPPED':8} pid {pid:<8} {where}")
+    print(f"kubeconfig: {state.kubeconfig}")
+    return 0 if ok else 1
+
+
+def _mesh_build(args: argparse.Namespace) -> int:
+    bins = binaries.ensure()
+    print(f"kube-apiserver: {bins.kube_apiserver}\netcd: {bins.etcd}")
+    if bins.coredns:
+        print(f"coredns: {bins.coredns}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mcs", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    mesh = sub.add_parser("mesh", help="a local clusterset of real kube-apiservers")
+    msub = mesh.add_subparsers(dest="mesh_command", required=True)
+    for name, fn, text in [
+        ("up", _mesh_up, "start etcd and N kube-apiservers"),
+        ("down", _mesh_down, "stop the mesh and remove its state"),
+        ("status", _mesh_status, "say what runs"),
+        ("build", _mesh_build, "only build (or find) the binaries"),
+    ]:
+        p = msub.add_parser(name, help=text)
+        p.set_defaults(func=fn)
+        p.add_argument(
+            "--dir", type=Path, default=DEFAULT_DIR, help="state directory (default .mcs-mesh)"
+        )
+        if name == "up":
+            p.add_argument(
+                "--clusters", type=int, default=2, help="number of member clusters (default 2)"
+            )
+            p.add_argument(
+                "--foreground", action="store_true", help="stay attached; Ctrl-C stops the mesh"
+            )
+
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _raise_exit)
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (MeshError, binaries.BinariesUnavailable) as e:
+        print(f"mcs: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

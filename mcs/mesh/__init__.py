@@ -1,0 +1,1 @@
+"""A local clusterset of real kube-apiservers (``mcs mesh``): binaries, certificates, processes."""

@@ -1,0 +1,401 @@
+"""``mcs mesh``: one etcd and N kube-apiservers on loopback, one kubeconfig.
+
+The state of a mesh lives in one directory (``.mcs-mesh/`` by default): the PKI,
+etcd's data, the logs, ``state.json`` (what runs, with pids and ports) and
+``kubeconfig`` (contexts ``cluster1`` ... ``clusterN``). Every process is started
+with arguments that name this directory, which is how ``down`` and the stale-state
+check recognise their own processes and never signal a recycled pid.
+
+Ownership: ``up(detach=True)`` (the CLI) leaves the processes running in their own
+session until ``mcs mesh down``; ``detach=False`` (the test harness, ``--foreground``)
+ties them to the calling process with ``PR_SET_PDEATHSIG`` so that they die with it
+even when it is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from mcs.mesh import binaries
+from mcs.mesh.certs import Pki, create_pki
+
+DEFAULT_DIR = Path(".mcs-mesh")
+CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
+CLUSTER_ID_PROPERTY = "cluster.clusterset.k8s.io"
+
+
+class MeshError(RuntimeError):
+    """A mesh cannot be started or stopped; the message says why."""
+
+
+@dataclass
+class Proc:
+    name: str
+    pid: int
+    port: int
+    log: str
+
+
+@dataclass
+class Member:
+    name: str
+    port: int
+    pid: int
+    service_cidr: str
+    dns_port: int | None = None
+    dns_pid: int | None = None
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+
+@dataclass
+class MeshState:
+    dir: str
+    etcd: Proc
+    members: list[Member] = field(default_factory=list)
+    detached: bool = True
+    started_at: float = field(default_factory=time.time)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return Path(self.dir) / "kubeconfig"
+
+    def save(self) -> None:
+        (Path(self.dir) / "state.json").write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, directory: Path) -> MeshState | None:
+        path = directory / "state.json"
+        if not path.exists():
+            return None
+        raw = json.loads(path.read_text())
+        return cls(
+            dir=raw["dir"],
+            etcd=Proc(**raw["etcd"]),
+            members=[Member(**m) for m in raw["members"]],
+            detached=raw.get("detached", True),
+            started_at=raw.get("started_at", 0.0),
+        )
+
+    def pids(self) -> list[int]:
+        out = [self.etcd.pid]
+        for m in self.members:
+            out.append(m.pid)
+            if m.dns_pid:
+                out.append(m.dns_pid)
+        return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_OUR_EXECUTABLES = {"etcd", "kube-apiserver", "coredns"}
+
+
+def _owns(pid: int, directory: Path) -> bool:
+    """True when ``pid`` is a live etcd, kube-apiserver or coredns naming ``directory``."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z" or Path(argv[0]).name not in _OUR_EXECUTABLES:
+        return False
+    return any(str(directory) in arg for arg in argv[1:])
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def _spawn(args: list[str], log: Path, detach: bool) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=None if detach else _die_with_parent,
+        )
+
+
+def stop_pids(pids: list[int], directory: Path, grace: float = 10.0) -> None:
+    """SIGTERM our processes among ``pids``, then SIGKILL what is left after ``grace``."""
+    mine = [p for p in pids if _owns(p, directory)]
+    for pid in mine:
+        with _suppress_lookup():
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_owns(p, directory) for p in mine):
+        _reap()
+        time.sleep(0.1)
+    for pid in mine:
+        if _owns(pid, directory):
+            with _suppress_lookup():
+                os.kill(pid, signal.SIGKILL)
+    _reap()
+
+
+def _reap() -> None:
+    """Collect exited children of this process so they do not linger as zombies."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+class _suppress_lookup:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return exc[0] is ProcessLookupError
+
+
+def kubeconfig_dict(state: MeshState, pki: Pki) -> dict[str, Any]:
+    import base64
+
+    def b64(p: Path) -> str:
+        return base64.b64encode(p.read_bytes()).decode()
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": m.name,
+                "cluster": {"server": m.server, "certificate-authority-data": b64(pki.ca_cert)},
+            }
+            for m in state.members
+        ],
+        "users": [
+            {
+                "name": "mcs-admin",
+                "user": {
+                    "client-certificate-data": b64(pki.admin_cert),
+                    "client-key-data": b64(pki.admin_key),
+                },
+            }
+        ],
+        "contexts": [
+            {"name": m.name, "context": {"cluster": m.name, "user": "mcs-admin"}}
+            for m in state.members
+        ],
+        "current-context": state.members[0].name if state.members else "",
+    }
+
+
+def _ssl(pki: Pki) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki.ca_cert))
+    ctx.load_cert_chain(str(pki.admin_cert), str(pki.admin_key))
+    return ctx
+
+
+async def _wait_http(
+    url: str,
+    ctx: ssl.SSLContext | None,
+    proc: subprocess.Popen[bytes] | None,
+    log: Path,
+    within: float,
+) -> None:
+    deadline = time.monotonic() + within
+    last = "no answer"
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                tail = log.read_text(errors="replace")[-2000:]  # noqa: ASYNC240 - failure path
+                raise MeshError(f"{proc.args!r} exited with {proc.returncode}; log {log}:\n{tail}")
+            try:
+                async with http.get(
+                    url, ssl=ctx if ctx else False, timeout=aiohttp.ClientTimeout(total=2)
+                ) as r:
+                    if r.status == 200:
+                        return
+                    last = f"HTTP {r.status}"
+            except (aiohttp.ClientError, TimeoutError) as e:
+                last = repr(e)
+            await asyncio.sleep(0.2)
+    raise MeshError(f"{url} not ready after {within:.0f}s ({last}); see {log}")
+
+
+class Mesh:
+    """Start, stop and describe the mesh whose state lives in ``directory``."""
+
+    def __init__(self, directory: Path = DEFAULT_DIR, say: Callable[[str], None] = print) -> None:
+        self.dir = directory.resolve()
+        self.say = say
+
+    def state(self) -> MeshState | None:
+        return MeshState.load(self.dir)
+
+    def running(self) -> list[int]:
+        st = self.state()
+        return [p for p in st.pids() if _owns(p, self.dir)] if st else []
+
+    def _clear_stale(self) -> None:
+        if not self.dir.exists():
+            return
+        alive = self.running()
+        if alive:
+            raise MeshError(
+                f"a mesh is already running in {self.dir} (pids {alive}); "
+                f"run 'mcs mesh down --dir {self.dir}' first"
+            )
+        leftovers = [p for p in _pids_mentioning(self.dir)]
+        if leftovers:
+            self.say(f"stopping {len(leftovers)} leftover processes of a killed mesh in {self.dir}")
+            stop_pids(leftovers, self.dir)
+        self.say(f"removing stale mesh state in {self.dir}")
+        shutil.rmtree(self.dir)
+
+    async def up(self, clusters: int = 2, *, detach: bool = True) -> MeshState:
+        if not 1 <= clusters <= 9:
+            raise MeshError("--clusters must be between 1 and 9")
+        self._clear_stale()
+        bins = binaries.ensure()
+        self.dir.mkdir(parents=True)
+        names = [f"cluster{i}" for i in range(1, clusters + 1)]
+        pki = create_pki(self.dir / "pki", names)
+        logs = self.dir / "logs"
+        logs.mkdir()
+        started: list[subprocess.Popen[bytes]] = []
+        try:
+            ep, pp = free_port(), free_port()
+            etcd_log = logs / "etcd.log"
+            etcd = _spawn(
+                [
+                    str(bins.etcd),
+                    "--name",
+                    "mcs-etcd",
+                    "--data-dir",
+                    str(self.dir / "etcd"),
+                    "--listen-client-urls",
+                    f"http://127.0.0.1:{ep}",
+                    "--advertise-client-urls",
+                    f"http://127.0.0.1:{ep}",
+                    "--listen-peer-urls",
+                    f"http://127.0.0.1:{pp}",
+                    "--initial-advertise-peer-urls",
+                    f"http://127.0.0.1:{pp}",
+                    "--initial-cluster",
+                    f"mcs-etcd=http://127.0.0.1:{pp}",
+                    "--unsafe-no-fsync",
+                    "--log-level",
+                    "warn",
+                ],
+                etcd_log,
+                detach,
+            )
+            started.append(etcd)
+            state = MeshState(
+                dir=str(self.dir), etcd=Proc("etcd", etcd.pid, ep, str(etcd_log)), detached=detach
+            )
+            state.save()
+            await _wait_http(f"http://127.0.0.1:{ep}/health", None, etcd, etcd_log, 30)
+
+            procs: list[tuple[Member, subprocess.Popen[bytes], Path]] = []
+            for i, name in enumerate(names, start=1):
+                port = free_port()
+                cidr = f"10.{100 + i}.0.0/16,fd00:10:{100 + i}::/108"
+                log = logs / f"{name}.log"
+                proc = _spawn(
+                    self._apiserver_args(bins.kube_apiserver, pki, name, port, ep, cidr),
+                    log,
+                    detach,
+                )
+                started.append(proc)
+                member = Member(name, port, proc.pid, cidr)
+                state.members.append(member)
+                procs.append((member, proc, log))
+            state.save()
+            ctx = _ssl(pki)
+            await asyncio.gather(
+                *(_wait_http(f"{m.server}/readyz", ctx, p, log, 90) for m, p, log in procs)
+            )
+            state.kubeconfig.write_text(
+                yaml.safe_dump(kubeconfig_dict(state, pki), sort_keys=False)
+            )
+            state.kubeconfig.chmod(0o600)
+            await asyncio.gather(*(self._bootstrap(state, m.name) for m in state.members))
+            return state
+        except BaseException:
+            stop_pids([p.pid for p in started], self.dir, grace=5)
+            raise
+
+    def _apiserver_args(
+        self, exe: Path, pki: Pki, name: str, port: int, etcd_port: int, cidr: str
+    ) -> list[str]:
+        return [
+            str(exe),
+            f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+            f"--etcd-prefix=/mcs-mesh/{name}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={port}",
+            f"--cert-dir={self.dir / 'pki' / name}",
+            f"--tls-cert-file={pki.serving_cert(name)}",
+            f"--tls-private-key-file={pki.serving_key(name)}",
+            f"--client-ca-file={pki.ca_cert}",
+            "--authorization-mode=RBAC",
+            f"--service-account-issuer=https://127.0.0.1:{port}/",
+            f"--service-account-key-file={pki.sa_pub}",
+            f"--service-account-signing-key-file={pki.sa_key}",
+            f"--service-cluster-ip-range={cidr}",
+            "--disable-admission-plugins=ServiceAccount",
+            "--endpoint-reconciler-type=none",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=0",
+        ]
+
+    async def _bootstrap(self, state: MeshState, context: str) -> None:
+        """Install the CRDs, wait for them, and create the cluster-id ClusterProperty."""
+        from mcs.mesh.bootstrap import bootstrap_cluster
+
+        await bootstrap_cluster(state.kubeconfig, context, CRD_DIR, cluster_id=context)
+
+    def down(self) -> bool:
+        """Stop everything this mesh started and remove its state. False if there was none."""
+        if not self.dir.exists():
+            return False
+        st = self.state()
+        pids = st.pids() if st else []
+        stop_pids(sorted(set(pids + _pids_mentioning(self.dir))), self.dir)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return True
+
+
+def _pids_mentioning(directory: Path) -> list[int]:
+    """Every live process whose command line names ``directory`` (killed runs leave these)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _owns(int(entry.name), directory):
+            out.append(int(entry.name))
+    return out

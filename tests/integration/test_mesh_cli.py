@@ -1,0 +1,78 @@
+"""``mcs mesh`` as a user runs it: up, use with kubectl, down, and nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from mcs.mesh import binaries
+from tests.integration.conftest import kubectl_path
+
+
+def _mcs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mcs.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def _processes_naming(directory: Path) -> list[str]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(directory) in cmd and ("kube-apiserver" in cmd or "etcd" in cmd):
+            out.append(f"{entry.name}: {cmd[:120]}")
+    return out
+
+
+def test_mesh_up_use_down(binaries_ready: binaries.Binaries, tmp_path: Path) -> None:
+    state_dir = tmp_path / "m"
+    up = _mcs("mesh", "up", "--clusters", "3", "--dir", str(state_dir), cwd=tmp_path)
+    try:
+        assert up.returncode == 0, up.stderr
+        kubeconfig = state_dir / "kubeconfig"
+        assert f"export KUBECONFIG={kubeconfig.resolve()}" in up.stdout
+        ns = subprocess.run(
+            [kubectl_path(), "--context", "cluster3", "get", "ns"],
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert ns.returncode == 0, ns.stderr
+        assert "kube-system" in ns.stdout
+        status = _mcs("mesh", "status", "--dir", str(state_dir), cwd=tmp_path)
+        assert status.returncode == 0 and status.stdout.count("running") == 4, status.stdout
+        assert len(_processes_naming(state_dir.resolve())) == 4
+    finally:
+        down = _mcs("mesh", "down", "--dir", str(state_dir), cwd=tmp_path)
+    assert down.returncode == 0, down.stderr
+    assert _processes_naming(state_dir.resolve()) == []
+    assert not state_dir.exists()
+
+
+def test_stale_state_is_cleaned(binaries_ready: binaries.Binaries, tmp_path: Path) -> None:
+    state_dir = tmp_path / "m"
+    up = _mcs("mesh", "up", "--clusters", "1", "--dir", str(state_dir), cwd=tmp_path)
+    assert up.returncode == 0, up.stderr
+    # a killed run: processes killed hard, state left behind
+    for line in _processes_naming(state_dir.resolve()):
+        os.kill(int(line.split(":")[0]), 9)
+    again = _mcs("mesh", "up", "--clusters", "1", "--dir", str(state_dir), cwd=tmp_path)
+    try:
+        assert again.returncode == 0, again.stderr
+        assert "stale mesh state" in again.stdout
+    finally:
+        _mcs("mesh", "down", "--dir", str(state_dir), cwd=tmp_path)
+    assert _processes_naming(state_dir.resolve()) == []
