@@ -1,0 +1,499 @@
+"""List+watch caches: one ``Informer`` per resource kind per cluster.
+
+An informer keeps an in-memory copy of every object of one kind in one cluster
+and tells the controller when it changes. Its contract is client-go's
+(``tools/cache/shared_informer.go``):
+
+* The cache is **eventually consistent** with the API server. The states it
+  shows for one object are a *subsequence* of the object's real states (some
+  may be skipped), and there is no ordering between different objects.
+* Identity is ``(namespace, name)``; the UID is not part of it, so a delete and
+  re-create seen across a relist looks like a modification.
+* After a relist (410 Gone, or an error that may have lost events) the cache is
+  replaced and the *difference* is reported as synthetic events, so no change
+  is lost; a deletion found that way carries the last known state, which may be
+  stale (client-go's ``DeletedFinalStateUnknown``).
+* Handlers run inline in the informer's task and must be quick: map the event
+  to work-queue keys and return. Reconciles read the cache, not the event.
+
+Why not ``kubernetes_asyncio.watch.Watch``: it creates a second ``ApiClient``
+(an aiohttp session) per stream that must be closed, deserialises every event
+into model objects (slow, and we keep raw dicts), retries a 410 once with the
+same stale resourceVersion, and retries silently without ``timeout_seconds``.
+Reading the stream ourselves over ``ApiClient.call_api(..., _preload_content=False)``
+is a few lines, uses the caller's client and its auth, and leaves every retry
+decision here. It also works the same for core, discovery and custom resources
+(``CustomObjectsApi`` cannot address the core group: it always builds
+``/apis/{group}/...``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote
+
+import aiohttp
+import structlog
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from mcs.observability import WATCH_RESTARTS
+
+__all__ = [
+    "ENDPOINT_SLICES",
+    "NAMESPACES",
+    "SERVICES",
+    "EventHandler",
+    "EventType",
+    "Informer",
+    "Key",
+    "Obj",
+    "ResourceKind",
+    "Transform",
+    "key_of",
+    "strip_managed_fields",
+]
+
+Obj = dict[str, Any]
+"""A Kubernetes object as decoded JSON (never a kubernetes_asyncio model)."""
+
+Key = tuple[str, str]
+"""``(namespace, name)``; the namespace is ``""`` for cluster-scoped objects."""
+
+EventType = Literal["ADDED", "MODIFIED", "DELETED"]
+
+EventHandler = Callable[[EventType, Obj | None, Obj | None], None]
+"""``(type, old, new)``: ``old`` is None for ADDED, ``new`` is None for DELETED."""
+
+Transform = Callable[[Obj], Obj]
+"""Trims a raw object to what the controller needs before it is cached."""
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceKind:
+    """Where a kind lives in the API: ``group`` is ``""`` for the core group."""
+
+    group: str
+    version: str
+    plural: str
+    namespaced: bool = True
+    label_selector: str | None = None
+
+    @property
+    def name(self) -> str:
+        """``plural`` or ``plural.group``, as kubectl names it (for logs and metrics)."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
+
+    def path(self, namespace: str | None = None) -> str:
+        """The collection URL path, across all namespaces unless one is given."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        if namespace is not None:
+            if not self.namespaced:
+                raise ValueError(f"{self.name} is cluster-scoped")
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        return f"{base}/{self.plural}"
+
+
+SERVICES = ResourceKind("", "v1", "services")
+ENDPOINT_SLICES = ResourceKind("discovery.k8s.io", "v1", "endpointslices")
+NAMESPACES = ResourceKind("", "v1", "namespaces", namespaced=False)
+
+
+def key_of(obj: Obj) -> Key:
+    """The cache key of a raw object."""
+    meta = obj.get("metadata") or {}
+    return (meta.get("namespace") or "", meta["name"])
+
+
+def strip_managed_fields(obj: Obj) -> Obj:
+    """Drop ``metadata.managedFields`` (often most of an object's size), in place."""
+    meta = obj.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    return obj
+
+
+class Informer:
+    """A list+watch cache of one resource kind in one cluster.
+
+    ``start()`` spawns the one task that lists, then watches from the list's
+    resourceVersion with bookmarks, resuming from the last resourceVersion seen
+    (bookmarks included) whenever the server ends the stream
+    (``watch_timeout``, ~5 min) or the connection breaks. ``synced`` is set
+    once the first list has been applied; nothing should be decided from the
+    cache before that.
+
+    Error handling (all inside the task, which never ends by itself):
+
+    * **410 Gone** (HTTP status, watch ERROR event, or an expired list
+      ``continue`` token): relist at once, replace the cache and emit the
+      difference. A second 410 in a row waits for backoff first.
+    * **Transport errors** (connection refused/reset, a stall longer than
+      ``watch_timeout + stall_grace`` with no byte received, caught both by the
+      client's ``sock_read`` timeout and an outer ``asyncio.timeout``): back
+      off, then watch again from the last resourceVersion.
+    * **Anything else** (4xx/5xx answers, ERROR events, undecodable data):
+      back off, then relist.
+
+    Backoff is exponential with jitter, from ``backoff_base`` to
+    ``backoff_cap`` seconds, and is reset by any event received. Each restart
+    is counted in ``mcs_watch_restarts_total{cluster,resource,reason}`` (reason
+    ``gone``, ``stalled`` or ``error``), logged with ``cluster``/``resource``
+    bound, and reflected in ``connected``, ``last_error`` and
+    ``disconnected_since`` (``time.monotonic()`` of the first failure since the
+    last successful request; None while connected), which a caller can use for
+    an unreachable member's grace period.
+
+    Events: ``on_event(type, old, new)`` is called after the cache was updated,
+    for every change of the *transformed* object. An update whose transformed
+    object equals the cached one is not reported, so a transform that drops
+    ``resourceVersion`` and status also drops no-op updates. Exceptions from
+    ``on_event`` are logged and swallowed; the cache stays updated.
+
+    Resource handling: ``stop()`` cancels and awaits the task and closes the
+    response in flight. The ``ApiClient`` belongs to the caller, who closes it
+    after ``stop()``. Objects returned by ``get``/``list`` are the cached dicts
+    themselves: read them, never mutate them.
+
+    Args:
+        api_client: the cluster's client (auth, host, TLS).
+        cluster: the cluster's name, for logs, metrics and the caller.
+        kind: what to list and watch (with an optional label selector).
+        on_event: change callback, or None to only cache.
+        transform: trims each object before caching (must not raise); it gets
+            the whole decoded object, which it may modify. Without a
+            transform, ``managedFields`` are dropped (often most of an object).
+        namespace: restrict to one namespace (None: all namespaces).
+        watch_timeout: server-side ``timeoutSeconds`` of each watch request.
+        stall_grace: how much longer than ``watch_timeout`` a silent stream is
+            trusted before it counts as stalled.
+        page_size: ``limit`` of each list page.
+        initial_watch_resource_version: test hook: watch from this
+            resourceVersion (e.g. ``"1"``) after the first list instead of the
+            list's, to force the 410 path against a real API server.
+    """
+
+    def __init__(
+        self,
+        api_client: ApiClient,
+        *,
+        cluster: str,
+        kind: ResourceKind,
+        on_event: EventHandler | None = None,
+        transform: Transform | None = None,
+        namespace: str | None = None,
+        watch_timeout: int = 300,
+        stall_grace: float = 30.0,
+        page_size: int = 500,
+        connect_timeout: float = 10.0,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        initial_watch_resource_version: str | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.kind = kind
+        self.synced = asyncio.Event()
+        self.connected = False
+        self.last_error: str | None = None
+        self.disconnected_since: float | None = None
+        self.relists = 0
+        self._api = api_client
+        self._on_event = on_event
+        self._transform = transform
+        self._path = kind.path(namespace)
+        self._watch_timeout = watch_timeout
+        self._stall_after = watch_timeout + stall_grace
+        self._page_size = page_size
+        self._connect_timeout = connect_timeout
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._initial_watch_rv = initial_watch_resource_version
+        self._cache: dict[Key, Obj] = {}
+        self._rv: str | None = None  # where the next watch starts; None: relist first
+        self._failures = 0  # consecutive, reset by any event
+        self._task: asyncio.Task[None] | None = None
+
+    # ---------------------------------------------------------------- reading
+
+    def has_synced(self) -> bool:
+        """True once the first list has been applied to the cache."""
+        return self.synced.is_set()
+
+    @property
+    def resource_version(self) -> str | None:
+        """The resourceVersion the next watch would start from."""
+        return self._rv
+
+    def get(self, namespace: str, name: str) -> Obj | None:
+        """The cached object, or None. Use ``""`` as namespace for cluster-scoped kinds."""
+        return self._cache.get((namespace, name))
+
+    def keys(self) -> builtins.list[Key]:
+        """Every cached key (for a periodic resync of the work queue)."""
+        return builtins.list(self._cache)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def list(self, namespace: str | None = None) -> builtins.list[Obj]:
+        """Cached objects, of one namespace or of all."""
+        if namespace is None:
+            return builtins.list(self._cache.values())
+        return [obj for (ns, _), obj in self._cache.items() if ns == namespace]
+
+    # -------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        """Start the list+watch task. Call from a running event loop, once."""
+        if self._task is not None:
+            raise RuntimeError(f"informer {self.kind.name} in {self.cluster} already started")
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"informer {self.kind.name} in {self.cluster}"
+        )
+
+    async def stop(self) -> None:
+        """Cancel the task and wait for it. Idempotent; the cache stays readable."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # we are being cancelled ourselves: do not swallow it
+        finally:
+            self.connected = False
+
+    # ------------------------------------------------------------------- loop
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                if self._rv is None:
+                    await self._relist()
+                    if self._initial_watch_rv is not None:
+                        self._rv, self._initial_watch_rv = self._initial_watch_rv, None
+                await self._watch()
+            except Exception as exc:  # every failure is retried; see the class docstring
+                delay = self._record_failure(exc)
+                if delay > 0:
+                    await asyncio.sleep(delay)
+
+    def _record_failure(self, exc: Exception) -> float:
+        """Classify a failure, decide relist vs. re-watch, and return the delay."""
+        self._failures += 1
+        self.last_error = _describe(exc)
+        backoff = min(self._backoff_cap, self._backoff_base * 2.0 ** min(self._failures - 1, 32))
+        delay = backoff * random.uniform(0.5, 1.0)
+        bound = log.bind(cluster=self.cluster, resource=self.kind.name)
+        if isinstance(exc, ApiException) and exc.status == 410:
+            reason = "gone"
+            self._rv = None
+            delay = 0.0 if self._failures == 1 else delay
+            bound.info(
+                "resource version expired, relisting", error=self.last_error, delay=round(delay, 3)
+            )
+        else:
+            self.connected = False
+            if self.disconnected_since is None:
+                self.disconnected_since = time.monotonic()
+            if isinstance(exc, TimeoutError):
+                reason = "stalled"  # keep the resourceVersion: resume the watch
+            elif isinstance(exc, aiohttp.ClientError | OSError):
+                reason = "error"  # transport: resume the watch
+            else:
+                reason = "error"
+                self._rv = None  # the server said no, or we could not read it: relist
+            bound.warning(
+                "list/watch failed, retrying",
+                error=self.last_error,
+                reason=reason,
+                attempt=self._failures,
+                delay=round(delay, 3),
+                relist=self._rv is None,
+                exc_info=not isinstance(exc, ApiException | aiohttp.ClientError | OSError),
+            )
+        WATCH_RESTARTS.labels(cluster=self.cluster, resource=self.kind.name, reason=reason).inc()
+        return delay
+
+    # ------------------------------------------------------------------- list
+
+    async def _relist(self) -> None:
+        """List everything, replace the cache and emit what changed."""
+        items, rv = await self._list()
+        fresh = {key_of(raw): self._trim(raw) for raw in items}
+        old, self._cache = self._cache, fresh
+        self._rv = rv
+        self.relists += 1
+        for key, obj in old.items():
+            if key not in fresh:
+                self._emit("DELETED", obj, None)
+        for key, obj in fresh.items():
+            before = old.get(key)
+            if before is None:
+                self._emit("ADDED", None, obj)
+            elif before != obj:
+                self._emit("MODIFIED", before, obj)
+        self.synced.set()
+        log.info(
+            "listed",
+            cluster=self.cluster,
+            resource=self.kind.name,
+            objects=len(fresh),
+            resource_version=rv,
+            relists=self.relists,
+        )
+
+    async def _list(self) -> tuple[builtins.list[Obj], str]:
+        """All objects (paginated) and the list's resourceVersion."""
+        params = {"limit": str(self._page_size)}
+        if self.kind.label_selector:
+            params["labelSelector"] = self.kind.label_selector
+        timeout = aiohttp.ClientTimeout(sock_connect=self._connect_timeout, sock_read=60)
+        items: builtins.list[Obj] = []
+        while True:
+            response = await self._request(params, timeout)
+            try:
+                body = json.loads(await response.read())
+            finally:
+                response.release()
+            # List items carry no kind/apiVersion; watch events do. Make them alike.
+            kind = str(body.get("kind", "")).removesuffix("List")
+            api_version = body.get("apiVersion")
+            for item in body.get("items") or []:
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+                items.append(item)
+            meta = body.get("metadata") or {}
+            if not meta.get("continue"):
+                return items, str(meta["resourceVersion"])
+            params["continue"] = meta["continue"]
+
+    # ------------------------------------------------------------------ watch
+
+    async def _watch(self) -> None:
+        """One watch request from ``self._rv``, until the server ends it."""
+        assert self._rv is not None
+        params = {
+            "watch": "true",
+            "resourceVersion": self._rv,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(self._watch_timeout),
+        }
+        if self.kind.label_selector:
+            params["labelSelector"] = self.kind.label_selector
+        # The server ends the stream after timeoutSeconds and sends bookmarks
+        # meanwhile; a stream silent for longer is stuck (kubernetes_asyncio
+        # #360): the socket read timeout and the outer watchdog both catch it.
+        timeout = aiohttp.ClientTimeout(
+            sock_connect=self._connect_timeout, sock_read=self._stall_after
+        )
+        async with asyncio.timeout(self._stall_after + self._connect_timeout):
+            response = await self._request(params, timeout)
+            try:
+                while line := await response.content.readline():
+                    if line.strip():
+                        self._apply(json.loads(line))
+            finally:
+                response.close()
+        self._failures = 0
+
+    def _apply(self, event: Obj) -> None:
+        """Apply one watch event to the cache and report it."""
+        etype = event.get("type")
+        obj: Obj = event.get("object") or {}
+        if etype == "ERROR":
+            raise ApiException(status=obj.get("code"), reason=_status_reason(obj))
+        rv = (obj.get("metadata") or {}).get("resourceVersion")
+        if etype in ("ADDED", "MODIFIED"):
+            key = key_of(obj)
+            new = self._trim(obj)
+            old = self._cache.get(key)
+            self._cache[key] = new
+            if old is None:
+                self._emit("ADDED", None, new)
+            elif old != new:
+                self._emit("MODIFIED", old, new)
+        elif etype == "DELETED":
+            key = key_of(obj)
+            old = self._cache.pop(key, None)
+            self._emit("DELETED", old if old is not None else self._trim(obj), None)
+        elif etype != "BOOKMARK":
+            log.warning(
+                "unknown watch event", cluster=self.cluster, resource=self.kind.name, type=etype
+            )
+        if rv:
+            self._rv = str(rv)
+        self._failures = 0
+
+    def _trim(self, obj: Obj) -> Obj:
+        return strip_managed_fields(obj) if self._transform is None else self._transform(obj)
+
+    def _emit(self, etype: EventType, old: Obj | None, new: Obj | None) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(etype, old, new)
+        except Exception:
+            obj = new if new is not None else old
+            log.exception(
+                "event handler failed",
+                cluster=self.cluster,
+                resource=self.kind.name,
+                event=etype,
+                key=key_of(obj) if obj else None,
+            )
+
+    # ------------------------------------------------------------------- HTTP
+
+    async def _request(
+        self, params: dict[str, str], client_timeout: aiohttp.ClientTimeout
+    ) -> aiohttp.ClientResponse:
+        """GET the collection; the caller releases the response. Non-200 raises
+        ``ApiException`` with the Status's code, reason and message."""
+        response: aiohttp.ClientResponse = await self._api.call_api(
+            self._path,
+            "GET",
+            query_params=builtins.list(params.items()),
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=client_timeout,
+        )
+        if response.status == 200:
+            self.connected = True
+            self.last_error = None
+            self.disconnected_since = None
+            return response
+        try:
+            text = await response.text()
+        finally:
+            response.release()
+        try:
+            reason = _status_reason(json.loads(text))
+        except (ValueError, AttributeError):
+            reason = response.reason or text[:200]
+        raise ApiException(status=response.status, reason=reason)
+
+
+def _describe(exc: Exception) -> str:
+    """A one-line description of a failure, for logs and ``last_error``."""
+    if isinstance(exc, ApiException):
+        return f"HTTP {exc.status}: {exc.reason}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _status_reason(status: Obj) -> str:
+    """``Reason: message`` of a ``Status`` object."""
+    return f"{status.get('reason')}: {status.get('message')}"

@@ -1,0 +1,304 @@
+"""Logs, metrics and the health/metrics HTTP endpoints of the controller.
+
+This module owns three things and nothing else:
+
+* ``configure_logging`` sets up structlog once per process. Every log line is
+  a structured event; context such as ``cluster``, ``namespace``, ``name``,
+  ``key`` and ``reconcile_id`` is bound with ``structlog.contextvars`` (or
+  ``logger.bind``) by the code that knows it, never formatted into messages.
+  Logs of third-party libraries (aiohttp, kubernetes_asyncio) go through the
+  same renderer.
+* The Prometheus metrics, as module-level objects in one registry
+  (``REGISTRY``), so that every module records into the same place and tests
+  can read values back with ``REGISTRY.get_sample_value``.
+* ``HealthServer``: an aiohttp server for ``/healthz``, ``/readyz`` and
+  ``/metrics``, an async context manager that owns its listeners.
+
+No Kubernetes knowledge lives here; the controller decides what "ready" means
+and passes it in as a callable.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from types import TracebackType
+from typing import Literal, Self
+
+import structlog
+from aiohttp import web
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.exposition import choose_encoder
+
+__all__ = [
+    "API_WRITES",
+    "CLUSTER_CONNECTED",
+    "RECONCILES",
+    "RECONCILE_DURATION",
+    "RECONCILE_ERRORS",
+    "REGISTRY",
+    "REJECTED_OBJECTS",
+    "RESYNCS",
+    "WATCH_RESTARTS",
+    "WORKQUEUE_DEPTH",
+    "Address",
+    "HealthServer",
+    "ReadinessCheck",
+    "configure_logging",
+]
+
+# --------------------------------------------------------------------------- logging
+
+LogFormat = Literal["json", "console"]
+
+
+def configure_logging(fmt: LogFormat = "json", level: str | int = "info") -> None:
+    """Configure structlog and the standard library's logging for the process.
+
+    ``fmt="json"`` renders one JSON object per line (for log collectors);
+    ``"console"`` renders coloured, aligned lines for humans. Every event gets
+    an ISO-8601 UTC ``timestamp``, a ``level`` and the context variables bound
+    with ``structlog.contextvars`` (cluster, namespace, name, key, ...).
+    ``level`` is a name (``"debug"``, ``"INFO"``) or a ``logging`` constant.
+
+    Logs go to stderr through one ``logging.StreamHandler`` on the root logger,
+    which replaces any handler installed earlier, so calling this twice is
+    harmless (the last call wins). aiohttp's per-request access log is quietened
+    to WARNING so that metric scrapes do not flood the log.
+    """
+    numeric = logging.getLevelNamesMapping()[level.upper()] if isinstance(level, str) else level
+
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    renderer: structlog.types.Processor
+    if fmt == "json":
+        shared.append(structlog.processors.format_exc_info)
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer()
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        # Not cached: tests (structlog.testing.capture_logs) and a second call
+        # must be able to reconfigure loggers created at import time.
+        cache_logger_on_first_use=False,
+    )
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    logging.getLogger("aiohttp.access").setLevel(max(numeric, logging.WARNING))
+
+
+# --------------------------------------------------------------------------- metrics
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+"""The one registry every ``mcs`` metric lives in; ``/metrics`` serves it."""
+
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
+
+RECONCILES = Counter(
+    "mcs_reconciles",
+    "Reconciles of one key, by result (success, error, terminal).",
+    ["result"],
+    registry=REGISTRY,
+)
+RECONCILE_ERRORS = Counter(
+    "mcs_reconcile_errors",
+    "Reconciles that raised (retried or terminal).",
+    registry=REGISTRY,
+)
+RECONCILE_DURATION = Histogram(
+    "mcs_reconcile_duration_seconds",
+    "Wall time of one reconcile of one key.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+    registry=REGISTRY,
+)
+WORKQUEUE_DEPTH = Gauge(
+    "mcs_workqueue_depth",
+    "Keys waiting in the work queue (not counting keys in flight or delayed).",
+    registry=REGISTRY,
+)
+RESYNCS = Counter(
+    "mcs_resyncs",
+    "Periodic full resyncs: every known key queued again.",
+    registry=REGISTRY,
+)
+WATCH_RESTARTS = Counter(
+    "mcs_watch_restarts",
+    "Watch streams that ended abnormally, by reason (gone: 410 relist; stalled: "
+    "client-side timeout; error: anything else).",
+    ["cluster", "resource", "reason"],
+    registry=REGISTRY,
+)
+CLUSTER_CONNECTED = Gauge(
+    "mcs_cluster_connected",
+    "1 when every watch of the cluster is connected, else 0.",
+    ["cluster"],
+    registry=REGISTRY,
+)
+API_WRITES = Counter(
+    "mcs_api_writes",
+    "Write requests sent to a cluster's API server, by verb and resource.",
+    ["cluster", "verb", "resource"],
+    registry=REGISTRY,
+)
+REJECTED_OBJECTS = Counter(
+    "mcs_rejected_objects",
+    "Objects seen but not used (invalid, not owned by us, ...), by reason.",
+    ["cluster", "resource", "reason"],
+    registry=REGISTRY,
+)
+
+
+# --------------------------------------------------------------------------- HTTP
+
+Address = tuple[str, int]
+"""A ``(host, port)`` to listen on; port 0 picks a free port."""
+
+ReadinessCheck = Callable[[], str | None]
+"""Returns ``None`` when the process is ready, else the reason it is not."""
+
+
+async def _healthz(_request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return web.Response(body=encoder(REGISTRY), headers={"Content-Type": content_type})
+
+
+class HealthServer:
+    """Serves ``/healthz``, ``/readyz`` and ``/metrics`` over plain HTTP.
+
+    ``/healthz`` answers 200 as long as the event loop runs. ``/readyz``
+    answers 200 ``ok`` when ``ready()`` returns ``None`` and 503 with the
+    returned reason otherwise; ``ready`` is called on every request, so it must
+    be cheap and must not block. ``/metrics`` serves ``REGISTRY`` in the
+    Prometheus text format (or OpenMetrics when the scraper asks for it).
+
+    The health endpoints listen on ``health_addr`` and ``/metrics`` on
+    ``metrics_addr``; equal addresses share one listener (except port 0, which
+    always gets its own free port), and ``None`` disables that listener.
+
+    Resource handling: ``start()`` binds the listeners (raising ``OSError`` if
+    an address is taken, after releasing whatever it bound); ``stop()`` closes
+    them and is idempotent. Prefer ``async with HealthServer(...) as server:``.
+    """
+
+    def __init__(
+        self,
+        *,
+        ready: ReadinessCheck,
+        health_addr: Address | None = ("0.0.0.0", 8081),
+        metrics_addr: Address | None = ("0.0.0.0", 8080),
+    ) -> None:
+        self._ready = ready
+        health_routes = [web.get("/healthz", _healthz), web.get("/readyz", self._readyz)]
+        metrics_routes = [web.get("/metrics", _metrics)]
+        # One listener per address; port 0 ("any free port") is never shared.
+        self._shared = (
+            health_addr is not None and health_addr == metrics_addr and health_addr[1] != 0
+        )
+        self._listeners: dict[str, tuple[Address, list[web.RouteDef]]] = {}
+        if health_addr is not None:
+            self._listeners["health"] = (health_addr, health_routes)
+        if metrics_addr is not None:
+            if self._shared:
+                health_routes.extend(metrics_routes)
+            else:
+                self._listeners["metrics"] = (metrics_addr, metrics_routes)
+        self._runners: list[web.AppRunner] = []
+        self._bound: dict[str, Address] = {}
+
+    async def _readyz(self, _request: web.Request) -> web.Response:
+        reason = self._ready()
+        if reason is None:
+            return web.Response(text="ok\n")
+        return web.Response(status=503, text=f"not ready: {reason}\n")
+
+    async def start(self) -> None:
+        """Bind every listener. Raises ``RuntimeError`` if already started."""
+        if self._runners:
+            raise RuntimeError("HealthServer already started")
+        try:
+            for which, (addr, routes) in self._listeners.items():
+                app = web.Application()
+                app.add_routes(routes)
+                # A bounded wait for in-flight requests keeps shutdown prompt.
+                runner = web.AppRunner(
+                    app, access_log=None, handle_signals=False, shutdown_timeout=5.0
+                )
+                await runner.setup()
+                self._runners.append(runner)
+                await web.TCPSite(runner, addr[0], addr[1]).start()
+                host, port = runner.addresses[0][:2]
+                self._bound[which] = (str(host), int(port))
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Close every listener and wait for in-flight requests. Idempotent."""
+        runners, self._runners = self._runners, []
+        self._bound.clear()
+        for runner in runners:
+            await runner.cleanup()
+
+    def _bound_address(self, which: str) -> Address:
+        try:
+            return self._bound[which]
+        except KeyError:
+            raise RuntimeError(f"the {which} listener is not running") from None
+
+    @property
+    def health_address(self) -> Address:
+        """The ``(host, port)`` bound for the health endpoints (``RuntimeError`` if none)."""
+        return self._bound_address("health")
+
+    @property
+    def metrics_address(self) -> Address:
+        """The ``(host, port)`` bound for ``/metrics`` (``RuntimeError`` if none)."""
+        return self._bound_address("health" if self._shared else "metrics")
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,305 @@
+"""A keyed work queue with client-go's semantics, and the workers that drain it.
+
+The queue (after client-go ``util/workqueue``) is:
+
+* **fair**: keys are handed out in the order they were first added;
+* **stingy**: a key added many times before it is processed is processed once,
+  and a key is never handed to two workers at the same time;
+* **re-entrant**: a key added *while* it is being processed is processed again
+  after ``done(key)``, so no change is ever lost;
+* **shut down** explicitly: waiters wake up and get ``None``.
+
+Three structures carry this, each with one invariant:
+
+* ``_queue``: the order of work; every key in it is also in ``_dirty`` and
+  never in ``_processing``;
+* ``_dirty``: every key that needs processing (queued, or in flight and
+  re-added meanwhile);
+* ``_processing``: the keys handed out by ``get`` and not yet ``done``. These
+  may be in ``_dirty`` at the same time.
+
+Delays (``add_after``) are ``loop.call_later`` timers, at most one per key
+(an earlier deadline replaces a later one), all cancelled by ``shutdown``.
+Per-key exponential backoff (``add_rate_limited``) counts failures until
+``forget``. The queue is not thread-safe: use it from one event loop.
+
+``run_workers`` is the retry policy, kept out of the reconcile as in client-go's
+``handleErr`` and controller-runtime's ``reconcileHandler``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+import structlog
+
+from mcs.observability import RECONCILE_DURATION, RECONCILE_ERRORS, RECONCILES
+
+__all__ = ["ExponentialBackoff", "Handler", "TerminalError", "WorkQueue", "run_workers"]
+
+K = TypeVar("K", bound=Hashable)
+
+log = structlog.get_logger(__name__)
+
+
+class ExponentialBackoff(Generic[K]):
+    """Per-key exponential backoff: ``min(base * 2**failures, cap)`` seconds.
+
+    ``next_delay(key)`` returns the delay for the key's next retry and counts
+    one more failure; ``forget(key)`` resets the count (call it on success).
+    With the defaults the delays are 5 ms, 10 ms, 20 ms, ... up to 30 s.
+    Pure bookkeeping, no clock.
+    """
+
+    def __init__(self, *, base: float = 0.005, cap: float = 30.0) -> None:
+        if base <= 0 or cap < base:
+            raise ValueError(f"need 0 < base <= cap, got base={base} cap={cap}")
+        self.base = base
+        self.cap = cap
+        self._failures: dict[K, int] = {}
+
+    def next_delay(self, key: K) -> float:
+        """The delay before retrying ``key``; counts one failure."""
+        failures = self._failures.get(key, 0)
+        self._failures[key] = failures + 1
+        # Bound the exponent: 2**1100 does not convert to a float.
+        return min(self.base * 2.0 ** min(failures, 64), self.cap)
+
+    def failures(self, key: K) -> int:
+        """How many failures of ``key`` have been counted since the last ``forget``."""
+        return self._failures.get(key, 0)
+
+    def forget(self, key: K) -> None:
+        """Reset the failure count of ``key``."""
+        self._failures.pop(key, None)
+
+
+class WorkQueue(Generic[K]):
+    """FIFO of keys. A key is never handed to two workers at once; adding a key that
+    is already waiting is a no-op; adding one that is in flight re-runs it after
+    ``done(key)``.
+
+    Every key obtained from ``get()`` must be passed to ``done()`` exactly once,
+    whatever the outcome (``run_workers`` does this). After ``shutdown()``,
+    ``get()`` returns ``None`` at once (keys still queued are not handed out),
+    adds are ignored, and pending timers are cancelled; keys in flight may
+    still be passed to ``done``.
+
+    Resource handling: the only resources are ``call_later`` timers, all
+    cancelled by ``shutdown()``; call it when the queue is no longer needed.
+    """
+
+    def __init__(self, *, backoff: ExponentialBackoff[K] | None = None) -> None:
+        self._queue: collections.deque[K] = collections.deque()
+        self._dirty: set[K] = set()
+        self._processing: set[K] = set()
+        self._timers: dict[K, asyncio.TimerHandle] = {}
+        self._getters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._backoff: ExponentialBackoff[K] = backoff or ExponentialBackoff()
+        self._shutting_down = False
+
+    # ------------------------------------------------------------------ adding
+
+    def add(self, key: K) -> None:
+        """Mark ``key`` as needing processing. Idempotent while it waits."""
+        if self._shutting_down or key in self._dirty:
+            return
+        self._dirty.add(key)
+        if key in self._processing:
+            return  # done() queues it again
+        self._queue.append(key)
+        self._wake_one()
+
+    def add_after(self, key: K, delay: float) -> None:
+        """Add ``key`` after ``delay`` seconds (at once if ``delay <= 0``).
+
+        A key already waiting for a timer keeps the earlier of the two
+        deadlines; a key added earlier is still processed only once.
+        """
+        if self._shutting_down:
+            return
+        if delay <= 0:
+            self.add(key)
+            return
+        loop = asyncio.get_running_loop()
+        when = loop.time() + delay
+        timer = self._timers.get(key)
+        if timer is not None:
+            if timer.when() <= when:
+                return
+            timer.cancel()
+        self._timers[key] = loop.call_at(when, self._fire, key)
+
+    def _fire(self, key: K) -> None:
+        del self._timers[key]
+        self.add(key)
+
+    def add_rate_limited(self, key: K) -> None:
+        """Add ``key`` after its backoff delay, and count one more failure."""
+        self.add_after(key, self._backoff.next_delay(key))
+
+    def forget(self, key: K) -> None:
+        """Reset the backoff of ``key`` (after a success or a terminal failure).
+
+        Does not cancel a pending delayed add.
+        """
+        self._backoff.forget(key)
+
+    def num_requeues(self, key: K) -> int:
+        """Failures of ``key`` since its last ``forget``."""
+        return self._backoff.failures(key)
+
+    # ----------------------------------------------------------------- taking
+
+    async def get(self) -> K | None:
+        """Wait for the next key and mark it as being processed.
+
+        Returns ``None`` once the queue is shut down. Cancel-safe: a key is
+        never lost when the waiting task is cancelled.
+        """
+        while not self._queue:
+            if self._shutting_down:
+                return None
+            getter = asyncio.get_running_loop().create_future()
+            self._getters.append(getter)
+            try:
+                await getter
+            except BaseException:
+                getter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._getters.remove(getter)
+                # We were woken for a key we will not take: pass the wake-up on.
+                if self._queue and not getter.cancelled():
+                    self._wake_one()
+                raise
+        if self._shutting_down:
+            return None
+        key = self._queue.popleft()
+        self._processing.add(key)
+        self._dirty.discard(key)
+        return key
+
+    def done(self, key: K) -> None:
+        """Mark ``key`` as processed; re-queue it if it was added meanwhile."""
+        self._processing.discard(key)
+        if key in self._dirty and not self._shutting_down:
+            self._queue.append(key)
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._getters:
+            getter = self._getters.popleft()
+            if not getter.done():
+                getter.set_result(None)
+                return
+
+    # -------------------------------------------------------------- lifecycle
+
+    def shutdown(self) -> None:
+        """Stop handing out keys: wake every waiter (they get ``None``), drop
+        later adds and cancel pending timers. Idempotent."""
+        self._shutting_down = True
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        while self._getters:
+            getter = self._getters.popleft()
+            if not getter.done():
+                getter.set_result(None)
+
+    @property
+    def shutting_down(self) -> bool:
+        """True after ``shutdown()``."""
+        return self._shutting_down
+
+    def __len__(self) -> int:
+        """Keys waiting to be handed out (not in flight, not delayed)."""
+        return len(self._queue)
+
+    def __repr__(self) -> str:
+        return (
+            f"<WorkQueue queued={len(self._queue)} processing={len(self._processing)} "
+            f"delayed={len(self._timers)} shutting_down={self._shutting_down}>"
+        )
+
+
+# --------------------------------------------------------------------- workers
+
+
+class TerminalError(Exception):
+    """Raised by a handler when retrying cannot help (e.g. a key naming an
+    unknown cluster): the failure is logged and the key is not retried."""
+
+
+Handler = Callable[[K], Awaitable[float | None]]
+"""Processes one key. Returns ``None``, or a delay in seconds after which the key
+should be processed again (a known future moment, not a poll); raises to retry
+with backoff, or ``TerminalError`` to give up on this key."""
+
+
+def _key_context(key: Hashable) -> dict[str, Any]:
+    """Log context for a key: ``namespace``/``name`` for ``(ns, name)`` keys."""
+    if isinstance(key, tuple) and len(key) == 2 and all(isinstance(p, str) for p in key):
+        return {"namespace": key[0], "name": key[1]}
+    return {"key": key}
+
+
+async def _worker(queue: WorkQueue[K], handler: Handler[K]) -> None:
+    while (key := await queue.get()) is not None:
+        with structlog.contextvars.bound_contextvars(
+            **_key_context(key), reconcile_id=uuid.uuid4().hex[:12]
+        ):
+            started = time.perf_counter()
+            try:
+                requeue_after = await handler(key)
+            except TerminalError:
+                RECONCILES.labels(result="terminal").inc()
+                RECONCILE_ERRORS.inc()
+                log.exception("reconcile failed, not retrying")
+                queue.forget(key)
+            except Exception:
+                RECONCILES.labels(result="error").inc()
+                RECONCILE_ERRORS.inc()
+                log.exception("reconcile failed, will retry", retries=queue.num_requeues(key))
+                queue.add_rate_limited(key)
+            else:
+                RECONCILES.labels(result="success").inc()
+                queue.forget(key)
+                if requeue_after is not None:
+                    queue.add_after(key, requeue_after)
+            finally:
+                RECONCILE_DURATION.observe(time.perf_counter() - started)
+                queue.done(key)
+
+
+async def run_workers(queue: WorkQueue[K], handler: Handler[K], *, concurrency: int) -> None:
+    """Process keys from ``queue`` with ``concurrency`` worker tasks until the queue
+    is shut down.
+
+    Each worker takes a key, calls ``handler(key)`` and then, as the outcome says:
+
+    * success: ``forget`` the key's backoff, and ``add_after`` if the handler
+      returned a delay;
+    * ``TerminalError``: log it, ``forget``, no retry;
+    * any other ``Exception``: log it, ``add_rate_limited`` (retry with backoff).
+
+    and always ``done(key)``. Logs are bound to ``namespace``/``name`` (or
+    ``key``) and a fresh ``reconcile_id``; the outcome and duration go to the
+    ``mcs_reconcile*`` metrics.
+
+    Shutdown: after ``queue.shutdown()`` each worker finishes its current key
+    and exits, and this function returns. Cancelling it cancels every worker
+    (interrupting the handlers) and waits for them. The workers live in a
+    ``TaskGroup``; none outlives this call.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    async with asyncio.TaskGroup() as tg:
+        for i in range(concurrency):
+            tg.create_task(_worker(queue, handler), name=f"worker-{i}")

@@ -1,0 +1,133 @@
+"""Unit tests for mcs.observability: logging setup, metrics and the health server."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+import structlog
+
+from mcs.observability import (
+    WATCH_RESTARTS,
+    HealthServer,
+    configure_logging,
+)
+
+
+async def fetch(address: tuple[str, int], path: str, **headers: str) -> tuple[int, str, str]:
+    host, port = address
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://{host}:{port}{path}", headers=headers) as resp,
+    ):
+        return resp.status, resp.headers["Content-Type"], await resp.text()
+
+
+async def test_health_ready_and_metrics_on_separate_listeners() -> None:
+    """/healthz is always 200, /readyz follows the check, /metrics serves the registry."""
+    reason: str | None = "caches not synced: c2/services"
+    WATCH_RESTARTS.labels(cluster="c1", resource="services", reason="gone").inc()
+    async with HealthServer(
+        ready=lambda: reason,
+        health_addr=("127.0.0.1", 0),
+        metrics_addr=("127.0.0.1", 0),
+    ) as server:
+        health, metrics = server.health_address, server.metrics_address
+        assert health != metrics
+        assert (await fetch(health, "/healthz"))[0] == 200
+        status, _, body = await fetch(health, "/readyz")
+        assert (status, body) == (503, "not ready: caches not synced: c2/services\n")
+        reason = None
+        assert (await fetch(health, "/readyz"))[0] == 200
+
+        status, content_type, body = await fetch(metrics, "/metrics")
+        assert status == 200
+        assert content_type.startswith("text/plain")
+        assert 'mcs_watch_restarts_total{cluster="c1",reason="gone",resource="services"}' in body
+        for name in (
+            "mcs_reconciles_total",
+            "mcs_reconcile_errors_total",
+            "mcs_reconcile_duration_seconds_bucket",
+            "mcs_workqueue_depth",
+            "mcs_cluster_connected",
+            "mcs_api_writes_total",
+            "mcs_rejected_objects_total",
+        ):
+            assert f"# TYPE {name.removesuffix('_bucket')}" in body or name in body
+
+        # Routes stay on their own listener.
+        assert (await fetch(health, "/metrics"))[0] == 404
+        assert (await fetch(metrics, "/readyz"))[0] == 404
+
+        status, content_type, _ = await fetch(
+            metrics, "/metrics", Accept="application/openmetrics-text; version=1.0.0"
+        )
+        assert content_type.startswith("application/openmetrics-text")
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await fetch(health, "/healthz")
+
+
+async def test_one_listener_when_addresses_are_equal() -> None:
+    """Equal health and metrics addresses share one listener serving all routes."""
+    async with HealthServer(
+        ready=lambda: None, health_addr=("127.0.0.1", 0), metrics_addr=("127.0.0.1", 0)
+    ) as first:
+        port = first.health_address[1]
+    addr = ("127.0.0.1", port)
+    async with HealthServer(ready=lambda: None, health_addr=addr, metrics_addr=addr) as server:
+        assert server.health_address == server.metrics_address == addr
+        assert (await fetch(addr, "/readyz"))[0] == 200
+        assert (await fetch(addr, "/metrics"))[0] == 200
+
+
+async def test_start_fails_cleanly_when_address_is_taken() -> None:
+    """A taken port raises OSError and releases the listener already bound."""
+    async with HealthServer(
+        ready=lambda: None, health_addr=("127.0.0.1", 0), metrics_addr=None
+    ) as a:
+        taken = a.health_address
+        server = HealthServer(ready=lambda: None, health_addr=("127.0.0.1", 0), metrics_addr=taken)
+        with pytest.raises(OSError):
+            await server.start()
+        with pytest.raises(RuntimeError):
+            server.health_address  # noqa: B018
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """configure_logging changes process-wide state: put it back after the test."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_configure_logging_json_renders_context(capsys: pytest.CaptureFixture[str]) -> None:
+    """JSON logs carry timestamp, level, bound context and stdlib records too."""
+    configure_logging("json", "debug")
+    with structlog.contextvars.bound_contextvars(cluster="c1", namespace="ns", name="svc"):
+        structlog.get_logger("mcs.test").info("reconciled", writes=2)
+    logging.getLogger("kubernetes_asyncio.test").warning("plain %s", "stdlib")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    first, second = lines
+    assert first["event"] == "reconciled"
+    assert (first["cluster"], first["namespace"], first["name"]) == ("c1", "ns", "svc")
+    assert first["level"] == "info" and first["writes"] == 2 and "timestamp" in first
+    assert second["event"] == "plain stdlib" and second["level"] == "warning"
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_configure_logging_level_filters(capsys: pytest.CaptureFixture[str]) -> None:
+    """Events below the configured level are dropped; console format is plain text."""
+    configure_logging("console", logging.WARNING)
+    structlog.get_logger("mcs.test").info("hidden")
+    structlog.get_logger("mcs.test").warning("shown", cluster="c9")
+    err = capsys.readouterr().err
+    assert "hidden" not in err
+    assert "shown" in err and "c9" in err

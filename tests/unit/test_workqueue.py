@@ -1,0 +1,299 @@
+"""Unit tests for mcs.workqueue: client-go queue semantics, backoff and workers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mcs.observability import REGISTRY
+from mcs.workqueue import ExponentialBackoff, TerminalError, WorkQueue, run_workers
+
+Key = tuple[str, str]
+A: Key = ("ns", "a")
+B: Key = ("ns", "b")
+C: Key = ("ns", "c")
+
+
+async def take(queue: WorkQueue[Key], within: float = 0.5) -> Key | None:
+    return await asyncio.wait_for(queue.get(), within)
+
+
+async def test_adds_before_processing_collapse_into_one() -> None:
+    """A key added many times while waiting is handed out once, in FIFO order."""
+    queue: WorkQueue[Key] = WorkQueue()
+    for key in (A, B, A, A, C, B):
+        queue.add(key)
+    assert len(queue) == 3
+    assert [await take(queue) for _ in range(3)] == [A, B, C]
+    assert len(queue) == 0
+    queue.shutdown()
+
+
+async def test_key_in_flight_is_not_handed_out_again() -> None:
+    """A key being processed is never given to a second worker."""
+    queue: WorkQueue[Key] = WorkQueue()
+    queue.add(A)
+    assert await take(queue) == A
+    queue.add(A)
+    assert len(queue) == 0
+    second = asyncio.create_task(queue.get())
+    await asyncio.sleep(0.01)
+    assert not second.done()
+    queue.done(A)
+    assert await asyncio.wait_for(second, 0.5) == A
+    queue.done(A)
+    queue.shutdown()
+
+
+async def test_readd_during_processing_runs_again_once_after_done() -> None:
+    """Adds during processing collapse into one re-run after done()."""
+    queue: WorkQueue[Key] = WorkQueue()
+    queue.add(A)
+    assert await take(queue) == A
+    queue.add(A)
+    queue.add(A)
+    queue.add(B)
+    queue.done(A)
+    assert [await take(queue), await take(queue)] == [B, A]
+    queue.done(A)
+    queue.done(B)
+    assert len(queue) == 0
+    queue.shutdown()
+
+
+async def test_done_without_readd_does_not_requeue() -> None:
+    """done() on a key nobody re-added leaves the queue empty."""
+    queue: WorkQueue[Key] = WorkQueue()
+    queue.add(A)
+    assert await take(queue) == A
+    queue.done(A)
+    assert len(queue) == 0
+    queue.shutdown()
+
+
+def test_backoff_doubles_from_base_and_is_capped() -> None:
+    """Delays are base * 2**failures, capped; keys are independent."""
+    backoff: ExponentialBackoff[Key] = ExponentialBackoff(base=0.005, cap=0.1)
+    delays = [backoff.next_delay(A) for _ in range(8)]
+    assert delays == pytest.approx([0.005, 0.01, 0.02, 0.04, 0.08, 0.1, 0.1, 0.1])
+    assert backoff.failures(A) == 8
+    assert backoff.next_delay(B) == pytest.approx(0.005)
+
+
+def test_backoff_survives_huge_failure_counts() -> None:
+    """Thousands of failures still give the cap, not an OverflowError."""
+    backoff: ExponentialBackoff[Key] = ExponentialBackoff(base=0.005, cap=30.0)
+    for _ in range(2000):
+        delay = backoff.next_delay(A)
+    assert delay == 30.0
+
+
+def test_forget_resets_backoff() -> None:
+    """After forget() the next delay is the base delay again."""
+    backoff: ExponentialBackoff[Key] = ExponentialBackoff(base=0.005, cap=1.0)
+    for _ in range(5):
+        backoff.next_delay(A)
+    backoff.forget(A)
+    assert backoff.failures(A) == 0
+    assert backoff.next_delay(A) == pytest.approx(0.005)
+
+
+async def test_add_rate_limited_waits_for_backoff_and_forget_resets() -> None:
+    """Rate-limited adds arrive after the growing per-key delay; forget resets it."""
+    loop = asyncio.get_running_loop()
+    queue: WorkQueue[Key] = WorkQueue(backoff=ExponentialBackoff(base=0.02, cap=1.0))
+    for expected in (0.02, 0.04):
+        start = loop.time()
+        queue.add_rate_limited(A)
+        assert len(queue) == 0
+        assert await take(queue) == A
+        assert loop.time() - start >= expected * 0.9
+        queue.done(A)
+    assert queue.num_requeues(A) == 2
+    queue.forget(A)
+    assert queue.num_requeues(A) == 0
+    queue.shutdown()
+
+
+async def test_add_after_delays_and_keeps_the_earlier_deadline() -> None:
+    """A delayed key arrives after its delay; a second, earlier add_after wins."""
+    loop = asyncio.get_running_loop()
+    queue: WorkQueue[Key] = WorkQueue()
+    start = loop.time()
+    queue.add_after(A, 5.0)
+    queue.add_after(A, 0.03)
+    queue.add_after(A, 1.0)  # later than the pending deadline: ignored
+    assert len(queue) == 0
+    assert await take(queue) == A
+    elapsed = loop.time() - start
+    assert 0.025 <= elapsed < 0.5
+    queue.done(A)
+    queue.shutdown()
+
+
+async def test_add_after_of_waiting_key_is_processed_once() -> None:
+    """A key that is both queued and delayed is processed once per add."""
+    queue: WorkQueue[Key] = WorkQueue()
+    queue.add(A)
+    queue.add_after(A, 0.02)
+    assert await take(queue) == A
+    queue.done(A)
+    assert await take(queue) == A  # the timer fired after the first run
+    queue.done(A)
+    with pytest.raises(TimeoutError):
+        await take(queue, within=0.05)
+    queue.shutdown()
+
+
+async def test_add_after_zero_adds_at_once() -> None:
+    """A non-positive delay is a plain add."""
+    queue: WorkQueue[Key] = WorkQueue()
+    queue.add_after(A, 0)
+    assert len(queue) == 1
+    queue.shutdown()
+
+
+async def test_shutdown_wakes_waiters_and_cancels_timers() -> None:
+    """shutdown() makes pending and later get() return None and drops timers and adds."""
+    queue: WorkQueue[Key] = WorkQueue()
+    waiters = [asyncio.create_task(queue.get()) for _ in range(3)]
+    queue.add_after(B, 0.01)
+    await asyncio.sleep(0)
+    queue.shutdown()
+    assert await asyncio.wait_for(asyncio.gather(*waiters), 0.5) == [None, None, None]
+    queue.add(A)
+    assert len(queue) == 0
+    await asyncio.sleep(0.03)
+    assert await take(queue) is None
+    assert "delayed=0" in repr(queue)
+
+
+async def test_cancelled_getter_does_not_lose_a_key() -> None:
+    """A waiter cancelled after being woken passes the wake-up to another waiter."""
+    queue: WorkQueue[Key] = WorkQueue()
+    first = asyncio.create_task(queue.get())
+    second = asyncio.create_task(queue.get())
+    await asyncio.sleep(0)
+    queue.add(A)  # wakes `first`
+    first.cancel()
+    assert await asyncio.wait_for(second, 0.5) == A
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    queue.shutdown()
+
+
+async def test_workers_bounded_concurrency_and_one_key_at_a_time() -> None:
+    """At most `concurrency` handlers run at once and never two for the same key."""
+    queue: WorkQueue[Key] = WorkQueue()
+    running: set[Key] = set()
+    peak = 0
+    calls: list[Key] = []
+    overlaps: list[Key] = []
+
+    async def handler(key: Key) -> None:
+        nonlocal peak
+        if key in running:  # an assert here would be caught and retried by the worker
+            overlaps.append(key)
+        running.add(key)
+        peak = max(peak, len(running))
+        calls.append(key)
+        await asyncio.sleep(0.01)
+        running.discard(key)
+
+    keys = [("ns", f"k{i}") for i in range(10)]
+    workers = asyncio.create_task(run_workers(queue, handler, concurrency=3))
+    for key in keys:
+        queue.add(key)
+    await asyncio.sleep(0.005)
+    for key in keys:  # re-adds while many are in flight
+        queue.add(key)
+    for _ in range(100):  # idle: nothing in flight and nothing queued
+        await asyncio.sleep(0.01)
+        if not running and len(queue) == 0:
+            break
+    queue.shutdown()
+    await asyncio.wait_for(workers, 1)
+    assert overlaps == []
+    assert peak == 3
+    assert sorted(set(calls)) == sorted(keys)
+    assert len(calls) <= 20  # each key at most twice: once, and once for the re-add
+
+
+async def test_workers_retry_failures_with_backoff_then_forget() -> None:
+    """A failing key is retried with backoff; success forgets the failure count."""
+    queue: WorkQueue[Key] = WorkQueue(backoff=ExponentialBackoff(base=0.005, cap=0.05))
+    attempts: list[Key] = []
+    done = asyncio.Event()
+
+    async def handler(key: Key) -> None:
+        attempts.append(key)
+        if len(attempts) < 3:
+            raise RuntimeError("boom")
+        done.set()
+
+    before = REGISTRY.get_sample_value("mcs_reconcile_errors_total") or 0.0
+    workers = asyncio.create_task(run_workers(queue, handler, concurrency=2))
+    queue.add(A)
+    await asyncio.wait_for(done.wait(), 1)
+    await asyncio.sleep(0)  # let the worker finish bookkeeping
+    assert attempts == [A, A, A]
+    assert queue.num_requeues(A) == 0
+    assert REGISTRY.get_sample_value("mcs_reconcile_errors_total") == before + 2
+    queue.shutdown()
+    await asyncio.wait_for(workers, 1)
+
+
+async def test_workers_terminal_error_is_not_retried_and_requeue_after_is() -> None:
+    """TerminalError drops the key; a returned delay processes it again later."""
+    queue: WorkQueue[Key] = WorkQueue()
+    calls: list[Key] = []
+
+    async def handler(key: Key) -> float | None:
+        calls.append(key)
+        if key == A:
+            raise TerminalError("unknown cluster")
+        return 0.02 if calls.count(B) == 1 else None
+
+    workers = asyncio.create_task(run_workers(queue, handler, concurrency=1))
+    queue.add(A)
+    queue.add(B)
+    await asyncio.sleep(0.1)
+    queue.shutdown()
+    await asyncio.wait_for(workers, 1)
+    assert calls == [A, B, B]
+    assert queue.num_requeues(A) == 0
+
+
+async def test_cancelling_run_workers_cancels_handlers() -> None:
+    """Cancelling the runner interrupts in-flight handlers and leaves no task behind."""
+    queue: WorkQueue[Key] = WorkQueue()
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def handler(key: Key) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    workers = asyncio.create_task(run_workers(queue, handler, concurrency=2))
+    queue.add(A)
+    await asyncio.wait_for(started.wait(), 1)
+    workers.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await workers
+    assert cancelled.is_set()
+    queue.shutdown()
+    current = asyncio.current_task()
+    assert [t for t in asyncio.all_tasks() if t is not current and "worker" in t.get_name()] == []
+
+
+async def test_run_workers_rejects_zero_concurrency() -> None:
+    """concurrency must be positive."""
+    queue: WorkQueue[Key] = WorkQueue()
+    with pytest.raises(ValueError):
+        await run_workers(queue, lambda key: asyncio.sleep(0), concurrency=0)
+    queue.shutdown()
