@@ -12,6 +12,7 @@ from types import FrameType
 
 from mcs.mesh import binaries
 from mcs.mesh.mesh import DEFAULT_DIR, Mesh, MeshError
+from mcs.run import add_run_parser
 
 
 def _raise_exit(signum: int, frame: FrameType | None) -> None:
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                 "--foreground", action="store_true", help="stay attached; Ctrl-C stops the mesh"
             )
 
+    add_run_parser(sub)
     return parser
 
 

@@ -126,9 +126,11 @@ def _owns(pid: int, directory: Path) -> bool:
 
 
 def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL it when its parent dies. (SIGTERM would
+    start kube-apiserver's graceful shutdown, which can take a minute.)"""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def _spawn(args: list[str], log: Path, detach: bool) -> subprocess.Popen[bytes]:

@@ -10,11 +10,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +124,20 @@ async def namespace(apis: dict[str, client.ApiClient]) -> AsyncIterator[str]:
 
 
 async def drop_namespace(api: client.ApiClient, name: str) -> None:
+    """Delete what the test made (orphans would outlive the namespace), then the namespace."""
     core = client.CoreV1Api(api)
+    custom = client.CustomObjectsApi(api)
+    for plural in ("serviceexports", "serviceimports"):
+        await custom.delete_collection_namespaced_custom_object(
+            "multicluster.x-k8s.io", "v1beta1", name, plural
+        )
+    await client.DiscoveryV1Api(api).delete_collection_namespaced_endpoint_slice(name)
+    for svc in (await core.list_namespaced_service(name)).items:
+        try:  # the controller may be deleting its derived Services at the same moment
+            await core.delete_namespaced_service(svc.metadata.name, name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
     try:
         await core.delete_namespace(name)
         await core.replace_namespace_finalize(
@@ -139,3 +156,144 @@ def _path_has_venv_bin() -> Iterator[None]:
     os.environ["PATH"] = f"{venv_bin}:{old}"
     yield
     os.environ["PATH"] = old
+
+
+# --------------------------------------------------------------------------- the controller
+
+
+@dataclass
+class Controllers:
+    """``mcs run`` processes against the mesh: one central, or one per cluster."""
+
+    mode: str
+    kubeconfig: Path
+    logdir: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ports: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (metrics, health)
+
+    def start(self, name: str, *extra: str) -> None:
+        metrics, health = free_port(), free_port()
+        log = (self.logdir / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mcs.cli",
+                "run",
+                "--kubeconfig",
+                str(self.kubeconfig),
+                "--metrics-addr",
+                f"127.0.0.1:{metrics}",
+                "--health-addr",
+                f"127.0.0.1:{health}",
+                "--log-level",
+                "debug",
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.ports[name] = (metrics, health)
+        eventually(lambda: self._ready(name), timeout=30, what=f"controller {name} ready")
+
+    def _ready(self, name: str) -> bool:
+        if self.procs[name].poll() is not None:
+            raise AssertionError(f"controller {name} exited: {self.log_tail(name)}")
+        return _http_ok(f"http://127.0.0.1:{self.ports[name][1]}/readyz")
+
+    def start_all(self, contexts: list[str], *extra: str) -> None:
+        if self.mode == "central":
+            self.start("central", *extra)
+        else:
+            for ctx in contexts:
+                self.start(ctx, "--local", ctx, *extra)
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> int:
+        proc = self.procs.pop(name)
+        proc.send_signal(sig)
+        return proc.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+    def metric(self, metric: str) -> float:
+        """Sum of a metric's samples over every running process."""
+        total = 0.0
+        for metrics, _ in (self.ports[n] for n in self.procs):
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as r:
+                for line in r.read().decode().splitlines():
+                    if line.startswith(metric + "{") or line.startswith(metric + " "):
+                        total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        text = (self.logdir / f"{name}.log").read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def eventually(
+    check: Callable[[], Any], timeout: float = 20, interval: float = 0.1, what: str = ""
+) -> Any:
+    """Poll ``check`` until it returns a truthy value (returned) or ``timeout`` passes.
+
+    An AssertionError raised by ``check`` counts as "not yet"; the last one is re-raised.
+    """
+    deadline = time.monotonic() + timeout
+    last: BaseException | None = None
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except AssertionError as e:
+            last = e
+        if time.monotonic() > deadline:
+            if last is not None:
+                raise last
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        time.sleep(interval)
+
+
+def holds(check: Callable[[], Any], duration: float = 5, interval: float = 0.2) -> None:
+    """Assert ``check`` stays truthy for ``duration`` seconds (conformance's "Consistently")."""
+    deadline = time.monotonic() + duration
+    while time.monotonic() < deadline:
+        assert check(), f"stopped holding: {check}"
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="module", params=["central", "per-cluster"])
+def controllers(
+    request: pytest.FixtureRequest,
+    mesh: MeshState,
+    contexts: list[str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Controllers]:
+    ctl = Controllers(
+        request.param, mesh.kubeconfig, tmp_path_factory.mktemp(f"ctl-{request.param}")
+    )
+    ctl.start_all(contexts, "--resync-period", "5")
+    try:
+        yield ctl
+    finally:
+        for name in list(ctl.procs):
+            code = ctl.stop(name)
+            assert code == 0, (
+                f"controller {name} exited with {code} on SIGTERM:\n{ctl.log_tail(name)}"
+            )

@@ -1,0 +1,333 @@
+"""The controller: caches of every member cluster in, minimal writes to the local ones out.
+
+One ``Member`` per cluster of the clusterset, each with its informers
+(ServiceExports, Services, Namespaces, ServiceImports). Every event is mapped to
+the key ``(namespace, name)`` of the service it concerns and queued; a worker
+reconciles the key by reading the caches of *all* members, planning what each
+*local* member should hold (``mcs.plan``) and writing only the difference
+(``mcs.writer``). Central and per-cluster deployments run this same code; they
+differ only in which members are local.
+
+Nothing is decided before every cache has listed once (``ready``). A periodic
+resync re-queues every known key; a steady state makes no writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from kubernetes_asyncio.client import ApiClient
+
+from mcs import plan
+from mcs.informer import NAMESPACES, SERVICES, Informer, Key, Obj, ResourceKind, key_of
+from mcs.merge import MergeResult
+from mcs.observability import CLUSTER_CONNECTED, RESYNCS, WORKQUEUE_DEPTH
+from mcs.workqueue import WorkQueue, run_workers
+from mcs.writer import Writer
+
+SERVICE_EXPORTS = ResourceKind(plan.GROUP, plan.VERSION, "serviceexports")
+SERVICE_IMPORTS = ResourceKind(plan.GROUP, plan.VERSION, "serviceimports")
+
+log = structlog.get_logger(__name__)
+
+
+def _slim(obj: Obj, keep_managed_fields: bool = False) -> Obj:
+    """Keep metadata, spec and status; drop managedFields unless asked (imports need them)."""
+    meta = dict(obj.get("metadata") or {})
+    if not keep_managed_fields:
+        meta.pop("managedFields", None)
+    return {"metadata": meta, "spec": obj.get("spec") or {}, "status": obj.get("status") or {}}
+
+
+def _slim_with_fields(obj: Obj) -> Obj:
+    return _slim(obj, keep_managed_fields=True)
+
+
+@dataclass
+class Member:
+    """One cluster of the clusterset as the controller sees it."""
+
+    context: str
+    cluster_id: str
+    api: ApiClient
+    local: bool
+    informers: dict[str, Informer] = field(default_factory=dict)
+
+    @property
+    def exports(self) -> Informer:
+        return self.informers["exports"]
+
+    @property
+    def services(self) -> Informer:
+        return self.informers["services"]
+
+    @property
+    def imports(self) -> Informer:
+        return self.informers["imports"]
+
+    def namespace_exists(self, ns: str) -> bool:
+        obj = self.informers["namespaces"].get("", ns)
+        return obj is not None and obj.get("status", {}).get("phase") != "Terminating"
+
+    def view(self, ns: str, name: str) -> plan.ClusterView:
+        return plan.ClusterView(
+            cluster=self.cluster_id,
+            namespace_exists=self.namespace_exists(ns),
+            export=self.exports.get(ns, name),
+            service=self.services.get(ns, name),
+            service_import=self.imports.get(ns, name),
+            derived=self.services.get(ns, plan.derived_name(ns, name)),
+        )
+
+    def synced(self) -> bool:
+        return all(i.has_synced() for i in self.informers.values())
+
+    def connected(self) -> bool:
+        return all(i.connected for i in self.informers.values())
+
+
+class Controller:
+    """Reconciles every exported service of the clusterset into the local members."""
+
+    def __init__(
+        self,
+        members: list[Member],
+        *,
+        workers: int = 4,
+        resync_period: float = 300.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        watch_timeout: int = 300,
+    ) -> None:
+        ids = [m.cluster_id for m in members]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"cluster ids must be unique, got {ids}")
+        self.members = members
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self.workers = workers
+        self.resync_period = resync_period
+        self._clock = clock
+        for m in members:
+
+            def make(
+                kind: ResourceKind,
+                transform: Callable[[Obj], Obj],
+                mapper: Callable[[Obj], list[Key]],
+                m: Member = m,
+            ) -> Informer:
+                def on_event(_type: str, old: Obj | None, new: Obj | None) -> None:
+                    for obj in (old, new):
+                        if obj is not None:
+                            for key in mapper(obj):
+                                self._enqueue(key)
+
+                return Informer(
+                    m.api,
+                    cluster=m.context,
+                    kind=kind,
+                    on_event=on_event,
+                    transform=transform,
+                    watch_timeout=watch_timeout,
+                )
+
+            m.informers = {
+                "exports": make(SERVICE_EXPORTS, _slim, lambda o: [key_of(o)]),
+                "services": make(SERVICES, _slim, self._service_keys),
+                "imports": make(SERVICE_IMPORTS, _slim_with_fields, lambda o: [key_of(o)]),
+                "namespaces": make(
+                    NAMESPACES, _slim, lambda o: self.keys_in(o["metadata"]["name"])
+                ),
+            }
+        self._writers = {m.cluster_id: Writer(m.api, m.cluster_id) for m in members if m.local}
+
+    # ------------------------------------------------------------------ keys
+
+    def _enqueue(self, key: Key) -> None:
+        self.queue.add(key)
+        WORKQUEUE_DEPTH.set(len(self.queue))
+
+    @staticmethod
+    def _service_keys(svc: Obj) -> list[Key]:
+        ns, name = key_of(svc)
+        labels = svc.get("metadata", {}).get("labels") or {}
+        if plan.owned(svc) and plan.SERVICE_NAME in labels:
+            return [(ns, labels[plan.SERVICE_NAME])]
+        return [(ns, name)]
+
+    def keys_in(self, namespace: str) -> list[Key]:
+        return [k for k in self.all_keys() if k[0] == namespace]
+
+    def all_keys(self) -> set[Key]:
+        """Every key that may need work: exported anywhere, or imported by us anywhere."""
+        keys: set[Key] = set()
+        for m in self.members:
+            keys.update(m.exports.keys())
+            keys.update(key_of(o) for o in m.imports.list() if plan.owned(o))
+            keys.update(
+                k for o in m.services.list() if plan.owned(o) for k in self._service_keys(o)
+            )
+        return keys
+
+    # ------------------------------------------------------------- lifecycle
+
+    def ready(self) -> str | None:
+        """None when ready (every cache has listed), else why not (for /readyz)."""
+        waiting = [
+            f"{m.context}/{n}"
+            for m in self.members
+            for n, i in m.informers.items()
+            if not i.has_synced()
+        ]
+        return f"caches not synced: {', '.join(waiting)}" if waiting else None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; then drain the current reconciles and stop every task."""
+        for m in self.members:
+            for informer in m.informers.values():
+                informer.start()
+        try:
+            stopping = asyncio.ensure_future(stop.wait())
+            synced = asyncio.ensure_future(self._wait_synced())
+            await asyncio.wait({stopping, synced}, return_when=asyncio.FIRST_COMPLETED)
+            synced.cancel()
+            if stop.is_set():
+                stopping.cancel()
+                return
+            log.info(
+                "caches synced",
+                clusters=[m.cluster_id for m in self.members],
+                local=[m.cluster_id for m in self.members if m.local],
+            )
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(
+                    run_workers(self.queue, self.reconcile, concurrency=self.workers),
+                    name="workers",
+                )
+                resync = tg.create_task(self._resync_loop(), name="resync")
+                await stopping
+                log.info("stopping: draining the work queue")
+                resync.cancel()
+                self.queue.shutdown()
+        finally:
+            for m in self.members:
+                for informer in m.informers.values():
+                    await informer.stop()
+
+    async def _wait_synced(self) -> None:
+        await asyncio.gather(*(i.synced.wait() for m in self.members for i in m.informers.values()))
+
+    async def _resync_loop(self) -> None:
+        while True:
+            for m in self.members:
+                CLUSTER_CONNECTED.labels(cluster=m.cluster_id).set(1 if m.connected() else 0)
+            for key in self.all_keys():
+                self._enqueue(key)
+            RESYNCS.inc()
+            await asyncio.sleep(self.resync_period)
+
+    # ------------------------------------------------------------- reconcile
+
+    async def reconcile(self, key: Key) -> None:
+        ns, name = key
+        views = {m.cluster_id: m.view(ns, name) for m in self.members}
+        evaluation = plan.evaluate(list(views.values()))
+        now = self._clock()
+        blocked = None
+        if evaluation.merged is not None:
+            clashes = [
+                f'ServiceImport "{ns}/{name}" in cluster "{c}" was not created by mcs-controller '
+                f"(no {plan.MANAGED_BY}={plan.FIELD_MANAGER} label); it is left untouched"
+                for c, v in views.items()
+                if v.namespace_exists
+                and v.service_import is not None
+                and not plan.owned(v.service_import)
+            ]
+            if clashes:
+                blocked = "; ".join(clashes)
+                log.warning("unowned ServiceImport in the way", detail=blocked)
+        for m in self.members:
+            if not m.local:
+                continue
+            view = views[m.cluster_id]
+            writer = self._writers[m.cluster_id]
+            with structlog.contextvars.bound_contextvars(cluster=m.cluster_id):
+                if evaluation.merged is not None and view.namespace_exists:
+                    if view.service_import is None or plan.owned(view.service_import):
+                        await self._write_import(writer, view, ns, name, evaluation.merged, now)
+                else:
+                    await self._remove_import(writer, view)
+                conditions = plan.export_status(evaluation, view, now, blocked)
+                if (
+                    view.export is not None
+                    and conditions is not None
+                    and conditions != (view.export.get("status", {}).get("conditions") or [])
+                ):
+                    await writer.patch_status(
+                        "serviceexports", view.export, {"conditions": conditions}
+                    )
+
+    async def _write_import(
+        self,
+        writer: Writer,
+        view: plan.ClusterView,
+        ns: str,
+        name: str,
+        merged: MergeResult,
+        now: datetime,
+    ) -> None:
+        observed = view.service_import
+        desired = plan.desired_import(ns, name, merged, view.derived)
+        if plan.import_changed(
+            desired, observed, plan.applied_keys(observed) if observed else (set(), set())
+        ):
+            observed = await writer.apply("serviceimports", desired)
+        assert observed is not None
+        derived = view.derived
+        if merged.spec.type == "ClusterSetIP":
+            want = plan.desired_derived_service(ns, name, merged, observed)
+            assert want is not None
+            if derived is not None and not plan.owned(derived):
+                raise RuntimeError(
+                    f'Service "{ns}/{want["metadata"]["name"]}" exists and is not ours'
+                )
+            if derived is not None and _family_switch(derived, want):
+                await writer.delete("services", derived)
+                derived = None
+            if plan.derived_service_changed(want, derived):
+                derived = await writer.apply("services", want)
+            again = plan.desired_import(ns, name, merged, derived)
+            if again != desired:
+                observed = await writer.apply("serviceimports", again)
+        elif derived is not None and plan.owned(derived):
+            await writer.delete("services", derived)
+        status = plan.desired_import_status(
+            merged, observed, observed.get("status", {}).get("conditions") or [], now
+        )
+        if _status_differs(status, observed.get("status") or {}):
+            await writer.patch_status("serviceimports", observed, status)
+
+    async def _remove_import(self, writer: Writer, view: plan.ClusterView) -> None:
+        if view.service_import is not None and plan.owned(view.service_import):
+            await writer.delete("serviceimports", view.service_import)
+        if view.derived is not None and plan.owned(view.derived):
+            await writer.delete("services", view.derived)
+
+
+def _family_switch(observed: plan.Obj, desired: plan.Obj) -> bool:
+    """A derived Service whose primary IP family must change cannot be updated, only replaced."""
+    want = desired["spec"].get("ipFamilies")
+    have = observed.get("spec", {}).get("ipFamilies")
+    return bool(want and have and want[0] != have[0])
+
+
+def _status_differs(desired: dict[str, Any], observed: dict[str, Any]) -> bool:
+    def strip(conds: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [(c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in conds]
+
+    return desired["clusters"] != observed.get("clusters") or strip(desired["conditions"]) != strip(
+        observed.get("conditions") or []
+    )

@@ -1,0 +1,162 @@
+"""``mcs run``: the controller process (flags, members, health server, signals)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import signal
+from pathlib import Path
+
+import structlog
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from mcs.controller import Controller, Member
+from mcs.observability import HealthServer, configure_logging
+
+log = structlog.get_logger(__name__)
+
+# KEP-2149: the cluster id is a valid RFC-1123 DNS subdomain.
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot work; the message says why."""
+
+
+def validate_cluster_id(value: str) -> str:
+    if len(value) > 253 or not _SUBDOMAIN.match(value):
+        raise ConfigError(f"cluster id {value!r} is not a valid RFC-1123 DNS subdomain")
+    return value
+
+
+def _address(value: str) -> tuple[str, int] | None:
+    """``host:port`` or ``:port`` (all interfaces); ``0`` or ``off`` disables the listener."""
+    if value in ("0", "off", ""):
+        return None
+    host, _, port = value.rpartition(":")
+    return (host or "0.0.0.0", int(port))
+
+
+def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run the controller")
+    p.set_defaults(func=_run)
+    p.add_argument(
+        "--kubeconfig",
+        default=os.environ.get("KUBECONFIG", str(Path.home() / ".kube/config")),
+        help="kubeconfig holding one context per member cluster (default $KUBECONFIG)",
+    )
+    p.add_argument(
+        "--contexts",
+        default="",
+        help="comma-separated member contexts (default: every context of the kubeconfig)",
+    )
+    p.add_argument(
+        "--local",
+        default="",
+        help="contexts this instance writes to (default: all members = central mode); "
+        "one context = per-cluster mode",
+    )
+    p.add_argument(
+        "--cluster-id",
+        action="append",
+        default=[],
+        metavar="CONTEXT=ID",
+        help="override a member's cluster id (default: its ClusterProperty "
+        "cluster.clusterset.k8s.io, else the context name); repeatable",
+    )
+    p.add_argument("--log-format", choices=["json", "console"], default="json")
+    p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--metrics-addr", default=":8080", help="Prometheus /metrics (default :8080; 0 = off)"
+    )
+    p.add_argument(
+        "--health-addr", default=":8081", help="/healthz and /readyz (default :8081; 0 = off)"
+    )
+    p.add_argument("--workers", type=int, default=4, help="concurrent reconciles (default 4)")
+    p.add_argument(
+        "--resync-period",
+        type=float,
+        default=300.0,
+        help="seconds between full resyncs (default 300)",
+    )
+
+
+async def read_cluster_id(api: client.ApiClient) -> str | None:
+    try:
+        prop = await client.CustomObjectsApi(api).get_cluster_custom_object(
+            "about.k8s.io", "v1beta1", "clusterproperties", "cluster.clusterset.k8s.io"
+        )
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    value = prop.get("spec", {}).get("value")
+    return str(value) if value else None
+
+
+async def build_members(args: argparse.Namespace) -> list[Member]:
+    all_contexts, _ = config.list_kube_config_contexts(config_file=args.kubeconfig)
+    known = [c["name"] for c in all_contexts]
+    contexts = [c for c in args.contexts.split(",") if c] or known
+    local = set(c for c in args.local.split(",") if c) or set(contexts)
+    for c in [*contexts, *local]:
+        if c not in known:
+            raise ConfigError(f"context {c!r} not in {args.kubeconfig} (has {', '.join(known)})")
+    if not local <= set(contexts):
+        raise ConfigError(f"--local {sorted(local)} must be among the member contexts {contexts}")
+    overrides = dict(item.split("=", 1) for item in args.cluster_id)
+    members: list[Member] = []
+    try:
+        for ctx in contexts:
+            api = await config.new_client_from_config(
+                config_file=args.kubeconfig, context=ctx, persist_config=False
+            )
+            members.append(Member(context=ctx, cluster_id=ctx, api=api, local=ctx in local))
+        for m in members:
+            cid = overrides.get(m.context) or await read_cluster_id(m.api) or m.context
+            m.cluster_id = validate_cluster_id(cid)
+        return members
+    except BaseException:
+        for m in members:
+            await m.api.close()
+        raise
+
+
+async def run(args: argparse.Namespace) -> int:
+    members = await build_members(args)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        controller = Controller(members, workers=args.workers, resync_period=args.resync_period)
+        log.info(
+            "starting",
+            members={m.context: m.cluster_id for m in members},
+            local=[m.cluster_id for m in members if m.local],
+        )
+        async with HealthServer(
+            ready=controller.ready,
+            health_addr=_address(args.health_addr),
+            metrics_addr=_address(args.metrics_addr),
+        ):
+            await controller.run(stop)
+        log.info("stopped")
+        return 0
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        for m in members:
+            await m.api.close()
+
+
+def _run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_format, args.log_level)
+    try:
+        return asyncio.run(run(args))
+    except ConfigError as e:
+        log.error("invalid configuration", error=str(e))
+        return 2

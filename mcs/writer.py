@@ -1,0 +1,114 @@
+"""The only place that writes to a cluster: server-side apply of what the plan
+wants, status patches, and guarded deletes. Every write is counted in
+``mcs_api_writes_total{cluster,verb,resource}``.
+
+Deletes carry a ``uid`` precondition: the object removed is exactly the one the
+caller saw (and checked for our ownership label), never a replacement.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import structlog
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from mcs.informer import ENDPOINT_SLICES, SERVICES, ResourceKind
+from mcs.observability import API_WRITES
+from mcs.plan import FIELD_MANAGER, GROUP, VERSION
+
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+
+log = structlog.get_logger(__name__)
+
+Obj = dict[str, Any]
+
+
+IMPORTS = ResourceKind(GROUP, VERSION, "serviceimports")
+EXPORTS = ResourceKind(GROUP, VERSION, "serviceexports")
+KINDS = {k.plural: k for k in (IMPORTS, EXPORTS, SERVICES, ENDPOINT_SLICES)}
+
+
+class Writer:
+    """Writes to one cluster through its ``ApiClient`` (owned by the caller).
+
+    Requests go through ``ApiClient.call_api`` with raw JSON in and out: the
+    generated API methods return ``None`` for an apply that creates (HTTP 201)
+    and would turn answers into model objects we do not use.
+    """
+
+    def __init__(self, api: ApiClient, cluster: str) -> None:
+        self.cluster = cluster
+        self._api = api
+
+    async def _call(
+        self,
+        method: str,
+        plural: str,
+        obj: Mapping[str, Any],
+        body: Any,
+        subresource: str = "",
+        content_type: str = APPLY,
+        **query: str,
+    ) -> Obj:
+        meta = obj["metadata"]
+        API_WRITES.labels(
+            cluster=self.cluster, verb=method.lower() + subresource, resource=plural
+        ).inc()
+        log.debug(
+            "write",
+            cluster=self.cluster,
+            verb=method,
+            resource=plural,
+            namespace=meta.get("namespace"),
+            name=meta.get("name"),
+        )
+        path = (
+            f"{KINDS[plural].path(meta['namespace'])}/{quote(meta['name'], safe='')}{subresource}"
+        )
+        response = await self._api.call_api(
+            path,
+            method,
+            query_params=list(query.items()),
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+        )
+        try:
+            text = await response.text()
+        finally:
+            response.release()
+        if response.status >= 300:
+            raise ApiException(status=response.status, reason=text[:500])
+        out: Obj = json.loads(text) if text else {}
+        return out
+
+    async def apply(self, plural: str, obj: Obj) -> Obj:
+        """Server-side apply of a whole object as field manager ``mcs-controller``."""
+        return await self._call("PATCH", plural, obj, obj, fieldManager=FIELD_MANAGER, force="true")
+
+    async def patch_status(self, plural: str, obj: Mapping[str, Any], status: Obj) -> Obj:
+        """JSON merge patch of ``status`` through the status subresource.
+
+        Not guarded by resourceVersion: the controller is the only writer of these
+        statuses (leader election keeps it one process), and the cached object it
+        would take the version from may lag behind its own last write."""
+        meta = {"name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"]}
+        return await self._call(
+            "PATCH", plural, obj, {"metadata": meta, "status": status}, "/status", MERGE
+        )
+
+    async def delete(self, plural: str, obj: Mapping[str, Any]) -> None:
+        """Delete ``obj`` if it is still the same object (uid precondition); gone is fine."""
+        opts = {"preconditions": {"uid": obj["metadata"]["uid"]}}
+        try:
+            await self._call("DELETE", plural, obj, opts, content_type="application/json")
+        except ApiException as e:
+            if e.status != 404:
+                raise

@@ -1,0 +1,258 @@
+"""Controller behaviour beyond the conformance suite, against the real mesh, in both
+deployment modes (central, per cluster)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+from kubernetes_asyncio import client
+
+from tests.integration.conftest import Controllers, Kubectl, eventually, holds, kubectl_path
+from tests.integration.mcs_objects import condition, export, get_export, get_import, service
+
+C0, C1, C2 = "cluster1", "cluster2", "cluster3"
+
+
+def _apply(kubectl: Kubectl, ctx: str, *docs: str) -> None:
+    for doc in docs:
+        kubectl(ctx, "apply", "-f", "-", stdin=doc)
+
+
+def test_every_conflict_reason_on_every_export(
+    controllers: Controllers, kubectl: Kubectl, namespace: str
+) -> None:
+    _apply(kubectl, C0, service(namespace), export(namespace))
+    eventually(lambda: get_import(kubectl, C0, namespace))
+    time.sleep(1.1)
+    other = service(
+        namespace,
+        ports=[{"name": "tcp", "port": 43, "protocol": "TCP"}],
+        headless=True,
+        spec={"sessionAffinity": "None", "sessionAffinityConfig": None},
+    )
+    _apply(kubectl, C1, other, export(namespace))
+    want = "PortConflict,TypeConflict,SessionAffinityConflict"
+    for ctx in (C0, C1):
+        cond = eventually(
+            lambda ctx=ctx: (
+                (c := condition(get_export(kubectl, ctx, namespace), "Conflict"))
+                and c["reason"] == want
+                and c
+            ),
+            what=f"all reasons on {ctx}",
+        )
+        assert cond["status"] == "True"
+        assert (
+            'cluster "cluster1"' in cond["message"] and "1/2 clusters disagree" in cond["message"]
+        )
+        valid = condition(get_export(kubectl, ctx, namespace), "Valid")
+        assert valid is not None and valid["status"] == "True"
+
+
+def test_no_service_then_valid(controllers: Controllers, kubectl: Kubectl, namespace: str) -> None:
+    _apply(kubectl, C0, export(namespace))
+    cond = eventually(lambda: condition(get_export(kubectl, C0, namespace), "Valid"))
+    assert (cond["status"], cond["reason"]) == ("False", "NoService")
+    holds(lambda: get_import(kubectl, C0, namespace) is None, duration=2)
+    _apply(kubectl, C0, service(namespace))
+    eventually(lambda: condition(get_export(kubectl, C0, namespace), "Valid")["status"] == "True")  # type: ignore[index]
+    eventually(lambda: get_import(kubectl, C1, namespace))
+
+
+def test_namespace_missing_in_one_cluster(
+    controllers: Controllers, kubectl: Kubectl, apis: dict[str, client.ApiClient]
+) -> None:
+    ns = f"partial-{int(time.time() * 1000) % 10**8}"
+    for ctx in (C0, C1):
+        kubectl(ctx, "create", "namespace", ns)
+    try:
+        _apply(kubectl, C0, service(ns), export(ns))
+        eventually(lambda: get_import(kubectl, C1, ns))
+        holds(
+            lambda: (
+                kubectl(C2, "get", "serviceimports", "-A", "-o", "name").stdout.count(f"/{ns}/")
+                == 0
+                and get_import(kubectl, C2, ns) is None
+                if _ns_exists(kubectl, C2, ns)
+                else True
+            ),
+            duration=2,
+        )
+        kubectl(C2, "create", "namespace", ns)
+        eventually(lambda: get_import(kubectl, C2, ns), what="import once the namespace exists")
+    finally:
+        for ctx in (C0, C1, C2):
+            kubectl(
+                ctx,
+                "delete",
+                "serviceexports,services,serviceimports",
+                "--all",
+                "-n",
+                ns,
+                "--wait=false",
+                check=False,
+            )
+
+
+def _ns_exists(kubectl: Kubectl, ctx: str, ns: str) -> bool:
+    return bool(
+        kubectl(ctx, "get", "namespace", ns, "--ignore-not-found", "-o", "name").stdout.strip()
+    )
+
+
+def test_port_change_propagates(
+    controllers: Controllers, kubectl: Kubectl, contexts: list[str], namespace: str
+) -> None:
+    _apply(kubectl, C0, service(namespace), export(namespace))
+    for ctx in contexts:
+        eventually(lambda ctx=ctx: get_import(kubectl, ctx, namespace))
+    _apply(
+        kubectl,
+        C0,
+        service(
+            namespace,
+            ports=[{"name": "http", "port": 8080, "protocol": "TCP", "appProtocol": "http"}],
+        ),
+    )
+    want = [{"name": "http", "port": 8080, "protocol": "TCP", "appProtocol": "http"}]
+    for ctx in contexts:
+        eventually(lambda ctx=ctx: get_import(kubectl, ctx, namespace)["spec"]["ports"] == want)  # type: ignore[index]
+        derived = get_import(kubectl, ctx, namespace)["metadata"]["annotations"][
+            "multicluster.kubernetes.io/derived-service"
+        ]  # type: ignore[index]
+        svc = kubectl.json(ctx, "get", "service", derived, "-n", namespace)
+        assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [("http", 8080)]
+
+
+def test_unowned_import_left_alone_and_reported(
+    controllers: Controllers, kubectl: Kubectl, namespace: str
+) -> None:
+    manual = json.dumps(
+        {
+            "apiVersion": "multicluster.x-k8s.io/v1beta1",
+            "kind": "ServiceImport",
+            "metadata": {"name": "hello", "namespace": namespace},
+            "spec": {"type": "Headless", "ports": [{"port": 1, "protocol": "TCP"}]},
+        }
+    )
+    _apply(kubectl, C1, manual)
+    before = get_import(kubectl, C1, namespace)
+    _apply(kubectl, C0, service(namespace), export(namespace))
+    ready = eventually(
+        lambda: (
+            (c := condition(get_export(kubectl, C0, namespace), "Ready"))
+            and c["reason"] == "Failed"
+            and c
+        ),
+        what="Ready=Failed naming the clash",
+    )
+    assert ready["status"] == "False" and '"cluster2"' in ready["message"]
+    eventually(lambda: get_import(kubectl, C2, namespace))  # other clusters still get theirs
+    after = get_import(kubectl, C1, namespace)
+    assert after is not None and before is not None
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    # the clash gone, the export becomes ready and cluster2 gets our import
+    kubectl(C1, "delete", "serviceimport", "hello", "-n", namespace)
+    eventually(lambda: condition(get_export(kubectl, C0, namespace), "Ready")["status"] == "True")  # type: ignore[index]
+    eventually(
+        lambda: (
+            (get_import(kubectl, C1, namespace) or {})
+            .get("metadata", {})
+            .get("labels", {})
+            .get("app.kubernetes.io/managed-by")
+            == "mcs-controller"
+        )
+    )
+
+
+def test_steady_state_makes_no_writes(
+    controllers: Controllers, kubectl: Kubectl, contexts: list[str], namespace: str
+) -> None:
+    _apply(kubectl, C0, service(namespace), export(namespace))
+    for ctx in contexts:
+        eventually(
+            lambda ctx=ctx: (get_import(kubectl, ctx, namespace) or {}).get("spec", {}).get("ips")
+        )
+    time.sleep(6)  # settle: one resync (5 s) after convergence
+    writes = controllers.metric("mcs_api_writes_total")
+    resyncs = controllers.metric("mcs_resyncs_total")
+    eventually(
+        lambda: controllers.metric("mcs_resyncs_total") >= resyncs + 2 * len(controllers.procs),
+        timeout=15,
+    )
+    assert controllers.metric("mcs_api_writes_total") == writes
+
+
+def test_sigkill_mid_batch_converges(
+    controllers: Controllers, kubectl: Kubectl, contexts: list[str], namespace: str
+) -> None:
+    n = 200
+    docs = [
+        d
+        for i in range(n)
+        for d in (service(namespace, f"svc-{i:03}"), export(namespace, f"svc-{i:03}"))
+    ]
+    victim = next(iter(controllers.procs))
+    watched = contexts[-1] if controllers.mode == "central" else victim
+    applying = subprocess.Popen(
+        [
+            kubectl_path(),
+            "--kubeconfig",
+            str(kubectl.kubeconfig),
+            "--context",
+            C0,
+            "apply",
+            "-f",
+            "-",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert applying.stdin is not None
+    applying.stdin.write("\n---\n".join(docs))
+    applying.stdin.close()
+    eventually(
+        lambda: _count(kubectl, watched, namespace) > 0,
+        timeout=60,
+        interval=0.05,
+        what="first imports",
+    )
+    controllers.stop(victim, signal.SIGKILL)
+    assert applying.wait(timeout=120) == 0, applying.stderr.read() if applying.stderr else ""
+    assert _count(kubectl, watched, namespace) < n, (
+        "the controller was killed after the batch was done"
+    )
+    restart_args = [] if controllers.mode == "central" else ["--local", victim]
+    controllers.start(victim, "--resync-period", "5", *restart_args)
+    for ctx in contexts:
+        eventually(
+            lambda ctx=ctx: _count(kubectl, ctx, namespace) == n,
+            timeout=120,
+            what=f"{n} imports in {ctx}",
+        )
+    for ctx in contexts:
+        imports = kubectl.json(ctx, "get", "serviceimports", "-n", namespace)["items"]
+        assert sorted(i["metadata"]["name"] for i in imports) == [f"svc-{i:03}" for i in range(n)]
+        wanted = {
+            i["metadata"]["annotations"]["multicluster.kubernetes.io/derived-service"]
+            for i in imports
+        }
+        # every import has its derived Service, and no derived Service is left without an import
+        eventually(
+            lambda ctx=ctx, wanted=wanted: _derived(kubectl, ctx, namespace) == wanted, timeout=60
+        )
+
+
+def _derived(kubectl: Kubectl, ctx: str, ns: str) -> set[str]:
+    items = kubectl.json(ctx, "get", "services", "-n", ns)["items"]
+    return {s["metadata"]["name"] for s in items if s["metadata"]["name"].startswith("derived-")}
+
+
+def _count(kubectl: Kubectl, ctx: str, ns: str) -> int:
+    out = kubectl(ctx, "get", "serviceimports", "-n", ns, "-o", "name").stdout
+    return len(out.split())

@@ -1,0 +1,138 @@
+"""The planning of desired objects for one key (pure code)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from mcs import plan
+
+NOW = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def _svc(ports: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "web", "namespace": "demo"}, "spec": {"ports": ports, **spec}}
+
+
+def _export(created: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "web",
+            "namespace": "demo",
+            "creationTimestamp": created,
+            "generation": 1,
+        },
+        "spec": spec,
+    }
+
+
+def _view(cluster: str, created: str = "2026-01-01T00:00:00Z", **svc_spec: Any) -> plan.ClusterView:
+    ports = svc_spec.pop("ports", [{"name": "http", "port": 80, "protocol": "TCP"}])
+    return plan.ClusterView(cluster, True, _export(created), _svc(ports, **svc_spec))
+
+
+def test_derived_name_matches_mcs_api() -> None:
+    assert plan.derived_name("demo", "serve") == "derived-ovtkn0laet"
+
+
+def test_clusterset_import_gets_ips_from_derived_service() -> None:
+    ev = plan.evaluate([_view("c1", ipFamilies=["IPv4", "IPv6"])])
+    assert ev.merged is not None
+    before = plan.desired_import("demo", "web", ev.merged, None)
+    assert "ips" not in before["spec"]
+    assert before["metadata"]["labels"] == {plan.MANAGED_BY: plan.FIELD_MANAGER}
+    assert before["metadata"]["annotations"] == {
+        plan.DERIVED_SERVICE: plan.derived_name("demo", "web")
+    }
+    derived = {"spec": {"clusterIPs": ["10.0.0.1", "fd00::1"], "ipFamilies": ["IPv4", "IPv6"]}}
+    after = plan.desired_import("demo", "web", ev.merged, derived)
+    assert after["spec"]["ips"] == ["10.0.0.1", "fd00::1"]
+    assert after["spec"]["ipFamilies"] == ["IPv4", "IPv6"]
+    assert plan.import_changed(after, {"metadata": before["metadata"], "spec": before["spec"]})
+    assert not plan.import_changed(after, {"metadata": after["metadata"], "spec": after["spec"]})
+
+
+def test_headless_import_has_no_derived_service_and_no_ips() -> None:
+    ev = plan.evaluate([_view("c1", clusterIP="None", ipFamilies=["IPv4"])])
+    assert ev.merged is not None
+    imp = plan.desired_import("demo", "web", ev.merged, {"spec": {"clusterIPs": ["10.0.0.1"]}})
+    assert imp["spec"]["type"] == "Headless" and "ips" not in imp["spec"]
+    assert imp["spec"]["ipFamilies"] == ["IPv4"]
+    assert plan.DERIVED_SERVICE not in imp["metadata"].get("annotations", {})
+    assert plan.desired_derived_service("demo", "web", ev.merged, imp) is None
+
+
+def test_derived_service_names_unnamed_port_among_several() -> None:
+    ports = [{"port": 80, "protocol": "TCP"}]
+    other = [{"name": "dns", "port": 53, "protocol": "UDP"}]
+    ev = plan.evaluate([_view("c1", ports=ports), _view("c2", "2026-01-02T00:00:00Z", ports=other)])
+    assert ev.merged is not None
+    imp = {"metadata": {"uid": "u-1"}}
+    svc = plan.desired_derived_service("demo", "web", ev.merged, imp)
+    assert svc is not None
+    assert [p["name"] for p in svc["spec"]["ports"]] == ["tcp-80", "dns"]
+    assert "selector" not in svc["spec"]
+    assert svc["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert svc["metadata"]["labels"][plan.SERVICE_NAME] == "web"
+    assert plan.derived_service_changed(svc, None)
+    assert not plan.derived_service_changed(svc, svc)
+
+
+def test_labels_we_applied_and_no_longer_want_force_a_write() -> None:
+    ev = plan.evaluate([_view("c1")])
+    assert ev.merged is not None
+    desired = plan.desired_import("demo", "web", ev.merged, None)
+    observed = {
+        "metadata": {
+            **desired["metadata"],
+            "labels": {**desired["metadata"]["labels"], "old": "x", "someone-elses": "y"},
+            "managedFields": [
+                {
+                    "manager": plan.FIELD_MANAGER,
+                    "operation": "Apply",
+                    "fieldsV1": {
+                        "f:metadata": {"f:labels": {"f:old": {}, f"f:{plan.MANAGED_BY}": {}}}
+                    },
+                },
+                {
+                    "manager": "kubectl",
+                    "operation": "Update",
+                    "fieldsV1": {"f:metadata": {"f:labels": {"f:someone-elses": {}}}},
+                },
+            ],
+        },
+        "spec": desired["spec"],
+    }
+    keys = plan.applied_keys(observed)
+    assert keys == ({"old", plan.MANAGED_BY}, set())
+    assert plan.import_changed(desired, observed, keys)
+    observed["metadata"]["managedFields"][0]["fieldsV1"]["f:metadata"]["f:labels"].pop("f:old")
+    assert not plan.import_changed(desired, observed, plan.applied_keys(observed))
+
+
+def test_export_status_reports_a_blocking_clash() -> None:
+    view = _view("c1")
+    ev = plan.evaluate([view])
+    conds = plan.export_status(
+        ev, view, NOW, blocked='ServiceImport "demo/web" in cluster "c2" ...'
+    )
+    assert conds is not None
+    ready = next(c for c in conds if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Failed")
+    assert '"c2"' in ready["message"]
+
+
+def test_invalid_export_takes_no_part() -> None:
+    lonely = plan.ClusterView("c1", True, _export("2026-01-01T00:00:00Z"), None)
+    ev = plan.evaluate([lonely])
+    assert ev.merged is None and ev.invalid["c1"].reason == "NoService"
+    conds = plan.export_status(ev, lonely, NOW)
+    assert conds is not None
+    assert {c["type"]: c["reason"] for c in conds} == {"Valid": "NoService", "Ready": "Pending"}
+
+
+def test_owned() -> None:
+    assert plan.owned({"metadata": {"labels": {plan.MANAGED_BY: plan.FIELD_MANAGER}}})
+    assert not plan.owned({"metadata": {"labels": {plan.MANAGED_BY: "helm"}}})
+    assert not plan.owned({"metadata": {}})
+    assert not plan.owned(None)
