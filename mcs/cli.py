@@ -23,7 +23,7 @@ def _mesh_up(args: argparse.Namespace) -> int:
     mesh = Mesh(args.dir)
     started = time.monotonic()
     detach = not args.foreground
-    state = asyncio.run(mesh.up(args.clusters, detach=detach))
+    state = asyncio.run(mesh.up(args.clusters, detach=detach, dns=args.dns))
     took = time.monotonic() - started
     names = ", ".join(m.name for m in state.members)
     print(f"mesh up in {took:.1f}s: etcd + {len(state.members)} kube-apiservers ({names})")
@@ -62,9 +62,12 @@ def _mesh_status(args: argparse.Namespace) -> int:
         return 1
     alive = set(mesh.running())
     ok = True
-    for name, pid, where in [("etcd", state.etcd.pid, f"127.0.0.1:{state.etcd.port}")] + [
-        (m.name, m.pid, m.server) for m in state.members
-    ]:
+    rows = [("etcd", state.etcd.pid, f"127.0.0.1:{state.etcd.port}")]
+    for m in state.members:
+        rows.append((m.name, m.pid, m.server))
+        if m.dns_pid:
+            rows.append((f"{m.name}-dns", m.dns_pid, f"127.0.0.1:{m.dns_port} (udp/tcp)"))
+    for name, pid, where in rows:
         up = pid in alive
         ok &= up
         print(f"{name:10} {'running' if up else 'STOPPED':8} pid {pid:<8} {where}")
@@ -73,7 +76,7 @@ def _mesh_status(args: argparse.Namespace) -> int:
 
 
 def _mesh_build(args: argparse.Namespace) -> int:
-    bins = binaries.ensure()
+    bins = binaries.ensure(coredns=args.dns)
     print(f"kube-apiserver: {bins.kube_apiserver}\netcd: {bins.etcd}")
     if bins.coredns:
         print(f"coredns: {bins.coredns}")
@@ -97,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--dir", type=Path, default=DEFAULT_DIR, help="state directory (default .mcs-mesh)"
         )
+        if name in ("up", "build"):
+            p.add_argument("--dns", action="store_true", help="also CoreDNS for clusterset.local")
         if name == "up":
             p.add_argument(
                 "--clusters", type=int, default=2, help="number of member clusters (default 2)"

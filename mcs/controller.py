@@ -15,7 +15,7 @@ resync re-queues every known key; a steady state makes no writes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,8 +23,18 @@ from typing import Any
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
-from mcs import plan
-from mcs.informer import NAMESPACES, SERVICES, Informer, Key, Obj, ResourceKind, key_of
+from mcs import endpoints, plan
+from mcs.informer import (
+    ENDPOINT_SLICES,
+    NAMESPACES,
+    SERVICES,
+    Informer,
+    Key,
+    Obj,
+    ResourceKind,
+    key_of,
+)
+from mcs.leader import LeaderElector
 from mcs.merge import MergeResult
 from mcs.observability import CLUSTER_CONNECTED, RESYNCS, WORKQUEUE_DEPTH
 from mcs.workqueue import WorkQueue, run_workers
@@ -69,6 +79,27 @@ class Member:
     @property
     def imports(self) -> Informer:
         return self.informers["imports"]
+
+    @property
+    def slices(self) -> Informer:
+        return self.informers["slices"]
+
+    def source_slices(self, ns: str, service: str) -> list[Obj]:
+        """The EndpointSlices of Service ``ns/service`` that are not ours (the exporter's)."""
+        return [
+            s
+            for s in self.slices.list(ns)
+            if s["metadata"].get("labels", {}).get(endpoints.KUBE_SERVICE_NAME) == service
+            and not endpoints.managed_by_us(s)
+        ]
+
+    def imported_slices(self, ns: str, name: str) -> list[Obj]:
+        """Our EndpointSlices of the import ``ns/name``."""
+        return [
+            s
+            for s in self.slices.list(ns)
+            if endpoints.managed_by_us(s) and endpoints.slice_key(s) == (ns, name)
+        ]
 
     def namespace_exists(self, ns: str) -> bool:
         obj = self.informers["namespaces"].get("", ns)
@@ -138,6 +169,7 @@ class Controller:
                 "exports": make(SERVICE_EXPORTS, _slim, lambda o: [key_of(o)]),
                 "services": make(SERVICES, _slim, self._service_keys),
                 "imports": make(SERVICE_IMPORTS, _slim_with_fields, lambda o: [key_of(o)]),
+                "slices": make(ENDPOINT_SLICES, endpoints.transform, self._slice_keys),
                 "namespaces": make(
                     NAMESPACES, _slim, lambda o: self.keys_in(o["metadata"]["name"])
                 ),
@@ -158,6 +190,14 @@ class Controller:
             return [(ns, labels[plan.SERVICE_NAME])]
         return [(ns, name)]
 
+    @staticmethod
+    def _slice_keys(eps: Obj) -> list[Key]:
+        if endpoints.managed_by_us(eps):
+            key = endpoints.slice_key(eps)
+            return [key] if key else []
+        service = eps["metadata"].get("labels", {}).get(endpoints.KUBE_SERVICE_NAME)
+        return [(eps["metadata"]["namespace"], service)] if service else []
+
     def keys_in(self, namespace: str) -> list[Key]:
         return [k for k in self.all_keys() if k[0] == namespace]
 
@@ -169,6 +209,12 @@ class Controller:
             keys.update(key_of(o) for o in m.imports.list() if plan.owned(o))
             keys.update(
                 k for o in m.services.list() if plan.owned(o) for k in self._service_keys(o)
+            )
+            keys.update(
+                k
+                for o in m.slices.list()
+                if endpoints.managed_by_us(o)
+                for k in self._slice_keys(o)
             )
         return keys
 
@@ -184,34 +230,43 @@ class Controller:
         ]
         return f"caches not synced: {', '.join(waiting)}" if waiting else None
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Run until ``stop`` is set; then drain the current reconciles and stop every task."""
+    async def run(self, stop: asyncio.Event, elector: LeaderElector | None = None) -> None:
+        """Run until ``stop`` is set; then drain the current reconciles and stop every task.
+
+        With an ``elector``, the caches are filled at once (a standby is ready to take
+        over) but nothing is reconciled before this instance holds the lease; losing
+        it raises ``LeadershipLost`` (in an ``ExceptionGroup``) after stopping the workers.
+        """
         for m in self.members:
             for informer in m.informers.values():
                 informer.start()
         try:
-            stopping = asyncio.ensure_future(stop.wait())
-            synced = asyncio.ensure_future(self._wait_synced())
-            await asyncio.wait({stopping, synced}, return_when=asyncio.FIRST_COMPLETED)
-            synced.cancel()
-            if stop.is_set():
-                stopping.cancel()
+            if not await _unless_stopped(self._wait_synced(), stop):
                 return
             log.info(
                 "caches synced",
                 clusters=[m.cluster_id for m in self.members],
                 local=[m.cluster_id for m in self.members if m.local],
             )
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(
-                    run_workers(self.queue, self.reconcile, concurrency=self.workers),
-                    name="workers",
-                )
-                resync = tg.create_task(self._resync_loop(), name="resync")
-                await stopping
-                log.info("stopping: draining the work queue")
-                resync.cancel()
-                self.queue.shutdown()
+            if elector is not None:
+                log.info("waiting to become leader", identity=elector.identity)
+                if not await _unless_stopped(elector.acquire(), stop):
+                    return
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    workers = run_workers(self.queue, self.reconcile, concurrency=self.workers)
+                    tg.create_task(workers, name="workers")
+                    background = [tg.create_task(self._resync_loop(), name="resync")]
+                    if elector is not None:
+                        background.append(tg.create_task(elector.keep(), name="lease"))
+                    await stop.wait()
+                    log.info("stopping: draining the work queue")
+                    for task in background:
+                        task.cancel()
+                    self.queue.shutdown()
+            finally:
+                if elector is not None:
+                    await elector.release()
         finally:
             for m in self.members:
                 for informer in m.informers.values():
@@ -255,20 +310,25 @@ class Controller:
             view = views[m.cluster_id]
             writer = self._writers[m.cluster_id]
             with structlog.contextvars.bound_contextvars(cluster=m.cluster_id):
-                if evaluation.merged is not None and view.namespace_exists:
+                merged = evaluation.merged if view.namespace_exists else None
+                if merged is not None:
                     if view.service_import is None or plan.owned(view.service_import):
-                        await self._write_import(writer, view, ns, name, evaluation.merged, now)
+                        await self._write_import(writer, view, ns, name, merged, now)
                 else:
                     await self._remove_import(writer, view)
+                await self._sync_slices(writer, m, ns, name, merged)
                 conditions = plan.export_status(evaluation, view, now, blocked)
-                if (
-                    view.export is not None
-                    and conditions is not None
-                    and conditions != (view.export.get("status", {}).get("conditions") or [])
-                ):
-                    await writer.patch_status(
-                        "serviceexports", view.export, {"conditions": conditions}
-                    )
+                if view.export is not None and conditions is not None:
+                    previous = view.export.get("status", {}).get("conditions") or []
+                    if conditions != previous:
+                        await writer.patch_status(
+                            "serviceexports", view.export, {"conditions": conditions}
+                        )
+                        event = plan.conflict_event(
+                            view.export, previous, conditions, m.cluster_id, now
+                        )
+                        if event is not None:
+                            await writer.create("events", event)
 
     async def _write_import(
         self,
@@ -310,11 +370,54 @@ class Controller:
         if _status_differs(status, observed.get("status") or {}):
             await writer.patch_status("serviceimports", observed, status)
 
+    async def _sync_slices(
+        self, writer: Writer, member: Member, ns: str, name: str, merged: MergeResult | None
+    ) -> None:
+        """Make ``member`` hold exactly the EndpointSlices the import should have."""
+        observed = {s["metadata"]["name"]: s for s in member.imported_slices(ns, name)}
+        desired: list[Obj] = []
+        if merged is not None:
+            sources = {m.cluster_id: m.source_slices(ns, name) for m in self.members}
+            derived = plan.derived_name(ns, name) if merged.spec.type == "ClusterSetIP" else None
+            desired = endpoints.desired_slices(ns, name, merged, sources, derived)
+        for want in desired:
+            slice_name = want["metadata"]["name"]
+            have = observed.pop(slice_name, None)
+            if have is None and member.slices.get(ns, slice_name) is not None:
+                log.warning(
+                    "EndpointSlice in the way is not ours; left untouched", slice=slice_name
+                )
+                continue
+            if have is None or _without_uid(have) != want:
+                await writer.apply("endpointslices", want)
+        for stale in observed.values():
+            await writer.delete("endpointslices", stale)
+
     async def _remove_import(self, writer: Writer, view: plan.ClusterView) -> None:
         if view.service_import is not None and plan.owned(view.service_import):
             await writer.delete("serviceimports", view.service_import)
         if view.derived is not None and plan.owned(view.derived):
             await writer.delete("services", view.derived)
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Await ``work`` unless ``stop`` is set first (then cancel it): True if it finished."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (task, stopping):
+            t.cancel()
+    if task.done() and not task.cancelled():
+        task.result()  # re-raise its failure
+        return True
+    return False
+
+
+def _without_uid(obj: Obj) -> Obj:
+    meta = {k: v for k, v in obj["metadata"].items() if k != "uid"}
+    return {**obj, "metadata": meta}
 
 
 def _family_switch(observed: plan.Obj, desired: plan.Obj) -> bool:

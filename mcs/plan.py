@@ -286,3 +286,42 @@ def applied_keys(obj: Obj, manager: str = FIELD_MANAGER) -> tuple[set[str], set[
         labels |= {k[2:] for k in meta.get("f:labels", {}) if k.startswith("f:")}
         annotations |= {k[2:] for k in meta.get("f:annotations", {}) if k.startswith("f:")}
     return labels, annotations
+
+
+def conflict_event(
+    export: Obj, previous: Sequence[Obj], conditions: Sequence[Obj], cluster: str, now: datetime
+) -> dict[str, Any] | None:
+    """A core/v1 Event for an export whose Conflict condition appeared or cleared, else None.
+
+    Its name is derived from the export's uid and the transition, so repeating the
+    same transition (a retried reconcile, a restart) creates nothing new."""
+    before = {c.get("type"): c.get("status") for c in previous}.get("Conflict", "False")
+    after = next((c for c in conditions if c.get("type") == "Conflict"), None)
+    if after is None or after.get("status") == before:
+        return None
+    meta = export["metadata"]
+    appeared = after["status"] == "True"
+    transition = f"{meta.get('uid')}/{after['status']}/{after.get('lastTransitionTime')}"
+    digest = hashlib.sha256(transition.encode()).hexdigest()[:12]
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{meta['name']}.{digest}", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": "ServiceExport",
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+        },
+        "type": "Warning" if appeared else "Normal",
+        "reason": "ConflictDetected" if appeared else "ConflictResolved",
+        "message": after.get("message", "") if appeared else "No conflicts any more.",
+        "source": {"component": FIELD_MANAGER},
+        "reportingComponent": FIELD_MANAGER,
+        "reportingInstance": cluster,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }

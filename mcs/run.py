@@ -7,6 +7,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 from pathlib import Path
 
 import structlog
@@ -14,6 +15,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from mcs.controller import Controller, Member
+from mcs.leader import LeaderElector, LeadershipLost
 from mcs.observability import HealthServer, configure_logging
 
 log = structlog.get_logger(__name__)
@@ -77,6 +79,28 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     p.add_argument("--workers", type=int, default=4, help="concurrent reconciles (default 4)")
     p.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="only write while holding a coordination.k8s.io Lease (for several replicas)",
+    )
+    p.add_argument("--leader-elect-lease-name", default="mcs-controller", help="Lease name")
+    p.add_argument(
+        "--leader-elect-namespace",
+        default="mcs-system",
+        help="Lease namespace (default mcs-system)",
+    )
+    p.add_argument(
+        "--leader-elect-context",
+        default="",
+        help="context holding the Lease (default: the first local context)",
+    )
+    p.add_argument(
+        "--leader-elect-lease-duration",
+        type=float,
+        default=15.0,
+        help="seconds a standby waits after the leader's last renewal (default 15)",
+    )
+    p.add_argument(
         "--resync-period",
         type=float,
         default=300.0,
@@ -138,19 +162,47 @@ async def run(args: argparse.Namespace) -> int:
             members={m.context: m.cluster_id for m in members},
             local=[m.cluster_id for m in members if m.local],
         )
+        elector = None
+        if args.leader_elect:
+            elector = _elector(args, members)
         async with HealthServer(
             ready=controller.ready,
             health_addr=_address(args.health_addr),
             metrics_addr=_address(args.metrics_addr),
         ):
-            await controller.run(stop)
+            code = 0
+            try:
+                await controller.run(stop, elector)
+            except* LeadershipLost as lost:
+                log.error(
+                    "leadership lost; exiting so that a restart starts as a standby",
+                    error=str(lost.exceptions[0]),
+                )
+                code = 1
         log.info("stopped")
-        return 0
+        return code
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         for m in members:
             await m.api.close()
+
+
+def _elector(args: argparse.Namespace, members: list[Member]) -> LeaderElector:
+    local = [m for m in members if m.local]
+    holder = next((m for m in members if m.context == args.leader_elect_context), None)
+    if args.leader_elect_context and holder is None:
+        raise ConfigError(f"--leader-elect-context {args.leader_elect_context!r} is not a member")
+    duration = args.leader_elect_lease_duration
+    return LeaderElector(
+        (holder or local[0]).api,
+        namespace=args.leader_elect_namespace,
+        name=args.leader_elect_lease_name,
+        identity=f"{socket.gethostname()}_{os.getpid()}",
+        lease_duration=duration,
+        renew_deadline=duration * 2 / 3,
+        retry_period=duration / 7.5,
+    )
 
 
 def _run(args: argparse.Namespace) -> int:

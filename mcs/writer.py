@@ -29,9 +29,10 @@ log = structlog.get_logger(__name__)
 Obj = dict[str, Any]
 
 
+EVENTS = ResourceKind("", "v1", "events")
 IMPORTS = ResourceKind(GROUP, VERSION, "serviceimports")
 EXPORTS = ResourceKind(GROUP, VERSION, "serviceexports")
-KINDS = {k.plural: k for k in (IMPORTS, EXPORTS, SERVICES, ENDPOINT_SLICES)}
+KINDS = {k.plural: k for k in (IMPORTS, EXPORTS, SERVICES, ENDPOINT_SLICES, EVENTS)}
 
 
 class Writer:
@@ -68,9 +69,9 @@ class Writer:
             namespace=meta.get("namespace"),
             name=meta.get("name"),
         )
-        path = (
-            f"{KINDS[plural].path(meta['namespace'])}/{quote(meta['name'], safe='')}{subresource}"
-        )
+        path = KINDS[plural].path(meta["namespace"])
+        if method != "POST":
+            path += f"/{quote(meta['name'], safe='')}{subresource}"
         response = await self._api.call_api(
             path,
             method,
@@ -92,6 +93,14 @@ class Writer:
     async def apply(self, plural: str, obj: Obj) -> Obj:
         """Server-side apply of a whole object as field manager ``mcs-controller``."""
         return await self._call("PATCH", plural, obj, obj, fieldManager=FIELD_MANAGER, force="true")
+
+    async def create(self, plural: str, obj: Obj) -> None:
+        """Create ``obj``; one that exists already (same name) is left as it is."""
+        try:
+            await self._call("POST", plural, obj, obj, content_type="application/json")
+        except ApiException as e:
+            if e.status != 409:
+                raise
 
     async def patch_status(self, plural: str, obj: Mapping[str, Any], status: Obj) -> Obj:
         """JSON merge patch of ``status`` through the status subresource.

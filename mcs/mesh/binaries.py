@@ -20,7 +20,7 @@ from typing import TextIO
 
 KUBE_VERSION = "1.36.3"
 ETCD_VERSION = "3.6.16"
-COREDNS_VERSION = "1.14.2"
+COREDNS_VERSION = "1.14.7"  # newest 1.14.x on the module proxy; MCS is native since 1.12.2
 
 
 class BinariesUnavailable(RuntimeError):
@@ -39,6 +39,12 @@ def cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mcs"
     )
     return Path(base) / "bin" / f"k{KUBE_VERSION}-e{ETCD_VERSION}"
+
+
+def coredns_path() -> Path:
+    """Where the build puts CoreDNS: one folder per version, the executable named ``coredns``
+    (``mcs mesh down`` recognises its processes by that name)."""
+    return cache_dir() / f"coredns-v{COREDNS_VERSION}" / "coredns"
 
 
 def _from_assets() -> Binaries | None:
@@ -62,10 +68,12 @@ def _present(path: Path) -> Path | None:
 def find(*, coredns: bool = False) -> Binaries | None:
     """The binaries if they are already at hand, else None."""
     given = _from_assets()
+    if given is not None and not given.coredns and coredns and _present(coredns_path()):
+        given = Binaries(given.kube_apiserver, given.etcd, coredns_path())
     if given is not None and (given.coredns or not coredns):
         return given
     out = cache_dir()
-    bins = Binaries(out / "kube-apiserver", out / "etcd", _present(out / "coredns"))
+    bins = Binaries(out / "kube-apiserver", out / "etcd", _present(coredns_path()))
     if _present(bins.kube_apiserver) and _present(bins.etcd) and (bins.coredns or not coredns):
         return bins
     return None
@@ -86,7 +94,7 @@ def ensure(*, coredns: bool = False, log: TextIO = sys.stderr) -> Binaries:
     script = resources.files("mcs.mesh").joinpath("build-binaries.sh")
     args = ["bash", str(script), str(out), KUBE_VERSION, ETCD_VERSION]
     if coredns:
-        args.append(str(resources.files("mcs.mesh").joinpath("coredns")))
+        args += [str(resources.files("mcs.mesh").joinpath("coredns")), COREDNS_VERSION]
     print(f"[mcs build] building into {out} (cold build: about 15-25 min on 2 cores)", file=log)
     started = time.monotonic()
     proc = subprocess.run(args, check=False)

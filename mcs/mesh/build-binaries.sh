@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Build kube-apiserver and etcd (and optionally CoreDNS with the multicluster
-# plugin) from their Go modules through the Go module proxy.
+# Build kube-apiserver and etcd (and optionally CoreDNS, whose kubernetes plugin
+# serves the MCS zone natively) from their Go modules through the Go module proxy.
 #
-#   build-binaries.sh OUT_DIR KUBE_VERSION ETCD_VERSION [COREDNS_SRC_DIR]
+#   build-binaries.sh OUT_DIR KUBE_VERSION ETCD_VERSION [COREDNS_SRC_DIR COREDNS_VERSION]
+#
+# CoreDNS goes to OUT_DIR/coredns-vCOREDNS_VERSION/coredns, so that a version bump
+# builds afresh.
 #
 # Each binary is built in its own throw-away wrapper module under OUT_DIR/.work
 # and is skipped when already present in OUT_DIR.  Progress goes to stderr.
 set -euo pipefail
 
-out=$1 kube=$2 etcd=$3 coredns_src=${4:-}
+out=$1 kube=$2 etcd=$3 coredns_src=${4:-} coredns=${5:-}
 mkdir -p "$out/.work"
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
 
@@ -47,12 +50,18 @@ if [ ! -x "$out/kube-apiserver" ]; then
   step "kube-apiserver: done -> $out/kube-apiserver"
 fi
 
-if [ -n "$coredns_src" ] && [ ! -x "$out/coredns" ]; then
-  w="$out/.work/coredns"; rm -rf "$w"; mkdir -p "$w"; cp -r "$coredns_src"/. "$w"; cd "$w"
-  step "coredns: resolving modules"
-  go mod tidy >&2
-  step "coredns: compiling"
-  go build -trimpath -ldflags "-s -w" -o "$out/coredns.tmp" .
-  mv "$out/coredns.tmp" "$out/coredns"
-  step "coredns: done -> $out/coredns"
+if [ -n "$coredns_src" ]; then
+  [ -n "$coredns" ] || { step "coredns: COREDNS_VERSION missing"; exit 2; }
+  dns_out="$out/coredns-v$coredns"
+  if [ ! -x "$dns_out/coredns" ]; then
+    w="$out/.work/coredns"; rm -rf "$w"; mkdir -p "$w" "$dns_out"; cp -r "$coredns_src"/. "$w"; cd "$w"
+    step "coredns v$coredns: resolving modules"
+    go mod edit "-require=github.com/coredns/coredns@v$coredns"
+    go mod tidy >&2
+    step "coredns v$coredns: compiling"
+    go build -trimpath -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=v$coredns" \
+      -o "$dns_out/coredns.tmp" .
+    mv "$dns_out/coredns.tmp" "$dns_out/coredns"
+    step "coredns: done -> $dns_out/coredns"
+  fi
 fi

@@ -277,11 +277,11 @@ class Mesh:
         self.say(f"removing stale mesh state in {self.dir}")
         shutil.rmtree(self.dir)
 
-    async def up(self, clusters: int = 2, *, detach: bool = True) -> MeshState:
+    async def up(self, clusters: int = 2, *, detach: bool = True, dns: bool = False) -> MeshState:
         if not 1 <= clusters <= 9:
             raise MeshError("--clusters must be between 1 and 9")
         self._clear_stale()
-        bins = binaries.ensure()
+        bins = binaries.ensure(coredns=dns)
         self.dir.mkdir(parents=True)
         names = [f"cluster{i}" for i in range(1, clusters + 1)]
         pki = create_pki(self.dir / "pki", names)
@@ -346,6 +346,11 @@ class Mesh:
             )
             state.kubeconfig.chmod(0o600)
             await asyncio.gather(*(self._bootstrap(state, m.name) for m in state.members))
+            if dns:
+                from mcs.mesh.dns import start_dns
+
+                for m in state.members:
+                    started.append(start_dns(bins, state, m, detach))
             return state
         except BaseException:
             stop_pids([p.pid for p in started], self.dir, grace=5)

@@ -71,7 +71,7 @@ class Kubectl:
 @pytest.fixture(scope="session")
 def binaries_ready() -> binaries.Binaries:
     try:
-        return binaries.ensure()
+        return binaries.ensure(coredns=True)
     except binaries.BinariesUnavailable as e:
         pytest.fail(f"control-plane binaries unavailable: {e}")
 
@@ -81,7 +81,7 @@ async def mesh(
     binaries_ready: binaries.Binaries, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[MeshState]:
     m = Mesh(tmp_path_factory.mktemp("mesh"), say=lambda s: None)
-    state = await m.up(CLUSTERS, detach=False)
+    state = await m.up(CLUSTERS, detach=False, dns=True)
     try:
         yield state
     finally:
@@ -220,12 +220,17 @@ class Controllers:
 
     def metric(self, metric: str) -> float:
         """Sum of a metric's samples over every running process."""
+        return sum(self.metric_of(name, metric) for name in self.procs)
+
+    def metric_of(self, name: str, metric: str) -> float:
+        """Sum of a metric's samples in one process."""
         total = 0.0
-        for metrics, _ in (self.ports[n] for n in self.procs):
-            with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=5) as r:
-                for line in r.read().decode().splitlines():
-                    if line.startswith(metric + "{") or line.startswith(metric + " "):
-                        total += float(line.rsplit(" ", 1)[1])
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.ports[name][0]}/metrics", timeout=5
+        ) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(metric + "{") or line.startswith(metric + " "):
+                    total += float(line.rsplit(" ", 1)[1])
         return total
 
     def log_tail(self, name: str, lines: int = 40) -> str:

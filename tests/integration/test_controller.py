@@ -52,6 +52,36 @@ def test_every_conflict_reason_on_every_export(
         assert valid is not None and valid["status"] == "True"
 
 
+def test_conflict_events(controllers: Controllers, kubectl: Kubectl, namespace: str) -> None:
+    _apply(kubectl, C0, service(namespace), export(namespace))
+    eventually(lambda: get_import(kubectl, C0, namespace))
+    time.sleep(1.1)
+    _apply(kubectl, C1, service(namespace, ports=[{"name": "tcp", "port": 43, "protocol": "TCP"}]))
+    _apply(kubectl, C1, export(namespace))
+
+    def reasons() -> list[str]:
+        events = kubectl.json(
+            C0,
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            "involvedObject.kind=ServiceExport",
+        )["items"]
+        return sorted(e["reason"] for e in events)
+
+    eventually(lambda: reasons() == ["ConflictDetected"], what="a ConflictDetected event")
+    described = kubectl(C0, "describe", "serviceexport", "hello", "-n", namespace).stdout
+    assert "ConflictDetected" in described and "PortConflict" in described
+    kubectl(C1, "delete", "serviceexport", "hello", "-n", namespace)
+    eventually(
+        lambda: reasons() == ["ConflictDetected", "ConflictResolved"], what="ConflictResolved"
+    )
+    time.sleep(6)  # a resync later: still one event per transition
+    assert reasons() == ["ConflictDetected", "ConflictResolved"]
+
+
 def test_no_service_then_valid(controllers: Controllers, kubectl: Kubectl, namespace: str) -> None:
     _apply(kubectl, C0, export(namespace))
     cond = eventually(lambda: condition(get_export(kubectl, C0, namespace), "Valid"))

@@ -1,0 +1,284 @@
+"""EndpointSlices across clusters and ``clusterset.local`` answered by a real CoreDNS
+(one per member, reading that member's API server), in both deployment modes.
+
+The tests create the EndpointSlices an exporting cluster's endpoint controller would
+(there is no kube-controller-manager in the mesh), with non-loopback addresses.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from mcs.mesh.mesh import MeshState
+from tests.integration.conftest import Controllers, Kubectl, eventually, holds
+from tests.integration.mcs_objects import export, get_import, service
+
+C0, C1 = "cluster1", "cluster2"
+MCS_NAME = "multicluster.kubernetes.io/service-name"
+SOURCE = "multicluster.kubernetes.io/source-cluster"
+MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
+
+
+def source_slice(
+    ns: str,
+    name: str,
+    addresses: list[str],
+    *,
+    ports: list[dict[str, Any]] | None = None,
+    ready: bool = True,
+    hostnames: list[str] | None = None,
+    family: str = "IPv4",
+    suffix: str = "a",
+) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{name}-{suffix}",
+                "namespace": ns,
+                "labels": {"kubernetes.io/service-name": name, MANAGED_BY: "test.example"},
+            },
+            "addressType": family,
+            "endpoints": [
+                {
+                    "addresses": [a],
+                    "conditions": {"ready": ready},
+                    **({"hostname": hostnames[i]} if hostnames else {}),
+                }
+                for i, a in enumerate(addresses)
+            ],
+            "ports": ports
+            if ports is not None
+            else [
+                {"name": "tcp", "port": 42, "protocol": "TCP"},
+                {"name": "udp", "port": 42, "protocol": "UDP"},
+            ],
+        }
+    )
+
+
+def mcs_slices(kubectl: Kubectl, ctx: str, ns: str, name: str = "hello") -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = kubectl.json(
+        ctx, "get", "endpointslices", "-n", ns, "-l", f"{MCS_NAME}={name}"
+    )["items"]
+    return items
+
+
+def by_source(slices: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for s in slices:
+        out.setdefault(s["metadata"]["labels"][SOURCE], []).append(s)
+    return out
+
+
+def addresses(slices: list[dict[str, Any]], ready_only: bool = False) -> set[str]:
+    return {
+        a
+        for s in slices
+        for e in s.get("endpoints") or []
+        if not ready_only or e.get("conditions", {}).get("ready")
+        for a in e["addresses"]
+    }
+
+
+def test_16_slices_in_every_cluster_and_removed(
+    controllers: Controllers, kubectl: Kubectl, contexts: list[str], namespace: str
+) -> None:
+    kubectl(C0, "apply", "-f", "-", stdin=service(namespace))
+    kubectl(
+        C0, "apply", "-f", "-", stdin=source_slice(namespace, "hello", ["10.1.0.1", "10.1.0.2"])
+    )
+    kubectl(C0, "apply", "-f", "-", stdin=export(namespace))
+    for ctx in contexts:
+        slices = eventually(
+            lambda ctx=ctx: mcs_slices(kubectl, ctx, namespace), what=f"slices in {ctx}"
+        )
+        imp = get_import(kubectl, ctx, namespace)
+        assert imp is not None
+        for s in slices:
+            labels = s["metadata"]["labels"]
+            assert labels[MCS_NAME] == "hello" and labels[SOURCE] == C0
+            assert labels[MANAGED_BY] not in ("", "endpointslice-controller.k8s.io")
+            assert (
+                labels["kubernetes.io/service-name"]
+                == imp["metadata"]["annotations"]["multicluster.kubernetes.io/derived-service"]
+            )
+            assert s["addressType"] == "IPv4" and s["endpoints"]
+        assert addresses(slices) == {"10.1.0.1", "10.1.0.2"}
+    kubectl(C0, "delete", "serviceexport", "hello", "-n", namespace)
+    for ctx in contexts:
+        eventually(
+            lambda ctx=ctx: mcs_slices(kubectl, ctx, namespace) == [], what=f"slices gone in {ctx}"
+        )
+
+
+def test_not_ready_endpoint_reaches_every_cluster_within_5s(
+    controllers: Controllers, kubectl: Kubectl, contexts: list[str], namespace: str
+) -> None:
+    kubectl(C0, "apply", "-f", "-", stdin=service(namespace))
+    kubectl(C0, "apply", "-f", "-", stdin=source_slice(namespace, "hello", ["10.1.0.1"]))
+    kubectl(C0, "apply", "-f", "-", stdin=export(namespace))
+    for ctx in contexts:
+        eventually(
+            lambda ctx=ctx: (
+                addresses(mcs_slices(kubectl, ctx, namespace), ready_only=True) == {"10.1.0.1"}
+            )
+        )
+    kubectl(
+        C0, "apply", "-f", "-", stdin=source_slice(namespace, "hello", ["10.1.0.1"], ready=False)
+    )
+    for ctx in contexts:
+        eventually(
+            lambda ctx=ctx: (
+                addresses(mcs_slices(kubectl, ctx, namespace), ready_only=True) == set()
+            ),
+            timeout=5,
+            what=f"not-ready in {ctx}",
+        )
+        assert addresses(mcs_slices(kubectl, ctx, namespace)) == {"10.1.0.1"}
+
+
+@pytest.mark.parametrize("case", ["20-same-name", "21-other-name"])
+def test_strict_port_conflict_slices(
+    controllers: Controllers, kubectl: Kubectl, contexts: list[str], namespace: str, case: str
+) -> None:
+    c0_ports = [{"name": "tcp", "port": 42, "protocol": "TCP"}]
+    other = "tcp" if case == "20-same-name" else "tcp2"
+    c1_ports = [{"name": other, "port": 4242, "protocol": "TCP"}]
+    kubectl(C0, "apply", "-f", "-", stdin=service(namespace, ports=c0_ports))
+    kubectl(
+        C0, "apply", "-f", "-", stdin=source_slice(namespace, "hello", ["10.1.0.1"], ports=c0_ports)
+    )
+    kubectl(C0, "apply", "-f", "-", stdin=export(namespace))
+    eventually(lambda: get_import(kubectl, C0, namespace))
+    time.sleep(1.1)
+    target = [{"name": other, "port": 42, "protocol": "TCP"}]  # targetPort 42 on c1's pods
+    kubectl(C1, "apply", "-f", "-", stdin=service(namespace, ports=c1_ports))
+    kubectl(
+        C1, "apply", "-f", "-", stdin=source_slice(namespace, "hello", ["10.2.0.1"], ports=target)
+    )
+    kubectl(C1, "apply", "-f", "-", stdin=export(namespace))
+
+    def port_names() -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {}
+        for src, slices in by_source(mcs_slices(kubectl, ctx, namespace)).items():
+            out[src] = {p.get("name", "") for s in slices for p in s.get("ports") or []}
+        return out
+
+    for ctx in contexts:
+        if case == "20-same-name":
+            # port 42 ("tcp") reaches only cluster1; cluster2's "tcp" lost: no slice at all
+            eventually(lambda: port_names() == {C0: {"tcp"}}, what=f"case 20 slices in {ctx}")
+            holds(lambda: port_names() == {C0: {"tcp"}}, duration=2)
+        else:
+            eventually(
+                lambda: port_names() == {C0: {"tcp"}, C1: {"tcp2"}}, what=f"case 21 slices in {ctx}"
+            )
+
+
+# ------------------------------------------------------------------------------------ DNS
+
+
+def _ask(mesh: MeshState, ctx: str, name: str, rdtype: str) -> dns.message.Message:
+    member = next(m for m in mesh.members if m.name == ctx)
+    assert member.dns_port, "the mesh runs CoreDNS"
+    return dns.query.udp(
+        dns.message.make_query(name, rdtype), "127.0.0.1", port=member.dns_port, timeout=2
+    )
+
+
+def _records(answer: dns.message.Message, rdtype: str) -> set[str]:
+    kind = dns.rdatatype.from_text(rdtype)
+    return {r.to_text() for rrset in answer.answer if rrset.rdtype == kind for r in rrset}
+
+
+def test_dns_clusterset_ip(
+    controllers: Controllers, kubectl: Kubectl, contexts: list[str], namespace: str, mesh: MeshState
+) -> None:
+    kubectl(C0, "apply", "-f", "-", stdin=service(namespace))
+    kubectl(C0, "apply", "-f", "-", stdin=export(namespace))
+    fqdn = f"hello.{namespace}.svc.clusterset.local"
+    for ctx in contexts:
+        imp = eventually(
+            lambda ctx=ctx: (
+                (i := get_import(kubectl, ctx, namespace)) and i["spec"].get("ips") and i
+            )
+        )
+        ips = imp["spec"]["ips"]
+        v4 = {ip for ip in ips if ":" not in ip}
+        v6 = {ip for ip in ips if ":" in ip}
+        eventually(
+            lambda ctx=ctx, v4=v4: _records(_ask(mesh, ctx, fqdn, "A"), "A") == v4,
+            what=f"A in {ctx}",
+        )
+        assert {r for r in _records(_ask(mesh, ctx, fqdn, "AAAA"), "AAAA")} == v6
+        for port in ("tcp", "udp"):
+            srv = _records(_ask(mesh, ctx, f"_{port}._{port}.{fqdn}", "SRV"), "SRV")
+            # priority and weight are CoreDNS's choice; port and target are the contract
+            assert {tuple(r.split()[2:]) for r in srv} == {("42", f"{fqdn}.")}, srv
+        assert _ask(mesh, ctx, f"{C0}.{fqdn}", "A").rcode() == dns.rcode.NXDOMAIN
+        assert _records(_ask(mesh, ctx, "dns-version.clusterset.local", "TXT"), "TXT") == {
+            '"1.0.0"'
+        }
+    assert (
+        _ask(mesh, C1, f"nothere.{namespace}.svc.clusterset.local", "A").rcode()
+        == dns.rcode.NXDOMAIN
+    )
+
+
+def test_dns_headless(
+    controllers: Controllers, kubectl: Kubectl, contexts: list[str], namespace: str, mesh: MeshState
+) -> None:
+    kubectl(C0, "apply", "-f", "-", stdin=service(namespace, headless=True))
+    kubectl(
+        C0,
+        "apply",
+        "-f",
+        "-",
+        stdin=source_slice(
+            namespace, "hello", ["10.1.0.1", "10.1.0.2"], hostnames=["web-0", "web-1"]
+        ),
+    )
+    kubectl(
+        C0,
+        "apply",
+        "-f",
+        "-",
+        stdin=source_slice(
+            namespace, "hello", ["10.1.0.3"], hostnames=["web-2"], ready=False, suffix="b"
+        ),
+    )
+    kubectl(C0, "apply", "-f", "-", stdin=export(namespace))
+    eventually(lambda: get_import(kubectl, C0, namespace))
+    time.sleep(1.1)
+    kubectl(C1, "apply", "-f", "-", stdin=service(namespace, headless=True))
+    kubectl(
+        C1,
+        "apply",
+        "-f",
+        "-",
+        stdin=source_slice(namespace, "hello", ["10.2.0.1"], hostnames=["web-0"]),
+    )
+    kubectl(C1, "apply", "-f", "-", stdin=export(namespace))
+    fqdn = f"hello.{namespace}.svc.clusterset.local"
+    want = {"10.1.0.1", "10.1.0.2", "10.2.0.1"}
+    for ctx in contexts:
+        eventually(
+            lambda ctx=ctx: _records(_ask(mesh, ctx, fqdn, "A"), "A") == want,
+            what=f"headless A in {ctx}",
+        )
+        assert _records(_ask(mesh, ctx, f"web-1.{C0}.{fqdn}", "A"), "A") == {"10.1.0.2"}
+        assert _records(_ask(mesh, ctx, f"web-0.{C1}.{fqdn}", "A"), "A") == {"10.2.0.1"}
+        assert _ask(mesh, ctx, f"web-2.{C0}.{fqdn}", "A").rcode() == dns.rcode.NXDOMAIN  # not ready
+    unexported = f"other.{namespace}.svc.clusterset.local"
+    kubectl(C0, "apply", "-f", "-", stdin=service(namespace, "other"))
+    holds(lambda: _ask(mesh, C0, unexported, "A").rcode() == dns.rcode.NXDOMAIN, duration=2)

@@ -1,0 +1,60 @@
+"""Two ``mcs run --leader-elect`` processes against the mesh: only the leader writes,
+and the standby takes over within the lease duration when the leader is killed."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from mcs.mesh.mesh import MeshState
+from tests.integration.conftest import Controllers, Kubectl, eventually
+from tests.integration.mcs_objects import export, get_import, service
+
+LEASE = 6.0  # seconds; short to keep the test quick
+
+
+def _holder(kubectl: Kubectl) -> str:
+    lease = kubectl.json("cluster1", "get", "lease", "mcs-controller", "-n", "default")
+    return str(lease["spec"].get("holderIdentity") or "")
+
+
+def test_standby_takes_over(
+    mesh: MeshState, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    ctl = Controllers("central", mesh.kubeconfig, tmp_path)
+    args = (
+        "--leader-elect",
+        "--leader-elect-namespace",
+        "default",
+        "--leader-elect-lease-duration",
+        str(LEASE),
+    )
+    try:
+        ctl.start("a", *args)
+        eventually(lambda: _holder(kubectl).endswith(f"_{ctl.procs['a'].pid}"), what="a leads")
+        ctl.start("b", *args)  # ready (caches synced) as a standby
+        kubectl("cluster1", "apply", "-f", "-", stdin=service(namespace, "one"))
+        kubectl("cluster1", "apply", "-f", "-", stdin=export(namespace, "one"))
+        eventually(lambda: get_import(kubectl, "cluster2", namespace, "one"))
+        time.sleep(1)
+        b_writes = ctl.metric_of("b", "mcs_api_writes_total")
+        assert b_writes == 0, "the standby wrote"
+
+        ctl.stop("a", signal.SIGKILL)
+        killed = time.monotonic()
+        kubectl("cluster1", "apply", "-f", "-", stdin=service(namespace, "two"))
+        kubectl("cluster1", "apply", "-f", "-", stdin=export(namespace, "two"))
+        eventually(
+            lambda: get_import(kubectl, "cluster3", namespace, "two"),
+            timeout=LEASE + 10,
+            what="the standby's import",
+        )
+        took = time.monotonic() - killed
+        assert _holder(kubectl).endswith(f"_{ctl.procs['b'].pid}")
+        assert took < LEASE + 5, f"takeover took {took:.1f}s"
+    finally:
+        for name in list(ctl.procs):
+            ctl.stop(name)
+    # a clean stop releases the lease at once
+    assert _holder(kubectl) == ""
