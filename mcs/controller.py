@@ -304,31 +304,51 @@ class Controller:
             if clashes:
                 blocked = "; ".join(clashes)
                 log.warning("unowned ServiceImport in the way", detail=blocked)
-        for m in self.members:
-            if not m.local:
-                continue
-            view = views[m.cluster_id]
-            writer = self._writers[m.cluster_id]
-            with structlog.contextvars.bound_contextvars(cluster=m.cluster_id):
-                merged = evaluation.merged if view.namespace_exists else None
-                if merged is not None:
-                    if view.service_import is None or plan.owned(view.service_import):
-                        await self._write_import(writer, view, ns, name, merged, now)
-                else:
-                    await self._remove_import(writer, view)
-                await self._sync_slices(writer, m, ns, name, merged)
-                conditions = plan.export_status(evaluation, view, now, blocked)
-                if view.export is not None and conditions is not None:
-                    previous = view.export.get("status", {}).get("conditions") or []
-                    if conditions != previous:
-                        await writer.patch_status(
-                            "serviceexports", view.export, {"conditions": conditions}
-                        )
-                        event = plan.conflict_event(
-                            view.export, previous, conditions, m.cluster_id, now
-                        )
-                        if event is not None:
-                            await writer.create("events", event)
+        # The local clusters are independent: write to them concurrently, and let a
+        # failure in one not stop the others (the key is retried as a whole).
+        results = await asyncio.gather(
+            *(
+                self._reconcile_member(m, key, views[m.cluster_id], evaluation, blocked, now)
+                for m in self.members
+                if m.local
+            ),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _reconcile_member(
+        self,
+        m: Member,
+        key: Key,
+        view: plan.ClusterView,
+        evaluation: plan.Evaluation,
+        blocked: str | None,
+        now: datetime,
+    ) -> None:
+        ns, name = key
+        writer = self._writers[m.cluster_id]
+        with structlog.contextvars.bound_contextvars(cluster=m.cluster_id):
+            merged = evaluation.merged if view.namespace_exists else None
+            if merged is not None:
+                if view.service_import is None or plan.owned(view.service_import):
+                    await self._write_import(writer, view, ns, name, merged, now)
+            else:
+                await self._remove_import(writer, view)
+            await self._sync_slices(writer, m, ns, name, merged)
+            conditions = plan.export_status(evaluation, view, now, blocked)
+            if view.export is not None and conditions is not None:
+                previous = view.export.get("status", {}).get("conditions") or []
+                if conditions != previous:
+                    await writer.patch_status(
+                        "serviceexports", view.export, {"conditions": conditions}
+                    )
+                    event = plan.conflict_event(
+                        view.export, previous, conditions, m.cluster_id, now
+                    )
+                    if event is not None:
+                        await writer.create("events", event)
 
     async def _write_import(
         self,
