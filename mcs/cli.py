@@ -13,6 +13,7 @@ from types import FrameType
 from mcs.mesh import binaries
 from mcs.mesh.mesh import DEFAULT_DIR, Mesh, MeshError
 from mcs.run import add_run_parser
+from mcs.status import add_status_parser
 
 
 def _raise_exit(signum: int, frame: FrameType | None) -> None:
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
 
     add_run_parser(sub)
+    add_status_parser(sub)
     return parser
 
 

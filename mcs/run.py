@@ -109,6 +109,9 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 async def read_cluster_id(api: client.ApiClient) -> str | None:
+    """The value of the member's ClusterProperty ``cluster.clusterset.k8s.io``, or None
+    when it has none (404, also when the ClusterProperty CRD is not installed); other
+    API errors raise. No timeout of its own: callers bound it with ``asyncio.timeout``."""
     try:
         prop = await client.CustomObjectsApi(api).get_cluster_custom_object(
             "about.k8s.io", "v1beta1", "clusterproperties", "cluster.clusterset.k8s.io"
@@ -121,17 +124,48 @@ async def read_cluster_id(api: client.ApiClient) -> str | None:
     return str(value) if value else None
 
 
-async def build_members(args: argparse.Namespace) -> list[Member]:
-    all_contexts, _ = config.list_kube_config_contexts(config_file=args.kubeconfig)
+def member_contexts(kubeconfig: str, contexts: str) -> list[str]:
+    """The member contexts: the comma-separated ``contexts`` (as given to ``--contexts``),
+    or every context of ``kubeconfig`` when empty. Raises ``ConfigError`` when the
+    kubeconfig cannot be read or lacks one of the named contexts."""
+    try:
+        all_contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)
+    except (config.ConfigException, OSError) as e:
+        raise ConfigError(f"cannot read kubeconfig {kubeconfig}: {e}") from None
     known = [c["name"] for c in all_contexts]
-    contexts = [c for c in args.contexts.split(",") if c] or known
-    local = set(c for c in args.local.split(",") if c) or set(contexts)
-    for c in [*contexts, *local]:
+    chosen = [c for c in contexts.split(",") if c] or known
+    for c in chosen:
         if c not in known:
-            raise ConfigError(f"context {c!r} not in {args.kubeconfig} (has {', '.join(known)})")
+            raise ConfigError(f"context {c!r} not in {kubeconfig} (has {', '.join(known)})")
+    return chosen
+
+
+def parse_cluster_ids(items: list[str]) -> dict[str, str]:
+    """``--cluster-id CONTEXT=ID`` items as ``{context: id}`` (a later item wins).
+    Raises ``ConfigError`` for an item that is not ``CONTEXT=ID`` or an invalid id."""
+    overrides: dict[str, str] = {}
+    for item in items:
+        ctx, sep, cid = item.partition("=")
+        if not sep or not ctx:
+            raise ConfigError(f"--cluster-id {item!r} is not CONTEXT=ID")
+        overrides[ctx] = validate_cluster_id(cid)
+    return overrides
+
+
+async def resolve_cluster_id(api: client.ApiClient, context: str, overrides: dict[str, str]) -> str:
+    """A member's cluster id: its ``--cluster-id`` override, else its ClusterProperty,
+    else the context name. Raises ``ConfigError`` when the id is not valid, and what
+    ``read_cluster_id`` raises when the ClusterProperty cannot be read."""
+    cid = overrides.get(context) or await read_cluster_id(api) or context
+    return validate_cluster_id(cid)
+
+
+async def build_members(args: argparse.Namespace) -> list[Member]:
+    contexts = member_contexts(args.kubeconfig, args.contexts)
+    local = set(c for c in args.local.split(",") if c) or set(contexts)
     if not local <= set(contexts):
         raise ConfigError(f"--local {sorted(local)} must be among the member contexts {contexts}")
-    overrides = dict(item.split("=", 1) for item in args.cluster_id)
+    overrides = parse_cluster_ids(args.cluster_id)
     members: list[Member] = []
     try:
         for ctx in contexts:
@@ -140,8 +174,7 @@ async def build_members(args: argparse.Namespace) -> list[Member]:
             )
             members.append(Member(context=ctx, cluster_id=ctx, api=api, local=ctx in local))
         for m in members:
-            cid = overrides.get(m.context) or await read_cluster_id(m.api) or m.context
-            m.cluster_id = validate_cluster_id(cid)
+            m.cluster_id = await resolve_cluster_id(m.api, m.context, overrides)
         return members
     except BaseException:
         for m in members:
