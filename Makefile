@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: all install binaries test test-unit test-integration lint demo bench clean
+.PHONY: all install binaries test test-unit test-integration lint demo demo-down bench clean
 
 all: lint test
 
@@ -38,6 +38,18 @@ lint: install
 	$(BIN)/ruff check mcs tests bench
 	$(BIN)/ruff format --check mcs tests bench
 	$(BIN)/mypy mcs
+
+## demo: a 2-cluster mesh, the controller and the examples (hack/demo.sh)
+demo: binaries
+	bash hack/demo.sh
+
+## demo-down: stop the demo's mesh and controller
+demo-down: install
+	$(BIN)/mcs mesh down
+
+## bench: convergence latency, throughput, writes per export, memory (bench/convergence.py)
+bench: binaries
+	$(BIN)/python bench/convergence.py --exports 100 1000
 
 clean:
 	-$(BIN)/mcs mesh down

@@ -114,15 +114,23 @@ _OUR_EXECUTABLES = {"etcd", "kube-apiserver", "coredns"}
 
 
 def _owns(pid: int, directory: Path) -> bool:
-    """True when ``pid`` is a live etcd, kube-apiserver or coredns naming ``directory``."""
+    """True when ``pid`` is a live etcd, kube-apiserver, coredns or ``mcs run`` of ``directory``."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z" or Path(argv[0]).name not in _OUR_EXECUTABLES:
+    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
+        return False
+    if Path(argv[0]).name not in _OUR_EXECUTABLES and not _is_controller(argv):
         return False
     return any(str(directory) in arg for arg in argv[1:])
+
+
+def _is_controller(argv: list[str]) -> bool:
+    """``mcs run`` (console script or ``python -m mcs.cli``): a controller on this mesh
+    (its ``--kubeconfig`` names the mesh directory) is stopped with it."""
+    return "run" in argv[1:4] and any(Path(a).name in ("mcs", "mcs.cli") for a in argv[:3])
 
 
 def _die_with_parent() -> None:
