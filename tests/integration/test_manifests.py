@@ -1,0 +1,530 @@
+"""The deployment files as a user applies them: ``manifests/`` (and its ``remote/`` and
+``central-member/`` parts), ``hack/make-remote-kubeconfig.sh`` and ``examples/``.
+
+The mesh has no kube-controller-manager and no kubelet, so nothing here runs a Pod.
+What can be checked is checked for real: the API server accepts every object (server
+dry runs, Pod Security "restricted" included), the Deployment's arguments parse as
+``mcs run`` flags, the RBAC roles are enough for a controller that runs with exactly
+those identities, and the examples produce what their READMEs show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.query
+import dns.rdatatype
+import pytest
+import yaml
+
+from mcs.mesh.mesh import MeshState
+from mcs.run import add_run_parser
+from tests.integration.conftest import Controllers, Kubectl, eventually, kubectl_path
+from tests.integration.mcs_objects import condition
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "manifests"
+EXAMPLES = ROOT / "examples"
+SCRIPT = ROOT / "hack" / "make-remote-kubeconfig.sh"
+C1, C2 = "cluster1", "cluster2"
+SYSTEM_NS = "mcs-system"
+REBEL_DNS = "rebel-base.default.svc.clusterset.local"
+RBAC_KINDS = {
+    "Namespace",
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+}
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [kubectl_path(), "kustomize", str(directory)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    for d in docs:
+        if d["kind"] == kind and d["metadata"]["name"] == name:
+            return d
+    raise AssertionError(
+        f"no {kind} {name} in {[(d['kind'], d['metadata']['name']) for d in docs]}"
+    )
+
+
+def as_yaml(docs: list[dict[str, Any]]) -> str:
+    return yaml.safe_dump_all(docs, sort_keys=False)
+
+
+# --------------------------------------------------------------------------- static checks
+
+
+def test_deployment_arguments_are_mcs_run_flags() -> None:
+    """The container's args parse with the real ``mcs run`` parser (the image's ENTRYPOINT
+    is ``mcs``), after the kubelet's ``$(VAR)`` expansion."""
+    docs = kustomize(MANIFESTS)
+    pod = find(docs, "Deployment", "mcs-controller")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {"MCS_LOCAL_CONTEXT": "cluster1", "POD_NAMESPACE": SYSTEM_NS}
+    args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"]]
+    parser = argparse.ArgumentParser(prog="mcs")
+    add_run_parser(parser.add_subparsers())
+    parsed = parser.parse_args(args)
+    assert parsed.leader_elect and parsed.local == "cluster1"
+    assert parsed.log_format == "json"
+    assert parsed.leader_elect_namespace == SYSTEM_NS
+    assert (parsed.metrics_addr, parsed.health_addr) == (":8080", ":8081")
+    # every variable used in args is defined in env
+    defined = {e["name"] for e in container["env"]}
+    used = {v for a in container["args"] for v in re.findall(r"\$\((\w+)\)", a)}
+    assert used <= defined
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "kubeconfigs")
+    assert parsed.kubeconfig == f"{mount['mountPath']}/kubeconfig"
+
+
+def test_deployment_is_hardened() -> None:
+    docs = kustomize(MANIFESTS)
+    deploy = find(docs, "Deployment", "mcs-controller")
+    pod = deploy["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert deploy["spec"]["replicas"] == 2
+    assert pod["serviceAccountName"] == "mcs-controller"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert {"cpu", "memory"} <= c["resources"]["requests"].keys()
+    assert {"cpu", "memory"} <= c["resources"]["limits"].keys()
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"])  # read-only root
+    metrics = find(docs, "Service", "mcs-controller-metrics")
+    assert metrics["spec"]["ports"][0]["port"] == 8080
+    kinds = {d["kind"] for d in docs}
+    assert "CustomResourceDefinition" in kinds  # ../crds is pulled in
+
+
+def test_remote_role_is_read_only() -> None:
+    docs = kustomize(MANIFESTS / "remote")
+    role = find(docs, "ClusterRole", "mcs-controller-remote")
+    verbs = {v for rule in role["rules"] for v in rule["verbs"]}
+    assert verbs == {"get", "list", "watch"}
+    resources = {r for rule in role["rules"] for r in rule["resources"]}
+    assert resources == {
+        "serviceexports",
+        "serviceimports",
+        "services",
+        "endpointslices",
+        "namespaces",
+        "clusterproperties",
+    }
+    secret = find(docs, "Secret", "mcs-remote-reader-token")
+    assert secret["type"] == "kubernetes.io/service-account-token"
+    assert secret["metadata"]["annotations"] == {
+        "kubernetes.io/service-account.name": "mcs-remote-reader"
+    }
+    binding = find(docs, "ClusterRoleBinding", "mcs-remote-reader")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "mcs-remote-reader", "namespace": SYSTEM_NS}
+    ]
+    # the local role never reads Secrets either
+    local = find(kustomize(MANIFESTS), "ClusterRole", "mcs-controller-local")
+    assert "secrets" not in {r for rule in local["rules"] for r in rule["resources"]}
+
+
+# --------------------------------------------------------------------------- server dry runs
+
+
+@pytest.fixture(scope="module")
+def system_namespace(kubectl: Kubectl, contexts: list[str]) -> Iterator[str]:
+    """``mcs-system`` for real in every member: a server dry run of a namespaced object
+    needs its namespace to exist, and a dry-run Namespace in the same apply is not
+    created. Removed (content first, then finalized) when the module is done."""
+    for ctx in contexts:
+        kubectl(ctx, "apply", "-f", str(MANIFESTS / "namespace.yaml"))
+    yield SYSTEM_NS
+    for ctx in contexts:
+        kubectl(ctx, "delete", "namespace", SYSTEM_NS, "--wait=false", check=False)
+        for kind in ("secrets", "serviceaccounts", "roles", "rolebindings", "leases"):
+            kubectl(ctx, "delete", kind, "--all", "-n", SYSTEM_NS, check=False)
+        kubectl(
+            ctx,
+            "replace",
+            "--raw",
+            f"/api/v1/namespaces/{SYSTEM_NS}/finalize",
+            "-f",
+            "-",
+            stdin=json.dumps(
+                {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": SYSTEM_NS}}
+                | {"spec": {"finalizers": []}}
+            ),
+            check=False,
+        )
+
+
+def _dry_run(kubectl: Kubectl, *args: str) -> str:
+    proc = kubectl(C1, "apply", "--dry-run=server", *args)
+    assert "would violate PodSecurity" not in proc.stderr, proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.parametrize(
+    "part", ["", "remote", "central-member"], ids=["manifests", "remote", "central-member"]
+)
+def test_kustomization_dry_run(kubectl: Kubectl, system_namespace: str, part: str) -> None:
+    directory = MANIFESTS / part
+    expected = len(kustomize(directory))
+    out = _dry_run(kubectl, "-k", str(directory))
+    assert out.count("(server dry run)") == expected, out
+    out = _dry_run(kubectl, "--server-side", "-k", str(directory))
+    assert out.count("(server dry run)") == expected, out
+
+
+def test_example_secret_dry_run(kubectl: Kubectl, system_namespace: str) -> None:
+    path = MANIFESTS / "remote-kubeconfigs.example.yaml"
+    _dry_run(kubectl, "-f", str(path))
+    secret = yaml.safe_load(path.read_text())
+    config = yaml.safe_load(secret["stringData"]["kubeconfig"])
+    names = [c["name"] for c in config["contexts"]]
+    assert secret["stringData"]["local-context"] in names
+
+
+EXAMPLE_FILES = sorted(EXAMPLES.glob("*/*.yaml"))
+
+
+def test_every_example_has_a_readme() -> None:
+    dirs = {p.parent for p in EXAMPLE_FILES}
+    assert {d.name for d in dirs} >= {"rebel-base", "conflicts", "headless"}
+    for d in dirs:
+        text = (d / "README.md").read_text()
+        assert "kubelet" in text, f"{d}/README.md should say what the mesh cannot show"
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_example_dry_run(kubectl: Kubectl, path: Path) -> None:
+    _dry_run(kubectl, "-f", str(path))
+    for doc in yaml.safe_load_all(path.read_text()):
+        assert doc["metadata"].get("namespace", "default") == "default"
+
+
+# --------------------------------------------------------------------------- RBAC for real
+
+
+def _in_cluster_context(mesh: MeshState, ctx: str, token: str, workdir: Path) -> Path:
+    """The script's --in-cluster kubeconfig, with the Pod's file paths and address
+    replaced by local stand-ins (same token kind: a TokenRequest token of the SA)."""
+    admin = yaml.safe_load(mesh.kubeconfig.read_text())
+    cluster = next(c["cluster"] for c in admin["clusters"] if c["name"] == ctx)
+    ca = workdir / f"{ctx}-ca.crt"
+    ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
+    token_file = workdir / f"{ctx}-token"
+    token_file.write_text(token)
+    text = subprocess.run(
+        [str(SCRIPT), "--in-cluster", ctx], capture_output=True, text=True, check=True
+    ).stdout
+    config = yaml.safe_load(text)
+    assert config["clusters"][0]["cluster"]["server"] == "https://kubernetes.default.svc"
+    sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
+    text = text.replace("https://kubernetes.default.svc", cluster["server"])
+    text = text.replace(f"{sa_dir}/ca.crt", str(ca)).replace(f"{sa_dir}/token", str(token_file))
+    out = workdir / f"{ctx}-in-cluster.yaml"
+    out.write_text(text)
+    return out
+
+
+def _remote_context(mesh: MeshState, ctx: str, workdir: Path) -> Path:
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(mesh.kubeconfig),
+        "KUBECTL": kubectl_path(),
+        "TOKEN_WAIT": "0",
+    }
+    proc = subprocess.run(
+        [str(SCRIPT), ctx], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    # the mesh has no token controller: the script must say it fell back to TokenRequest
+    assert "holds no token" in proc.stderr, proc.stderr
+    config = yaml.safe_load(proc.stdout)
+    assert [c["name"] for c in config["contexts"]] == [ctx]
+    assert config["users"][0]["user"]["token"]
+    out = workdir / f"{ctx}-remote.yaml"
+    out.write_text(proc.stdout)
+    return out
+
+
+def _merge(parts: list[Path], out: Path) -> Path:
+    env = {**os.environ, "KUBECONFIG": ":".join(map(str, parts))}
+    merged = subprocess.run(
+        [kubectl_path(), "config", "view", "--raw"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    ).stdout
+    out.write_text(merged)
+    out.chmod(0o600)
+    return out
+
+
+def _can(kubectl: Kubectl, ctx: str, verb: str, resource: str, *extra: str) -> bool:
+    proc = kubectl(ctx, "auth", "can-i", verb, resource, "--all-namespaces", *extra, check=False)
+    return proc.stdout.strip() == "yes"
+
+
+def _svc(ns: str, affinity: str) -> str:
+    return yaml.safe_dump_all(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "web", "namespace": ns},
+                "spec": {
+                    "selector": {"app": "web"},
+                    "ports": [{"name": "http", "port": 80}],
+                    "sessionAffinity": affinity,
+                },
+            },
+            {
+                "apiVersion": "multicluster.x-k8s.io/v1beta1",
+                "kind": "ServiceExport",
+                "metadata": {"name": "web", "namespace": ns},
+            },
+        ]
+    )
+
+
+def test_roles_are_enough_for_a_per_cluster_controller(
+    kubectl: Kubectl,
+    mesh: MeshState,
+    system_namespace: str,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """cluster1 runs the controller as ``mcs-controller`` (the in-cluster context);
+    cluster2 is read as ``mcs-remote-reader`` through the script's kubeconfig. The
+    controller must import, write endpoints, statuses, Events and its Lease, and
+    delete, without a single 403."""
+    local_rbac = [d for d in kustomize(MANIFESTS) if d["kind"] in RBAC_KINDS]
+    kubectl(C1, "apply", "-f", "-", stdin=as_yaml(local_rbac))
+    kubectl(C2, "apply", "-k", str(MANIFESTS / "remote"))
+    token = kubectl(C1, "create", "token", "mcs-controller", "-n", SYSTEM_NS).stdout.strip()
+    config = _merge(
+        [
+            _in_cluster_context(mesh, C1, token, tmp_path),
+            _remote_context(mesh, C2, tmp_path),
+        ],
+        tmp_path / "kubeconfig",
+    )
+    as_sa = Kubectl(config)
+    assert _can(as_sa, C1, "create", "serviceimports.multicluster.x-k8s.io")
+    assert _can(as_sa, C1, "patch", "serviceexports.multicluster.x-k8s.io", "--subresource=status")
+    assert not _can(as_sa, C1, "patch", "serviceexports.multicluster.x-k8s.io")
+    assert not _can(as_sa, C1, "get", "secrets")
+    assert _can(as_sa, C2, "watch", "endpointslices.discovery.k8s.io")
+    for verb, resource in [
+        ("create", "serviceimports.multicluster.x-k8s.io"),
+        ("patch", "services"),
+        ("delete", "endpointslices.discovery.k8s.io"),
+        ("get", "secrets"),
+    ]:
+        assert not _can(as_sa, C2, verb, resource), f"reader may {verb} {resource}"
+
+    kubectl(C1, "apply", "-f", "-", stdin=_svc(namespace, "None"))
+    time.sleep(1.1)  # cluster1's export is the oldest
+    kubectl(C2, "apply", "-f", "-", stdin=_svc(namespace, "ClientIP"))
+    slice_ = {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "web-1",
+            "namespace": namespace,
+            "labels": {"kubernetes.io/service-name": "web"},
+        },
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.0.0.7"], "conditions": {"ready": True}}],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    }
+    kubectl(C2, "apply", "-f", "-", stdin=yaml.safe_dump(slice_))
+
+    ctl = Controllers("per-cluster", config, tmp_path)
+    ctl.start("rbac", "--local", C1, "--leader-elect", "--resync-period", "5")
+    try:
+
+        def imported() -> bool:
+            imp = kubectl.json(C1, "get", "serviceimport", "web", "-n", namespace)
+            clusters = [c["cluster"] for c in imp.get("status", {}).get("clusters", [])]
+            return clusters == [C1, C2] and bool(imp["spec"].get("ips"))
+
+        eventually(imported, what="ServiceImport with both clusters and an IP")
+        eventually(
+            lambda: any(
+                s["metadata"]["labels"].get("multicluster.kubernetes.io/source-cluster") == C2
+                for s in kubectl.json(C1, "get", "endpointslices", "-n", namespace)["items"]
+            ),
+            what="cluster2's endpoints imported into cluster1",
+        )
+
+        def conflict_reported() -> bool:
+            exp = kubectl.json(C1, "get", "serviceexport", "web", "-n", namespace)
+            cond = condition(exp, "Conflict")
+            return bool(cond and cond["reason"] == "SessionAffinityConflict")
+
+        eventually(conflict_reported, what="Conflict condition on cluster1's export")
+        eventually(
+            lambda: kubectl.json(C1, "get", "events", "-n", namespace)["items"],
+            what="an Event about the conflict",
+        )
+        lease = kubectl.json(C1, "get", "lease", "mcs-controller", "-n", SYSTEM_NS)
+        assert lease["spec"].get("holderIdentity")
+
+        for ctx in (C1, C2):
+            kubectl(ctx, "delete", "serviceexport", "web", "-n", namespace)
+        eventually(
+            lambda: not kubectl.json(C1, "get", "serviceimports", "-n", namespace)["items"],
+            what="ServiceImport deleted",
+        )
+        # an ApiException for a 403 says "Forbidden"; the message body "is forbidden"
+        assert "forbidden" not in ctl.log_tail("rbac", 100_000).lower(), ctl.log_tail("rbac")
+    finally:
+        code = ctl.stop("rbac")
+        for doc in reversed(local_rbac):
+            if doc["kind"] not in ("Namespace", "ServiceAccount", "Role", "RoleBinding"):
+                kubectl(C1, "delete", doc["kind"], doc["metadata"]["name"], check=False)
+        kubectl(
+            C2, "delete", "clusterrolebinding,clusterrole", "-l", "app.kubernetes.io/part-of=mcs"
+        )
+    assert code == 0, ctl.log_tail("rbac")
+
+
+# --------------------------------------------------------------------------- the examples
+
+
+@contextlib.contextmanager
+def central_controller(mesh: MeshState, workdir: Path) -> Iterator[Controllers]:
+    ctl = Controllers("central", mesh.kubeconfig, workdir)
+    ctl.start("examples", "--contexts", f"{C1},{C2}", "--resync-period", "5")
+    try:
+        yield ctl
+    finally:
+        code = ctl.stop("examples")
+        assert code == 0, ctl.log_tail("examples")
+
+
+def _dns_a(mesh: MeshState, ctx: str, name: str) -> list[str]:
+    port = next(m.dns_port for m in mesh.members if m.name == ctx)
+    assert port, "the session mesh runs CoreDNS"
+    reply = dns.query.udp(dns.message.make_query(name, "A"), "127.0.0.1", port=port, timeout=2)
+    return sorted(r.address for rrset in reply.answer for r in rrset if r.rdtype == dns.rdatatype.A)
+
+
+def _apply_example(kubectl: Kubectl, ctx: str, *files: str) -> list[str]:
+    args = [a for f in files for a in ("-f", str(EXAMPLES / f))]
+    kubectl(ctx, "apply", *args)
+    return args
+
+
+def _cleanup(kubectl: Kubectl, applied: dict[str, list[str]]) -> None:
+    for ctx, args in applied.items():
+        kubectl(ctx, "delete", "--ignore-not-found", *args, check=False)
+
+
+def _gone(kubectl: Kubectl, name: str) -> bool:
+    return all(
+        not kubectl(ctx, "get", "serviceimport", name, "-n", "default", check=False).stdout
+        for ctx in (C1, C2)
+    )
+
+
+def test_rebel_base_example(kubectl: Kubectl, mesh: MeshState, tmp_path: Path) -> None:
+    applied: dict[str, list[str]] = {}
+    with central_controller(mesh, tmp_path):
+        try:
+            for ctx in (C1, C2):
+                applied[ctx] = _apply_example(
+                    kubectl,
+                    ctx,
+                    f"rebel-base/{ctx}.yaml",
+                    "rebel-base/export.yaml",
+                    "rebel-base/x-wing.yaml",
+                )
+            for ctx in (C1, C2):
+
+                def ready(ctx: str = ctx) -> list[str]:
+                    imp = kubectl.json(ctx, "get", "serviceimport", "rebel-base", "-n", "default")
+                    clusters = [c["cluster"] for c in imp.get("status", {}).get("clusters", [])]
+                    return imp["spec"].get("ips", []) if clusters == [C1, C2] else []
+
+                ips = eventually(ready, what=f"rebel-base imported in {ctx}")
+                eventually(
+                    lambda ctx=ctx, ips=ips: _dns_a(mesh, ctx, REBEL_DNS) == sorted(ips),
+                    what=f"{REBEL_DNS} in {ctx}",
+                )
+        finally:
+            _cleanup(kubectl, applied)
+        eventually(lambda: _gone(kubectl, "rebel-base"), what="rebel-base import removed")
+
+
+def test_conflicts_example(kubectl: Kubectl, mesh: MeshState, tmp_path: Path) -> None:
+    """What examples/conflicts/README.md shows: cluster1 (older) wins both disagreements."""
+    applied: dict[str, list[str]] = {}
+    with central_controller(mesh, tmp_path):
+        try:
+            applied[C1] = _apply_example(kubectl, C1, "conflicts/cluster1.yaml")
+            time.sleep(1.1)
+            applied[C2] = _apply_example(kubectl, C2, "conflicts/cluster2.yaml")
+            for ctx in (C1, C2):
+
+                def reason(ctx: str = ctx) -> str | None:
+                    exp = kubectl.json(ctx, "get", "serviceexport", "tatooine", "-n", "default")
+                    cond = condition(exp, "Conflict")
+                    return cond["reason"] if cond and cond["status"] == "True" else None
+
+                got = eventually(reason, what=f"Conflict on {ctx}")
+                assert got == "PortConflict,SessionAffinityConflict"
+            imp = kubectl.json(C2, "get", "serviceimport", "tatooine", "-n", "default")
+            assert [(p["name"], p["port"]) for p in imp["spec"]["ports"]] == [("http", 80)]
+            assert imp["spec"]["sessionAffinity"] == "ClientIP"
+        finally:
+            _cleanup(kubectl, applied)
+        eventually(lambda: _gone(kubectl, "tatooine"), what="tatooine import removed")
+
+
+def test_headless_example(kubectl: Kubectl, mesh: MeshState, tmp_path: Path) -> None:
+    applied: dict[str, list[str]] = {}
+    with central_controller(mesh, tmp_path):
+        try:
+            for ctx in (C1, C2):
+                applied[ctx] = _apply_example(
+                    kubectl, ctx, "headless/statefulset.yaml", "headless/export.yaml"
+                )
+            applied[C2] += _apply_example(kubectl, C2, "headless/mesh-endpointslice.yaml")
+            name = "db-0.cluster2.db.default.svc.clusterset.local"
+            eventually(lambda: _dns_a(mesh, C1, name) == ["10.244.2.10"], what=name)
+            imp = kubectl.json(C1, "get", "serviceimport", "db", "-n", "default")
+            assert imp["spec"]["type"] == "Headless"
+        finally:
+            _cleanup(kubectl, applied)
+        eventually(lambda: _gone(kubectl, "db"), what="db import removed")
