@@ -15,6 +15,7 @@ resync re-queues every known key; a steady state makes no writes.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -115,9 +116,6 @@ class Member:
             derived=self.services.get(ns, plan.derived_name(ns, name)),
         )
 
-    def synced(self) -> bool:
-        return all(i.has_synced() for i in self.informers.values())
-
     def connected(self) -> bool:
         return all(i.connected for i in self.informers.values())
 
@@ -139,32 +137,12 @@ class Controller:
             raise ValueError(f"cluster ids must be unique, got {ids}")
         self.members = members
         self.queue: WorkQueue[Key] = WorkQueue()
+        WORKQUEUE_DEPTH.set_function(lambda: len(self.queue))
         self.workers = workers
         self.resync_period = resync_period
         self._clock = clock
         for m in members:
-
-            def make(
-                kind: ResourceKind,
-                transform: Callable[[Obj], Obj],
-                mapper: Callable[[Obj], list[Key]],
-                m: Member = m,
-            ) -> Informer:
-                def on_event(_type: str, old: Obj | None, new: Obj | None) -> None:
-                    for obj in (old, new):
-                        if obj is not None:
-                            for key in mapper(obj):
-                                self._enqueue(key)
-
-                return Informer(
-                    m.api,
-                    cluster=m.context,
-                    kind=kind,
-                    on_event=on_event,
-                    transform=transform,
-                    watch_timeout=watch_timeout,
-                )
-
+            make = functools.partial(self._informer, m, watch_timeout=watch_timeout)
             m.informers = {
                 "exports": make(SERVICE_EXPORTS, _slim, lambda o: [key_of(o)]),
                 "services": make(SERVICES, _slim, self._service_keys),
@@ -176,11 +154,34 @@ class Controller:
             }
         self._writers = {m.cluster_id: Writer(m.api, m.cluster_id) for m in members if m.local}
 
-    # ------------------------------------------------------------------ keys
+    def _informer(
+        self,
+        m: Member,
+        kind: ResourceKind,
+        transform: Callable[[Obj], Obj],
+        keys: Callable[[Obj], list[Key]],
+        *,
+        watch_timeout: int,
+    ) -> Informer:
+        """An informer of ``kind`` in ``m`` that queues the keys ``keys`` maps a change to
+        (of the old and the new object: a change can move an object between keys)."""
 
-    def _enqueue(self, key: Key) -> None:
-        self.queue.add(key)
-        WORKQUEUE_DEPTH.set(len(self.queue))
+        def on_event(_type: str, old: Obj | None, new: Obj | None) -> None:
+            for obj in (old, new):
+                if obj is not None:
+                    for key in keys(obj):
+                        self.queue.add(key)
+
+        return Informer(
+            m.api,
+            cluster=m.context,
+            kind=kind,
+            on_event=on_event,
+            transform=transform,
+            watch_timeout=watch_timeout,
+        )
+
+    # ------------------------------------------------------------------ keys
 
     @staticmethod
     def _service_keys(svc: Obj) -> list[Key]:
@@ -280,7 +281,7 @@ class Controller:
             for m in self.members:
                 CLUSTER_CONNECTED.labels(cluster=m.cluster_id).set(1 if m.connected() else 0)
             for key in self.all_keys():
-                self._enqueue(key)
+                self.queue.add(key)
             RESYNCS.inc()
             await asyncio.sleep(self.resync_period)
 

@@ -42,9 +42,9 @@ def _address(value: str) -> tuple[str, int] | None:
     return (host or "0.0.0.0", int(port))
 
 
-def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("run", help="run the controller")
-    p.set_defaults(func=_run)
+def add_member_arguments(p: argparse.ArgumentParser) -> None:
+    """``--kubeconfig``, ``--contexts`` and ``--cluster-id``: which clusters are members
+    and what they are called (shared by ``mcs run`` and ``mcs status``)."""
     p.add_argument(
         "--kubeconfig",
         default=os.environ.get("KUBECONFIG", str(Path.home() / ".kube/config")),
@@ -56,18 +56,24 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="comma-separated member contexts (default: every context of the kubeconfig)",
     )
     p.add_argument(
-        "--local",
-        default="",
-        help="contexts this instance writes to (default: all members = central mode); "
-        "one context = per-cluster mode",
-    )
-    p.add_argument(
         "--cluster-id",
         action="append",
         default=[],
         metavar="CONTEXT=ID",
         help="override a member's cluster id (default: its ClusterProperty "
         "cluster.clusterset.k8s.io, else the context name); repeatable",
+    )
+
+
+def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", help="run the controller")
+    p.set_defaults(func=_run)
+    add_member_arguments(p)
+    p.add_argument(
+        "--local",
+        default="",
+        help="contexts this instance writes to (default: all members = central mode); "
+        "one context = per-cluster mode",
     )
     p.add_argument("--log-format", choices=["json", "console"], default="json")
     p.add_argument("--log-level", default="info")

@@ -101,10 +101,17 @@ from pydantic import BaseModel, ConfigDict
 
 from mcs.controller import SERVICE_EXPORTS, SERVICE_IMPORTS
 from mcs.informer import NAMESPACES, SERVICES, Obj, ResourceKind
+from mcs.kubeapi import request_json
 from mcs.merge import MergeResult, export_conditions
 from mcs.model import InvalidExport, parse_time
 from mcs.plan import ClusterView, Evaluation, evaluate
-from mcs.run import ConfigError, member_contexts, parse_cluster_ids, resolve_cluster_id
+from mcs.run import (
+    ConfigError,
+    add_member_arguments,
+    member_contexts,
+    parse_cluster_ids,
+    resolve_cluster_id,
+)
 
 __all__ = [
     "ConditionReport",
@@ -919,28 +926,7 @@ def _describe(exc: BaseException) -> str:
 
 
 async def _get(api: ApiClient, path: str, params: Mapping[str, str] | None = None) -> Obj:
-    """GET ``path`` as JSON. Non-200 raises ``ApiException`` with the Status's reason."""
-    response: aiohttp.ClientResponse = await api.call_api(
-        path,
-        "GET",
-        query_params=list((params or {}).items()),
-        header_params={"Accept": "application/json"},
-        auth_settings=["BearerToken"],
-        _preload_content=False,
-    )
-    try:
-        text = await response.text()
-    finally:
-        response.release()
-    if response.status != 200:
-        try:
-            status = json.loads(text)
-            reason = f"{status.get('reason')}: {status.get('message')}"
-        except (ValueError, AttributeError):
-            reason = response.reason or text[:200]
-        raise ApiException(status=response.status, reason=reason)
-    body: Obj = json.loads(text)
-    return body
+    return await request_json(api, "GET", path, query=params)
 
 
 async def _list(api: ApiClient, kind: ResourceKind, namespace: str | None) -> list[Obj]:
@@ -988,24 +974,7 @@ def add_status_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "exported services, their imports and conflicts. Reads only.",
     )
     p.set_defaults(func=_status)
-    p.add_argument(
-        "--kubeconfig",
-        default=os.environ.get("KUBECONFIG", os.path.expanduser("~/.kube/config")),
-        help="kubeconfig holding one context per member cluster (default $KUBECONFIG)",
-    )
-    p.add_argument(
-        "--contexts",
-        default="",
-        help="comma-separated member contexts (default: every context of the kubeconfig)",
-    )
-    p.add_argument(
-        "--cluster-id",
-        action="append",
-        default=[],
-        metavar="CONTEXT=ID",
-        help="a member's cluster id, as for `mcs run` (default: its ClusterProperty "
-        "cluster.clusterset.k8s.io, else the context name); repeatable",
-    )
+    add_member_arguments(p)
     p.add_argument(
         "-n",
         "--namespace",

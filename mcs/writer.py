@@ -8,7 +8,6 @@ caller saw (and checked for our ownership label), never a replacement.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -18,6 +17,7 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from mcs.informer import ENDPOINT_SLICES, SERVICES, ResourceKind
+from mcs.kubeapi import request_json
 from mcs.observability import API_WRITES
 from mcs.plan import FIELD_MANAGER, GROUP, VERSION
 
@@ -72,23 +72,9 @@ class Writer:
         path = KINDS[plural].path(meta["namespace"])
         if method != "POST":
             path += f"/{quote(meta['name'], safe='')}{subresource}"
-        response = await self._api.call_api(
-            path,
-            method,
-            query_params=list(query.items()),
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
+        return await request_json(
+            self._api, method, path, query=query, body=body, content_type=content_type
         )
-        try:
-            text = await response.text()
-        finally:
-            response.release()
-        if response.status >= 300:
-            raise ApiException(status=response.status, reason=text[:500])
-        out: Obj = json.loads(text) if text else {}
-        return out
 
     async def apply(self, plural: str, obj: Obj) -> Obj:
         """Server-side apply of a whole object as field manager ``mcs-controller``."""

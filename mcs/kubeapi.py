@@ -1,0 +1,53 @@
+"""One JSON request to an API server over a kubernetes_asyncio ``ApiClient``.
+
+The generated API methods turn answers into model objects we do not use and return
+``None`` for an apply that creates (HTTP 201); ``call_api`` with
+``_preload_content=False`` gives the raw answer, whose status we check here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
+
+
+async def request_json(
+    api: ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: Mapping[str, str] | None = None,
+    body: Any = None,
+    content_type: str = "application/json",
+) -> dict[str, Any]:
+    """Send the request and return the decoded JSON answer (``{}`` when empty).
+
+    An answer of 300 or more raises ``ApiException`` with the HTTP status and, as
+    reason, the Status's ``reason: message`` (or the start of the body)."""
+    response: aiohttp.ClientResponse = await api.call_api(
+        path,
+        method,
+        query_params=list((query or {}).items()),
+        header_params={"Accept": "application/json", "Content-Type": content_type},
+        body=body,
+        auth_settings=["BearerToken"],
+        _preload_content=False,
+    )
+    try:
+        text = await response.text()
+    finally:
+        response.release()
+    if response.status >= 300:
+        try:
+            status = json.loads(text)
+            reason = f"{status.get('reason')}: {status.get('message')}"
+        except (ValueError, AttributeError):
+            reason = response.reason or text[:500]
+        raise ApiException(status=response.status, reason=reason)
+    out: dict[str, Any] = json.loads(text) if text else {}
+    return out
