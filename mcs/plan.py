@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from mcs.merge import MergeResult, export_conditions, merge
-from mcs.model import ExportRecord, InvalidExport, Port, record_from_objects
+from mcs.model import ExportRecord, InvalidExport, Port, format_time, record_from_objects
 
 GROUP = "multicluster.x-k8s.io"
 VERSION = "v1beta1"
@@ -38,7 +38,8 @@ Obj = Mapping[str, Any]
 
 def owned(obj: Obj | None) -> bool:
     """True when ``obj`` carries our ownership label (the only objects we change or delete)."""
-    return bool(obj) and obj.get("metadata", {}).get("labels", {}).get(MANAGED_BY) == FIELD_MANAGER  # type: ignore[union-attr]
+    labels = (obj or {}).get("metadata", {}).get("labels") or {}
+    return bool(labels.get(MANAGED_BY) == FIELD_MANAGER)
 
 
 def derived_name(namespace: str, name: str) -> str:
@@ -134,17 +135,14 @@ def desired_import_status(
         ready = ("True", "Ready", "ServiceImport is ready")
     else:
         ready = ("False", "Pending", "Waiting for the derived Service to get its cluster IPs")
-    prior = {c.get("type"): c for c in previous}
-    old = prior.get("Ready")
-    changed = old is None or old.get("status") != ready[0]
+    old = next((c for c in previous if c.get("type") == "Ready"), {})
+    since = old.get("lastTransitionTime") if old.get("status") == ready[0] else None
     cond = {
         "type": "Ready",
         "status": ready[0],
         "reason": ready[1],
         "message": ready[2],
-        "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ")
-        if changed
-        else old["lastTransitionTime"],  # type: ignore[index]
+        "lastTransitionTime": since or format_time(now),
     }
     return {"clusters": [{"cluster": c} for c in merged.clusters], "conditions": [cond]}
 
@@ -303,7 +301,7 @@ def conflict_event(
     appeared = after["status"] == "True"
     transition = f"{meta.get('uid')}/{after['status']}/{after.get('lastTransitionTime')}"
     digest = hashlib.sha256(transition.encode()).hexdigest()[:12]
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = format_time(now)
     return {
         "apiVersion": "v1",
         "kind": "Event",

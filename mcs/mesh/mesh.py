@@ -15,6 +15,8 @@ even when it is killed.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import ctypes
 import json
 import os
@@ -157,7 +159,7 @@ def stop_pids(pids: list[int], directory: Path, grace: float = 10.0) -> None:
     """SIGTERM our processes among ``pids``, then SIGKILL what is left after ``grace``."""
     mine = [p for p in pids if _owns(p, directory)]
     for pid in mine:
-        with _suppress_lookup():
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and any(_owns(p, directory) for p in mine):
@@ -165,7 +167,7 @@ def stop_pids(pids: list[int], directory: Path, grace: float = 10.0) -> None:
         time.sleep(0.1)
     for pid in mine:
         if _owns(pid, directory):
-            with _suppress_lookup():
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     _reap()
 
@@ -181,17 +183,7 @@ def _reap() -> None:
             return
 
 
-class _suppress_lookup:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return exc[0] is ProcessLookupError
-
-
 def kubeconfig_dict(state: MeshState, pki: Pki) -> dict[str, Any]:
-    import base64
-
     def b64(p: Path) -> str:
         return base64.b64encode(p.read_bytes()).decode()
 
@@ -400,9 +392,9 @@ class Mesh:
         """Stop everything this mesh started and remove its state. False if there was none."""
         if not self.dir.exists():
             return False
-        st = self.state()
-        pids = st.pids() if st else []
-        stop_pids(sorted(set(pids + _pids_mentioning(self.dir))), self.dir)
+        # every process of the mesh names its directory (state.json may be missing
+        # or stale after a killed run), so the scan finds them all
+        stop_pids(_pids_mentioning(self.dir), self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)
         return True
 

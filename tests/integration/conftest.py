@@ -218,18 +218,19 @@ class Controllers:
         for name in list(self.procs):
             self.stop(name)
 
-    def metric(self, metric: str) -> float:
-        """Sum of a metric's samples over every running process."""
-        return sum(self.metric_of(name, metric) for name in self.procs)
+    def metric(self, metric: str, **labels: str) -> float:
+        """Sum of a metric's samples (with these label values) over every running process."""
+        return sum(self.metric_of(name, metric, **labels) for name in self.procs)
 
-    def metric_of(self, name: str, metric: str) -> float:
-        """Sum of a metric's samples in one process."""
+    def metric_of(self, name: str, metric: str, **labels: str) -> float:
+        """Sum of a metric's samples (with these label values) in one process."""
+        wanted = [f'{k}="{v}"' for k, v in labels.items()]
         total = 0.0
         with urllib.request.urlopen(
             f"http://127.0.0.1:{self.ports[name][0]}/metrics", timeout=5
         ) as r:
             for line in r.read().decode().splitlines():
-                if line.startswith(metric + "{") or line.startswith(metric + " "):
+                if line.startswith((metric + "{", metric + " ")) and all(w in line for w in wanted):
                     total += float(line.rsplit(" ", 1)[1])
         return total
 
