@@ -102,16 +102,16 @@ from pydantic import BaseModel, ConfigDict
 from mcs.controller import SERVICE_EXPORTS, SERVICE_IMPORTS
 from mcs.informer import NAMESPACES, SERVICES, Obj, ResourceKind
 from mcs.kubeapi import request_json
-from mcs.merge import MergeResult, export_conditions
-from mcs.model import InvalidExport, parse_time
-from mcs.plan import ClusterView, Evaluation, evaluate
-from mcs.run import (
+from mcs.members import (
     ConfigError,
     add_member_arguments,
     member_contexts,
     parse_cluster_ids,
     resolve_cluster_id,
 )
+from mcs.merge import MergeResult, export_conditions
+from mcs.model import InvalidExport, parse_time
+from mcs.plan import ClusterView, Evaluation, evaluate
 
 __all__ = [
     "ConditionReport",

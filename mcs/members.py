@@ -1,0 +1,101 @@
+"""Which clusters are members and what they are called: the ``--kubeconfig``,
+``--contexts`` and ``--cluster-id`` flags, shared by ``mcs run`` and ``mcs status``,
+and the cluster id (KEP-2149) a member resolves to."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from pathlib import Path
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+# KEP-2149: the cluster id is a valid RFC-1123 DNS subdomain.
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot work; the message says why."""
+
+
+def validate_cluster_id(value: str) -> str:
+    if len(value) > 253 or not _SUBDOMAIN.match(value):
+        raise ConfigError(f"cluster id {value!r} is not a valid RFC-1123 DNS subdomain")
+    return value
+
+
+def add_member_arguments(p: argparse.ArgumentParser) -> None:
+    """``--kubeconfig``, ``--contexts`` and ``--cluster-id``: which clusters are members
+    and what they are called (shared by ``mcs run`` and ``mcs status``)."""
+    p.add_argument(
+        "--kubeconfig",
+        default=os.environ.get("KUBECONFIG", str(Path.home() / ".kube/config")),
+        help="kubeconfig holding one context per member cluster (default $KUBECONFIG)",
+    )
+    p.add_argument(
+        "--contexts",
+        default="",
+        help="comma-separated member contexts (default: every context of the kubeconfig)",
+    )
+    p.add_argument(
+        "--cluster-id",
+        action="append",
+        default=[],
+        metavar="CONTEXT=ID",
+        help="override a member's cluster id (default: its ClusterProperty "
+        "cluster.clusterset.k8s.io, else the context name); repeatable",
+    )
+
+
+async def read_cluster_id(api: client.ApiClient) -> str | None:
+    """The value of the member's ClusterProperty ``cluster.clusterset.k8s.io``, or None
+    when it has none (404, also when the ClusterProperty CRD is not installed); other
+    API errors raise. No timeout of its own: callers bound it with ``asyncio.timeout``."""
+    try:
+        prop = await client.CustomObjectsApi(api).get_cluster_custom_object(
+            "about.k8s.io", "v1beta1", "clusterproperties", "cluster.clusterset.k8s.io"
+        )
+    except ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    value = prop.get("spec", {}).get("value")
+    return str(value) if value else None
+
+
+def member_contexts(kubeconfig: str, contexts: str) -> list[str]:
+    """The member contexts: the comma-separated ``contexts`` (as given to ``--contexts``),
+    or every context of ``kubeconfig`` when empty. Raises ``ConfigError`` when the
+    kubeconfig cannot be read or lacks one of the named contexts."""
+    try:
+        all_contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)
+    except (config.ConfigException, OSError) as e:
+        raise ConfigError(f"cannot read kubeconfig {kubeconfig}: {e}") from None
+    known = [c["name"] for c in all_contexts]
+    chosen = [c for c in contexts.split(",") if c] or known
+    for c in chosen:
+        if c not in known:
+            raise ConfigError(f"context {c!r} not in {kubeconfig} (has {', '.join(known)})")
+    return chosen
+
+
+def parse_cluster_ids(items: list[str]) -> dict[str, str]:
+    """``--cluster-id CONTEXT=ID`` items as ``{context: id}`` (a later item wins).
+    Raises ``ConfigError`` for an item that is not ``CONTEXT=ID`` or an invalid id."""
+    overrides: dict[str, str] = {}
+    for item in items:
+        ctx, sep, cid = item.partition("=")
+        if not sep or not ctx:
+            raise ConfigError(f"--cluster-id {item!r} is not CONTEXT=ID")
+        overrides[ctx] = validate_cluster_id(cid)
+    return overrides
+
+
+async def resolve_cluster_id(api: client.ApiClient, context: str, overrides: dict[str, str]) -> str:
+    """A member's cluster id: its ``--cluster-id`` override, else its ClusterProperty,
+    else the context name. Raises ``ConfigError`` when the id is not valid, and what
+    ``read_cluster_id`` raises when the ClusterProperty cannot be read."""
+    cid = overrides.get(context) or await read_cluster_id(api) or context
+    return validate_cluster_id(cid)
