@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
-from mcs import endpoints, plan
+from mcs import endpoints, plan, trust
 from mcs.informer import (
     ENDPOINT_SLICES,
     NAMESPACES,
@@ -37,7 +37,8 @@ from mcs.informer import (
 )
 from mcs.leader import LeaderElector
 from mcs.merge import MergeResult
-from mcs.observability import CLUSTER_CONNECTED, RESYNCS, WORKQUEUE_DEPTH
+from mcs.model import format_time
+from mcs.observability import CLUSTER_CONNECTED, ENDPOINTS_DROPPED, RESYNCS, WORKQUEUE_DEPTH
 from mcs.workqueue import WorkQueue, run_workers
 from mcs.writer import Writer
 
@@ -131,6 +132,7 @@ class Controller:
         resync_period: float = 300.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         watch_timeout: int = 300,
+        endpoint_policy: trust.EndpointPolicy | None = None,
     ) -> None:
         ids = [m.cluster_id for m in members]
         if len(set(ids)) != len(ids):
@@ -141,6 +143,9 @@ class Controller:
         self.workers = workers
         self.resync_period = resync_period
         self._clock = clock
+        self.endpoint_policy = endpoint_policy or trust.EndpointPolicy()
+        # What mcs.trust last dropped from each (key, source cluster): reported on change.
+        self._dropped: dict[tuple[Key, str], frozenset[str]] = {}
         for m in members:
             make = functools.partial(self._informer, m, watch_timeout=watch_timeout)
             m.informers = {
@@ -397,8 +402,13 @@ class Controller:
         """Make ``member`` hold exactly the EndpointSlices the import should have."""
         observed = {s["metadata"]["name"]: s for s in member.imported_slices(ns, name)}
         desired: list[Obj] = []
-        if merged is not None:
-            sources = {m.cluster_id: m.source_slices(ns, name) for m in self.members}
+        if merged is None:
+            for m in self.members:
+                self._dropped.pop(((ns, name), m.cluster_id), None)
+        else:
+            sources = {
+                m.cluster_id: await self._trusted_sources(m, (ns, name)) for m in self.members
+            }
             derived = plan.derived_name(ns, name) if merged.spec.type == "ClusterSetIP" else None
             desired = endpoints.desired_slices(ns, name, merged, sources, derived)
         for want in desired:
@@ -413,6 +423,39 @@ class Controller:
                 await writer.apply("endpointslices", want)
         for stale in observed.values():
             await writer.delete("endpointslices", stale)
+
+    async def _trusted_sources(self, m: Member, key: Key) -> list[Obj]:
+        """``m``'s source slices of ``key`` with only the endpoints `mcs.trust` lets
+        through. A change in what is dropped is logged and counted, and reported by an
+        Event on ``m``'s ServiceExport when ``m`` is local (its own controller tells it)."""
+        kept, dropped = trust.filter_slices(
+            m.cluster_id, m.source_slices(*key), self.endpoint_policy
+        )
+        seen = frozenset(f"{d.slice}: {d}" for d in dropped)
+        before = self._dropped.get((key, m.cluster_id), frozenset())
+        if seen == before:
+            return kept
+        for d in dropped:
+            if f"{d.slice}: {d}" not in before:
+                ENDPOINTS_DROPPED.labels(cluster=m.cluster_id, reason=d.reason).inc()
+        if dropped:
+            log.warning(
+                "endpoints not imported",
+                source_cluster=m.cluster_id,
+                namespace=key[0],
+                service=key[1],
+                dropped=sorted(seen),
+            )
+        export = m.exports.get(*key)
+        writer = self._writers.get(m.cluster_id)
+        if dropped and export is not None and writer is not None:
+            event = trust.dropped_event(export, dropped, m.cluster_id, format_time(self._clock()))
+            await writer.create("events", event)
+        if seen:
+            self._dropped[(key, m.cluster_id)] = seen
+        else:
+            self._dropped.pop((key, m.cluster_id), None)
+        return kept
 
     async def _remove_import(self, writer: Writer, view: plan.ClusterView) -> None:
         if view.service_import is not None and plan.owned(view.service_import):

@@ -9,8 +9,11 @@ import os
 import re
 from pathlib import Path
 
+import structlog
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
+
+log = structlog.get_logger(__name__)
 
 # KEP-2149: the cluster id is a valid RFC-1123 DNS subdomain.
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -99,3 +102,18 @@ async def resolve_cluster_id(api: client.ApiClient, context: str, overrides: dic
     ``read_cluster_id`` raises when the ClusterProperty cannot be read."""
     cid = overrides.get(context) or await read_cluster_id(api) or context
     return validate_cluster_id(cid)
+
+
+def check_tls(api: client.ApiClient, context: str, allow_insecure: bool) -> None:
+    """Refuse a member whose kubeconfig turns off server certificate checks
+    (``insecure-skip-tls-verify``) unless ``--allow-insecure-skip-tls-verify`` was given:
+    without them anyone on the path can impersonate that API server and feed the
+    clusterset its Services and endpoints."""
+    if not api.configuration.verify_ssl:
+        if not allow_insecure:
+            raise ConfigError(
+                f"context {context!r} sets insecure-skip-tls-verify: give it the API server's "
+                "CA (certificate-authority-data) instead, or pass "
+                "--allow-insecure-skip-tls-verify (test setups only)"
+            )
+        log.warning("member API server certificate not verified", context=context)

@@ -12,7 +12,9 @@ Contract with the rest of the controller:
   out as plain dicts through the ``to_api`` methods.
 * `record_from_objects` is the only place that reads a ServiceExport or a
   Service. It returns an `ExportRecord` when the pair can be exported and an
-  `InvalidExport` (reason ``NoService`` or ``InvalidServiceType``) when not.
+  `InvalidExport` (reason ``NoService``, ``InvalidServiceType``, or
+  ``InvalidExportedMetadata`` when its exported labels or annotations would be
+  refused by the API server or are reserved: `mcs.trust.metadata_problems`) when not.
 * Exported labels and annotations come only from the ServiceExport's
   ``spec.exportedLabels`` / ``spec.exportedAnnotations``, never from the metadata
   of either object (KEP-1645, "Exporting Services").
@@ -33,6 +35,8 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mcs.trust import metadata_problems
 
 ServiceType = Literal["ClusterSetIP", "Headless"]
 
@@ -133,7 +137,7 @@ class InvalidExport(BaseModel):
     model_config = _FROZEN
 
     cluster: str
-    reason: Literal["NoService", "InvalidServiceType"]
+    reason: Literal["NoService", "InvalidServiceType", "InvalidExportedMetadata"]
     message: str
 
 
@@ -169,6 +173,19 @@ def record_from_objects(
             ),
         )
     export_spec = export.get("spec") or {}
+    problems = metadata_problems(
+        export_spec.get("exportedLabels"), export_spec.get("exportedAnnotations")
+    )
+    if problems:
+        return InvalidExport(
+            cluster=cluster,
+            reason="InvalidExportedMetadata",
+            message=(
+                f'ServiceExport "{key}" in cluster "{cluster}" cannot be imported: '
+                + "; ".join(problems)
+                + ". Fix spec.exportedLabels/spec.exportedAnnotations."
+            ),
+        )
     client_ip = (spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}
     return ExportRecord(
         cluster=cluster,

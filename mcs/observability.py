@@ -178,6 +178,13 @@ REJECTED_OBJECTS = Counter(
     ["cluster", "resource", "reason"],
     registry=REGISTRY,
 )
+ENDPOINTS_DROPPED = Counter(
+    "mcs_endpoints_dropped",
+    "Endpoints of a member's EndpointSlices newly left out of its imports (mcs.trust), "
+    "by source cluster and reason (invalid, outside-cidrs, fqdn-not-allowed).",
+    ["cluster", "reason"],
+    registry=REGISTRY,
+)
 
 
 # --------------------------------------------------------------------------- HTTP

@@ -11,11 +11,13 @@ import socket
 import structlog
 from kubernetes_asyncio import config
 
+from mcs import trust
 from mcs.controller import Controller, Member
 from mcs.leader import LeaderElector, LeadershipLost
 from mcs.members import (
     ConfigError,
     add_member_arguments,
+    check_tls,
     member_contexts,
     parse_cluster_ids,
     resolve_cluster_id,
@@ -74,11 +76,59 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         default=15.0,
         help="seconds a standby waits after the leader's last renewal (default 15)",
     )
+    add_trust_arguments(p)
     p.add_argument(
         "--resync-period",
         type=float,
         default=300.0,
         help="seconds between full resyncs (default 300)",
+    )
+
+
+def add_trust_arguments(p: argparse.ArgumentParser) -> None:
+    """What a member may tell the others (``mcs.trust``), and TLS towards members."""
+    p.add_argument(
+        "--member-cidrs",
+        action="append",
+        default=[e for e in [os.environ.get("MCS_MEMBER_CIDRS", "")] if e.strip()],
+        metavar="CLUSTER=CIDR[,CIDR]",
+        help="address ranges a member's endpoints must lie in (by cluster id); others are "
+        "not imported. Repeatable; one value may hold several entries separated by spaces "
+        "or ';'. Default: $MCS_MEMBER_CIDRS; a member without ranges may use any address",
+    )
+    p.add_argument(
+        "--source-slice-managers",
+        default="*",
+        metavar="PATTERNS",
+        help="comma-separated endpointslice.kubernetes.io/managed-by patterns (fnmatch; '' "
+        "= no label) of the EndpointSlices that are a Service's endpoints (default: *)",
+    )
+    p.add_argument(
+        "--ignore-slice-managers",
+        default=",".join(trust.DEFAULT_IGNORED_MANAGERS),
+        metavar="PATTERNS",
+        help="managed-by patterns never used as a source: controllers that import "
+        f"endpoints of other clusters (default: {','.join(trust.DEFAULT_IGNORED_MANAGERS)})",
+    )
+    p.add_argument(
+        "--allow-insecure-skip-tls-verify",
+        action="store_true",
+        help="accept members whose kubeconfig sets insecure-skip-tls-verify (refused by default)",
+    )
+
+
+def endpoint_policy(args: argparse.Namespace) -> trust.EndpointPolicy:
+    """The `trust.EndpointPolicy` of the flags; ``ConfigError`` for a bad --member-cidrs."""
+    try:
+        cidrs = trust.parse_member_cidrs(args.member_cidrs)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return trust.EndpointPolicy(
+        cidrs=cidrs,
+        managers=tuple(p.strip() for p in args.source_slice_managers.split(",")),
+        ignored_managers=tuple(
+            p.strip() for p in args.ignore_slice_managers.split(",") if p.strip()
+        ),
     )
 
 
@@ -95,6 +145,7 @@ async def build_members(args: argparse.Namespace) -> list[Member]:
                 config_file=args.kubeconfig, context=ctx, persist_config=False
             )
             members.append(Member(context=ctx, cluster_id=ctx, api=api, local=ctx in local))
+            check_tls(api, ctx, args.allow_insecure_skip_tls_verify)
         for m in members:
             m.cluster_id = await resolve_cluster_id(m.api, m.context, overrides)
         return members
@@ -105,13 +156,19 @@ async def build_members(args: argparse.Namespace) -> list[Member]:
 
 
 async def run(args: argparse.Namespace) -> int:
+    policy = endpoint_policy(args)
     members = await build_members(args)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        controller = Controller(members, workers=args.workers, resync_period=args.resync_period)
+        controller = Controller(
+            members,
+            workers=args.workers,
+            resync_period=args.resync_period,
+            endpoint_policy=policy,
+        )
         log.info(
             "starting",
             members={m.context: m.cluster_id for m in members},
