@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
-from mcs import endpoints, plan, trust
+from mcs import cachefields, endpoints, plan, trust
 from mcs.informer import (
     ENDPOINT_SLICES,
     NAMESPACES,
@@ -149,12 +149,12 @@ class Controller:
         for m in members:
             make = functools.partial(self._informer, m, watch_timeout=watch_timeout)
             m.informers = {
-                "exports": make(SERVICE_EXPORTS, _slim, lambda o: [key_of(o)]),
-                "services": make(SERVICES, _slim, self._service_keys),
+                "exports": make(SERVICE_EXPORTS, cachefields.export, lambda o: [key_of(o)]),
+                "services": make(SERVICES, cachefields.service, self._service_keys),
                 "imports": make(SERVICE_IMPORTS, _slim_with_fields, lambda o: [key_of(o)]),
                 "slices": make(ENDPOINT_SLICES, endpoints.transform, self._slice_keys),
                 "namespaces": make(
-                    NAMESPACES, _slim, lambda o: self.keys_in(o["metadata"]["name"])
+                    NAMESPACES, cachefields.namespace, lambda o: self.keys_in(o["metadata"]["name"])
                 ),
             }
         self._writers = {m.cluster_id: Writer(m.api, m.cluster_id) for m in members if m.local}

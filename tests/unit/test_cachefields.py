@@ -1,0 +1,121 @@
+"""mcs.cachefields: informers keep what the controller reads, nothing a tenant can inflate."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from mcs import cachefields, plan
+
+
+def _service(**meta: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "web",
+            "namespace": "ns",
+            "uid": "u1",
+            "resourceVersion": "42",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": {"app": "web", "tenant-junk": "x" * 63},
+            "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": "x" * 200_000,
+                "service.cilium.io/global": "true",
+                "io.cilium/shared-service": "false",
+            },
+            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+            **meta,
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": "10.96.0.10",
+            "clusterIPs": ["10.96.0.10"],
+            "selector": {f"k{i}": "v" * 63 for i in range(500)},
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
+            "sessionAffinity": "None",
+            "ipFamilies": ["IPv4"],
+            "ipFamilyPolicy": "SingleStack",
+            "externalIPs": ["1.2.3.4"],
+        },
+        "status": {"loadBalancer": {}},
+    }
+
+
+def test_service_keeps_what_is_read_and_drops_the_rest() -> None:
+    trimmed = cachefields.service(_service())
+    assert len(json.dumps(trimmed)) < 1000
+    meta = trimmed["metadata"]
+    assert meta["annotations"] == {
+        "service.cilium.io/global": "true",
+        "io.cilium/shared-service": "false",
+    }
+    assert "labels" not in meta  # none of ours
+    assert "resourceVersion" not in meta and "managedFields" not in meta
+    assert "selector" not in trimmed["spec"] and "externalIPs" not in trimmed["spec"]
+    assert trimmed["spec"]["ports"][0]["targetPort"] == 8080
+
+
+def test_merge_sees_the_same_service_trimmed_or_not() -> None:
+    export = {
+        "metadata": {
+            "name": "web",
+            "namespace": "ns",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
+        },
+        "spec": {"exportedLabels": {"tier": "front"}},
+        "status": {"conditions": []},
+    }
+    raw = plan.ClusterView("c1", True, export=export, service=_service())
+    cut = plan.ClusterView(
+        "c1",
+        True,
+        export=cachefields.export(export),
+        service=cachefields.service(_service()),
+    )
+    assert plan.evaluate([raw]) == plan.evaluate([cut])
+    assert "annotations" not in cachefields.export(export)["metadata"]
+
+
+def test_our_derived_service_trims_to_an_unchanged_one() -> None:
+    ev = plan.evaluate(
+        [plan.ClusterView("c1", True, export=_export(), service=_service(labels={}))]
+    )
+    assert ev.merged is not None
+    imp = {"metadata": {"uid": "imp-uid"}}
+    want = plan.desired_derived_service("ns", "web", ev.merged, imp)
+    assert want is not None
+    observed = json.loads(json.dumps(want))
+    observed["metadata"] |= {"uid": "d1", "resourceVersion": "7"}
+    observed["spec"] |= {"clusterIP": "10.96.0.99", "clusterIPs": ["10.96.0.99"]}
+    assert not plan.derived_service_changed(want, cachefields.service(observed))
+    assert plan.owned(cachefields.service(observed))
+
+
+def _export() -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "web",
+            "namespace": "ns",
+            "creationTimestamp": datetime(2026, 1, 1, tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    }
+
+
+def test_namespace_keeps_labels_filter_annotation_and_phase() -> None:
+    ns = {
+        "metadata": {
+            "name": "team-a",
+            "uid": "n1",
+            "labels": {"kubernetes.io/metadata.name": "team-a", "mcs": "on"},
+            "annotations": {"clustermesh.cilium.io/global": "true", "big": "x" * 100_000},
+        },
+        "spec": {"finalizers": ["kubernetes"]},
+        "status": {"phase": "Terminating"},
+    }
+    trimmed = cachefields.namespace(ns)
+    assert trimmed["metadata"]["labels"] == ns["metadata"]["labels"]
+    assert trimmed["metadata"]["annotations"] == {"clustermesh.cilium.io/global": "true"}
+    assert trimmed["status"] == {"phase": "Terminating"}
