@@ -21,12 +21,12 @@
 #   SERVER           API server URL as the *other* clusters reach it (default: the
 #                    server of CONTEXT, which may be an address only you can reach)
 #   SERVICE_ACCOUNT  whose token to use (default mcs-remote-reader; central mode:
-#                    mcs-central-writer); the token is read from the Secret
-#                    "$SERVICE_ACCOUNT-token"
-#   TOKEN_WAIT       seconds to wait for the token controller to fill that Secret
-#                    (default 30). If it stays empty (no kube-controller-manager, as
-#                    in `mcs mesh`), a TokenRequest token valid for TOKEN_DURATION
-#                    (default 8760h) is issued instead, with a warning: it expires.
+#                    mcs-central-writer)
+#   TOKEN_DURATION   lifetime asked of the TokenRequest API (default 720h). The API
+#                    server may shorten it (--service-account-max-token-expiration);
+#                    the real expiry is printed on stderr. Re-run the script and
+#                    update the Secret before then (manifests/README.md, "Tokens and
+#                    their rotation"). There are no long-lived token Secrets.
 #   KUBECTL          kubectl binary (default: kubectl)
 set -euo pipefail
 
@@ -76,8 +76,7 @@ CONTEXT=$1
 NAMESPACE=${2:-mcs-system}
 NAME=${NAME:-$CONTEXT}
 SA=${SERVICE_ACCOUNT:-mcs-remote-reader}
-TOKEN_WAIT=${TOKEN_WAIT:-30}
-TOKEN_DURATION=${TOKEN_DURATION:-8760h}
+TOKEN_DURATION=${TOKEN_DURATION:-720h}
 k() { "$KUBECTL" --context "$CONTEXT" "$@"; }
 
 k -n "$NAMESPACE" get serviceaccount "$SA" >/dev/null ||
@@ -88,23 +87,15 @@ server=${SERVER:-$(view '{.clusters[0].cluster.server}')}
 [[ -n $server ]] || die "context $CONTEXT has no server"
 ca=$(view '{.clusters[0].cluster.certificate-authority-data}')
 
-secret_field() {
-  k -n "$NAMESPACE" get secret "$SA-token" -o "jsonpath={.data.$1}" 2>/dev/null || true
-}
-token=""
-deadline=$((SECONDS + TOKEN_WAIT))
-while :; do
-  token=$(secret_field token | base64 -d)
-  [[ -z $token && $SECONDS -lt $deadline ]] || break
-  sleep 1
-done
-if [[ -z $token ]]; then
-  warn "Secret $NAMESPACE/$SA-token holds no token (is kube-controller-manager running?);" \
-    "issuing a token that expires in $TOKEN_DURATION"
-  token=$(k -n "$NAMESPACE" create token "$SA" --duration "$TOKEN_DURATION")
-fi
-# Trust the CA your kubeconfig trusts for this server, else the one in the token Secret.
-[[ -n $ca ]] || ca=$(secret_field 'ca\.crt')
+# A short-lived token from the TokenRequest API, and when it really expires.
+read -r token expires < <(k -n "$NAMESPACE" create token "$SA" --duration "$TOKEN_DURATION" \
+  -o go-template='{{.status.token}} {{.status.expirationTimestamp}}{{"\n"}}') ||
+  die "cannot request a token for $NAMESPACE/$SA in context $CONTEXT"
+[[ -n $token ]] || die "empty token for $NAMESPACE/$SA"
+echo "make-remote-kubeconfig: token of $NAMESPACE/$SA expires at $expires; renew it before" >&2
+# Trust the CA your kubeconfig trusts for this server, else the cluster's published one.
+[[ -n $ca ]] || ca=$(k -n "$NAMESPACE" get configmap kube-root-ca.crt \
+  -o go-template='{{index .data "ca.crt"}}' 2>/dev/null | base64 | tr -d '\n' || true)
 if [[ -n $ca ]]; then
   ca_line="      certificate-authority-data: $ca"
 else

@@ -47,7 +47,10 @@ RBAC_KINDS = {
     "ClusterRoleBinding",
     "Role",
     "RoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
 }
+SA_USER = f"system:serviceaccount:{SYSTEM_NS}:mcs-controller"
 
 
 def kustomize(directory: Path) -> list[dict[str, Any]]:
@@ -140,11 +143,6 @@ def test_remote_role_is_read_only() -> None:
         "namespaces",
         "clusterproperties",
     }
-    secret = find(docs, "Secret", "mcs-remote-reader-token")
-    assert secret["type"] == "kubernetes.io/service-account-token"
-    assert secret["metadata"]["annotations"] == {
-        "kubernetes.io/service-account.name": "mcs-remote-reader"
-    }
     binding = find(docs, "ClusterRoleBinding", "mcs-remote-reader")
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "mcs-remote-reader", "namespace": SYSTEM_NS}
@@ -152,6 +150,42 @@ def test_remote_role_is_read_only() -> None:
     # the local role never reads Secrets either
     local = find(kustomize(MANIFESTS), "ClusterRole", "mcs-controller-local")
     assert "secrets" not in {r for rule in local["rules"] for r in rule["resources"]}
+
+
+@pytest.mark.parametrize("part", ["", "remote", "central-member"])
+def test_no_long_lived_tokens_and_no_unused_grants(part: str) -> None:
+    """Tokens come from the TokenRequest API (hack/make-remote-kubeconfig.sh), never from
+    ``kubernetes.io/service-account-token`` Secrets; the roles grant nothing the code
+    does not use (events.k8s.io, Lease patch, ClusterProperty list/watch)."""
+    docs = kustomize(MANIFESTS / part)
+    assert not [d for d in docs if d["kind"] == "Secret"]
+    for role in (d for d in docs if d["kind"] in ("Role", "ClusterRole")):
+        for rule in role["rules"]:
+            assert "events.k8s.io" not in rule["apiGroups"], role["metadata"]["name"]
+            if "leases" in rule["resources"]:
+                assert "patch" not in rule["verbs"]
+            if "clusterproperties" in rule["resources"]:
+                assert rule["verbs"] == ["get"]
+                assert rule["resourceNames"] == ["cluster.clusterset.k8s.io"]
+    for sa in (d for d in docs if d["kind"] == "ServiceAccount"):
+        assert sa.get("automountServiceAccountToken") is False, sa["metadata"]["name"]
+
+
+def test_disruption_spread_and_network_policy() -> None:
+    docs = kustomize(MANIFESTS)
+    pdb = find(docs, "PodDisruptionBudget", "mcs-controller")
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    pod = find(docs, "Deployment", "mcs-controller")["spec"]["template"]
+    keys = {c["topologyKey"] for c in pod["spec"]["topologySpreadConstraints"]}
+    assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    policy = find(docs, "NetworkPolicy", "mcs-controller")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    ports = [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]]
+    assert ports == ["metrics"]  # the health port is reachable from no Pod
+    # the cluster-scoped policy is not put in a namespace
+    vap = find(docs, "ValidatingAdmissionPolicy", "mcs-controller-writes")
+    assert "namespace" not in vap["metadata"]
 
 
 # --------------------------------------------------------------------------- server dry runs
@@ -259,14 +293,14 @@ def _remote_context(mesh: MeshState, ctx: str, workdir: Path) -> Path:
         **os.environ,
         "KUBECONFIG": str(mesh.kubeconfig),
         "KUBECTL": kubectl_path(),
-        "TOKEN_WAIT": "0",
+        "TOKEN_DURATION": "2h",
     }
     proc = subprocess.run(
         [str(SCRIPT), ctx], capture_output=True, text=True, env=env, timeout=60, check=False
     )
     assert proc.returncode == 0, proc.stderr
-    # the mesh has no token controller: the script must say it fell back to TokenRequest
-    assert "holds no token" in proc.stderr, proc.stderr
+    # a TokenRequest token, whose expiry the script reports
+    assert "expires at 20" in proc.stderr, proc.stderr
     config = yaml.safe_load(proc.stdout)
     assert [c["name"] for c in config["contexts"]] == [ctx]
     assert config["users"][0]["user"]["token"]
@@ -417,6 +451,150 @@ def test_roles_are_enough_for_a_per_cluster_controller(
             C2, "delete", "clusterrolebinding,clusterrole", "-l", "app.kubernetes.io/part-of=mcs"
         )
     assert code == 0, ctl.log_tail("rbac")
+
+
+def _obj(kind: str, name: str, ns: str, labels: dict[str, str], **body: Any) -> str:
+    api = {
+        "Service": "v1",
+        "EndpointSlice": "discovery.k8s.io/v1",
+        "ServiceImport": "multicluster.x-k8s.io/v1beta1",
+    }[kind]
+    meta = {"name": name, "namespace": ns, "labels": labels}
+    return json.dumps({"apiVersion": api, "kind": kind, "metadata": meta, **body})
+
+
+OURS = {"app.kubernetes.io/managed-by": "mcs-controller"}
+OUR_SLICE = OURS | {
+    "endpointslice.kubernetes.io/managed-by": "mcs-controller.multicluster.x-k8s.io"
+}
+PORTS = {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
+ENDPOINTS = {"addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.9"]}]}
+
+
+def test_admission_policy_confines_the_controller(
+    kubectl: Kubectl, system_namespace: str, namespace: str
+) -> None:
+    """Acting as the controller's ServiceAccount (impersonation), whose ClusterRole alone
+    would allow every write below: the ValidatingAdmissionPolicy denies writes to foreign
+    Services, EndpointSlices and ServiceImports, and allows the controller's own."""
+    ns = namespace
+    docs = [d for d in kustomize(MANIFESTS) if d["kind"] in RBAC_KINDS]
+    kubectl(C1, "apply", "-f", "-", stdin=as_yaml(docs))
+
+    def as_sa(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return kubectl(C1, f"--as={SA_USER}", *args, stdin=stdin, check=False)
+
+    def denied(proc: subprocess.CompletedProcess[str], words: str) -> None:
+        assert proc.returncode != 0, f"allowed: {proc.stdout}"
+        assert "mcs-controller-writes" in proc.stderr and words in proc.stderr, proc.stderr
+
+    def allowed(proc: subprocess.CompletedProcess[str]) -> None:
+        assert proc.returncode == 0, proc.stderr
+
+    apply = ("apply", "--server-side", "--field-manager=mcs-controller", "-f", "-")
+    label = ("--type=merge", "-p", '{"metadata":{"labels":{"evil":"yes"}}}')
+    try:
+        foreign_slice = {
+            "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"
+        }
+        kubectl(C1, "apply", "-f", "-", stdin=_obj("Service", "web", ns, {}, spec=PORTS))
+        kubectl(
+            C1,
+            "apply",
+            "-f",
+            "-",
+            stdin=_obj("EndpointSlice", "web-x", ns, foreign_slice, **ENDPOINTS),
+        )
+        kubectl(
+            C1,
+            "apply",
+            "-f",
+            "-",
+            stdin=_obj(
+                "ServiceImport",
+                "web",
+                ns,
+                {},
+                spec={"type": "ClusterSetIP", "ports": [{"port": 80, "protocol": "TCP"}]},
+            ),
+        )
+        # RBAC alone allows the patch; the policy (loaded asynchronously) denies it
+        can = kubectl(C1, "auth", "can-i", "patch", "services", "-n", ns, f"--as={SA_USER}")
+        assert can.stdout.strip() == "yes"
+        eventually(
+            lambda: (
+                "mcs-controller-writes" in as_sa("patch", "service", "web", "-n", ns, *label).stderr
+            ),
+            what="the admission policy in force",
+        )
+        # foreign objects: no patch, no take-over, no delete
+        denied(as_sa("patch", "service", "web", "-n", ns, *label), "labelled")
+        take_over = '{"metadata":{"labels":{"app.kubernetes.io/managed-by":"mcs-controller"}}}'
+        denied(
+            as_sa("patch", "service", "web", "-n", ns, "--type=merge", "-p", take_over),
+            "not its own",
+        )
+        denied(as_sa("patch", "service", "kubernetes", "-n", "default", *label), "labelled")
+        denied(as_sa("delete", "service", "web", "-n", ns), "labelled")
+        denied(as_sa("patch", "endpointslice", "web-x", "-n", ns, *label), "labelled")
+        denied(as_sa("delete", "endpointslice", "web-x", "-n", ns), "labelled")
+        denied(as_sa("patch", "serviceimport", "web", "-n", ns, *label), "labelled")
+        # its own kinds of objects, but not as mcs writes them
+        denied(as_sa(*apply, stdin=_obj("Service", "web2", ns, OURS, spec=PORTS)), "derived-*")
+        node_port = {**PORTS, "type": "NodePort"}
+        denied(
+            as_sa(*apply, stdin=_obj("Service", "derived-b", ns, OURS, spec=node_port)), "ClusterIP"
+        )
+        external = {**PORTS, "externalIPs": ["192.0.2.1"]}
+        denied(
+            as_sa(*apply, stdin=_obj("Service", "derived-c", ns, OURS, spec=external)),
+            "externalIPs",
+        )
+        denied(
+            as_sa(*apply, stdin=_obj("EndpointSlice", "s1", ns, OURS, **ENDPOINTS)), "managed by"
+        )
+        to_kubernetes = OUR_SLICE | {"kubernetes.io/service-name": "kubernetes"}
+        denied(
+            as_sa(*apply, stdin=_obj("EndpointSlice", "s2", "default", to_kubernetes, **ENDPOINTS)),
+            "default/kubernetes",
+        )
+        # its own writes go through
+        allowed(as_sa(*apply, stdin=_obj("Service", "derived-a", ns, OURS, spec=PORTS)))
+        denied(
+            as_sa(
+                "patch",
+                "service",
+                "derived-a",
+                "-n",
+                ns,
+                "--type=merge",
+                "-p",
+                '{"spec":{"externalIPs":["192.0.2.1"]}}',
+            ),
+            "externalIPs",
+        )
+        allowed(as_sa(*apply, stdin=_obj("EndpointSlice", "s3", ns, OUR_SLICE, **ENDPOINTS)))
+        allowed(
+            as_sa(
+                *apply,
+                stdin=_obj(
+                    "ServiceImport",
+                    "mine",
+                    ns,
+                    OURS,
+                    spec={"type": "ClusterSetIP", "ports": [{"port": 80, "protocol": "TCP"}]},
+                ),
+            )
+        )
+        allowed(as_sa("delete", "endpointslice", "s3", "-n", ns))
+        allowed(as_sa("delete", "service", "derived-a", "-n", ns))
+        allowed(as_sa("delete", "serviceimport", "mine", "-n", ns))
+        # a user is not affected by the policy
+        allowed(kubectl(C1, "patch", "service", "web", "-n", ns, *label, check=False))
+    finally:
+        for doc in reversed(docs):
+            if doc["kind"] not in ("Namespace", "ServiceAccount", "Role", "RoleBinding"):
+                kubectl(C1, "delete", doc["kind"], doc["metadata"]["name"], check=False)
 
 
 # --------------------------------------------------------------------------- the examples
