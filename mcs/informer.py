@@ -332,7 +332,7 @@ class Informer:
     async def _relist(self) -> None:
         """List everything, replace the cache and emit what changed."""
         items, rv = await self._list()
-        fresh = {key_of(raw): self._trim(raw) for raw in items}
+        fresh = {key_of(obj): obj for obj in items}
         old, self._cache = self._cache, fresh
         self._rv = rv
         self.relists += 1
@@ -356,7 +356,8 @@ class Informer:
         )
 
     async def _list(self) -> tuple[builtins.list[Obj], str]:
-        """All objects (paginated) and the list's resourceVersion."""
+        """All objects (paginated), trimmed page by page so that a relist never holds
+        more than one page of whole objects, and the list's resourceVersion."""
         params = {"limit": str(self._page_size)}
         if self.kind.label_selector:
             params["labelSelector"] = self.kind.label_selector
@@ -374,7 +375,7 @@ class Informer:
             for item in body.get("items") or []:
                 item.setdefault("apiVersion", api_version)
                 item.setdefault("kind", kind)
-                items.append(item)
+                items.append(self._trim(item))
             meta = body.get("metadata") or {}
             if not meta.get("continue"):
                 return items, str(meta["resourceVersion"])

@@ -1,0 +1,137 @@
+"""Memory benchmark: a tenant of one member creates N foreign Services (not exported)
+carrying large annotations; how much memory does the controller that caches every
+member need?
+
+    .venv/bin/python bench/memory.py --services 10000 --annotation-kib 16
+
+Starts its own 2-cluster mesh (in a temporary directory), creates the Services in
+cluster2 (headless, so no cluster IPs are used up), then starts one central
+``mcs run`` and reports its resident memory once its caches are synced (VmRSS, and the
+peak VmHWM). ``--mcs-path DIR`` runs the controller from another checkout (its
+``mcs`` package directory's parent), to compare with an older version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from kubernetes_asyncio import client, config
+
+from mcs.mesh.mesh import Mesh, free_port
+
+
+def _rss_mib(pid: int) -> dict[str, float]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = round(int(value.split()[0]) / 1024, 0)
+    return out
+
+
+async def _create(api: client.ApiClient, ns: str, n: int, annotation_kib: int) -> None:
+    core = client.CoreV1Api(api)
+    gate = asyncio.Semaphore(16)
+    blob = "x" * (annotation_kib * 1024)
+
+    async def one(i: int) -> None:
+        body = {
+            "metadata": {
+                "name": f"svc-{i:05}",
+                "annotations": {"tenant.example.com/blob": blob},
+                "labels": {"app": f"svc-{i:05}", "tenant.example.com/junk": "y" * 63},
+            },
+            "spec": {
+                "clusterIP": "None",
+                "selector": {"app": f"svc-{i:05}"},
+                "ports": [{"name": "http", "port": 80}],
+            },
+        }
+        async with gate:
+            await asyncio.wait_for(core.create_namespaced_service(ns, body), timeout=60)
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--services", type=int, default=10000)
+    parser.add_argument("--annotation-kib", type=int, default=16)
+    parser.add_argument("--mcs-path", default="", help="run the controller from this checkout")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mcs-bench-mem-") as tmp:
+        mesh = Mesh(Path(tmp) / "mesh", say=lambda s: None)
+        state = await mesh.up(2, detach=False)
+        try:
+            api = await config.new_client_from_config(
+                config_file=str(state.kubeconfig), context="cluster2", persist_config=False
+            )
+            try:
+                ns = "tenant"
+                await client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
+                started = time.monotonic()
+                await _create(api, ns, args.services, args.annotation_kib)
+                created = time.monotonic() - started
+            finally:
+                await api.close()
+            metrics, health = free_port(), free_port()
+            env = dict(os.environ)
+            if args.mcs_path:
+                env["PYTHONPATH"] = args.mcs_path
+            with (Path(tmp) / "controller.log").open("wb") as log:
+                proc = subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "mcs.cli",
+                        "run",
+                        "--kubeconfig",
+                        str(state.kubeconfig),
+                        "--metrics-addr",
+                        f"127.0.0.1:{metrics}",
+                        "--health-addr",
+                        f"127.0.0.1:{health}",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                )
+            try:
+                started = time.monotonic()
+                while True:
+                    if proc.poll() is not None:
+                        raise SystemExit(f"controller exited {proc.returncode}")
+                    try:
+                        with urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=2):
+                            break
+                    except OSError:
+                        await asyncio.sleep(0.5)
+                synced = time.monotonic() - started
+                await asyncio.sleep(5)
+                row = {
+                    "services": args.services,
+                    "annotation_kib": args.annotation_kib,
+                    "create_seconds": round(created, 1),
+                    "synced_seconds": round(synced, 1),
+                    **{f"controller_{k}_mib": v for k, v in _rss_mib(proc.pid).items()},
+                    "mcs_path": args.mcs_path or "this checkout",
+                }
+                print(json.dumps(row), flush=True)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+        finally:
+            mesh.down()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
