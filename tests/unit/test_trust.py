@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +15,7 @@ from kubernetes_asyncio.client import ApiClient, Configuration
 from mcs import endpoints, trust
 from mcs.members import ConfigError, check_tls
 from mcs.model import ExportRecord, InvalidExport, record_from_objects
+from mcs.run import add_run_parser, endpoint_policy
 
 NO_RANGES = trust.EndpointPolicy()
 
@@ -313,3 +315,24 @@ async def test_insecure_skip_tls_verify_is_refused_unless_allowed() -> None:
         check_tls(api, "c2", allow_insecure=True)
     async with ApiClient(Configuration(host="https://example.invalid")) as api:
         check_tls(api, "c2", allow_insecure=False)
+
+
+def test_run_flags_make_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    def parse(*args: str) -> argparse.Namespace:
+        parser = argparse.ArgumentParser()
+        add_run_parser(parser.add_subparsers())
+        return parser.parse_args(["run", *args])
+
+    monkeypatch.setenv("MCS_MEMBER_CIDRS", "c1=10.1.0.0/16 c2=10.2.0.0/16")
+    policy = endpoint_policy(parse("--member-cidrs", "c3=10.3.0.0/16"))
+    assert sorted(policy.cidrs) == ["c1", "c2", "c3"]
+    assert policy.managers == ("*",)
+    assert policy.ignored_managers == trust.DEFAULT_IGNORED_MANAGERS
+    monkeypatch.delenv("MCS_MEMBER_CIDRS")
+    args = parse("--source-slice-managers", "endpointslice-controller.k8s.io,")
+    policy = endpoint_policy(args)
+    assert policy.cidrs == {}
+    assert policy.counts("") and not policy.counts("other")
+    assert not parse().allow_insecure_skip_tls_verify
+    with pytest.raises(ConfigError, match="c1=banana"):
+        endpoint_policy(parse("--member-cidrs", "c1=banana"))
