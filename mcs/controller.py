@@ -435,6 +435,12 @@ class Controller:
         before = self._dropped.get((key, m.cluster_id), frozenset())
         if seen == before:
             return kept
+        # Recorded before the Event is sent (other local members run concurrently), and
+        # put back if sending fails, so that the retry reports it again.
+        if seen:
+            self._dropped[(key, m.cluster_id)] = seen
+        else:
+            self._dropped.pop((key, m.cluster_id), None)
         for d in dropped:
             if f"{d.slice}: {d}" not in before:
                 ENDPOINTS_DROPPED.labels(cluster=m.cluster_id, reason=d.reason).inc()
@@ -450,11 +456,11 @@ class Controller:
         writer = self._writers.get(m.cluster_id)
         if dropped and export is not None and writer is not None:
             event = trust.dropped_event(export, dropped, m.cluster_id, format_time(self._clock()))
-            await writer.create("events", event)
-        if seen:
-            self._dropped[(key, m.cluster_id)] = seen
-        else:
-            self._dropped.pop((key, m.cluster_id), None)
+            try:
+                await writer.create("events", event)
+            except BaseException:
+                self._dropped[(key, m.cluster_id)] = before
+                raise
         return kept
 
     async def _remove_import(self, writer: Writer, view: plan.ClusterView) -> None:
