@@ -117,7 +117,9 @@ class DroppedEndpoint:
     detail: str  # for humans
 
     def __str__(self) -> str:
-        return f"{','.join(self.addresses) or '<none>'} ({self.detail})"
+        if self.addresses and self.addresses[0] in self.detail:
+            return self.detail
+        return f"{','.join(self.addresses) or '<no address>'}: {self.detail}"
 
 
 def check_slice(
@@ -204,7 +206,7 @@ def dropped_event(
         },
         "type": "Warning",
         "reason": "EndpointsDropped",
-        "message": f"{len(items)} endpoint(s) not imported into other clusters: {shown}"[:1024],
+        "message": f"{len(items)} endpoint(s) not imported into the clusterset: {shown}"[:1024],
         "source": {"component": "mcs-controller"},
         "reportingComponent": "mcs-controller",
         "reportingInstance": reporter,
