@@ -104,6 +104,7 @@ async def main() -> None:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=env,
+                    cwd=args.mcs_path or None,  # with -m, the working directory comes first
                 )
             try:
                 started = time.monotonic()
