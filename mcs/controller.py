@@ -15,6 +15,7 @@ resync re-queues every known key; a steady state makes no writes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import Any
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
-from mcs import cachefields, endpoints, plan, trust
+from mcs import cachefields, endpoints, globalsvc, plan, trust
 from mcs.informer import (
     ENDPOINT_SLICES,
     NAMESPACES,
@@ -38,6 +39,7 @@ from mcs.informer import (
 from mcs.leader import LeaderElector
 from mcs.merge import MergeResult
 from mcs.model import format_time
+from mcs.namespaces import NamespacePolicy
 from mcs.observability import CLUSTER_CONNECTED, ENDPOINTS_DROPPED, RESYNCS, WORKQUEUE_DEPTH
 from mcs.workqueue import WorkQueue, run_workers
 from mcs.writer import Writer
@@ -133,6 +135,7 @@ class Controller:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         watch_timeout: int = 300,
         endpoint_policy: trust.EndpointPolicy | None = None,
+        namespace_policy: NamespacePolicy | None = None,
     ) -> None:
         ids = [m.cluster_id for m in members]
         if len(set(ids)) != len(ids):
@@ -146,6 +149,9 @@ class Controller:
         self.endpoint_policy = endpoint_policy or trust.EndpointPolicy()
         # What mcs.trust last dropped from each (key, source cluster): reported on change.
         self._dropped: dict[tuple[Key, str], frozenset[str]] = {}
+        self.namespace_policy = namespace_policy or NamespacePolicy()
+        # Events already posted about global Services: (cluster, ns, name, reason) -> name.
+        self._noted: dict[tuple[str, str, str, str], str] = {}
         for m in members:
             make = functools.partial(self._informer, m, watch_timeout=watch_timeout)
             m.informers = {
@@ -199,7 +205,7 @@ class Controller:
     @staticmethod
     def _slice_keys(eps: Obj) -> list[Key]:
         if endpoints.managed_by_us(eps):
-            key = endpoints.slice_key(eps)
+            key = endpoints.slice_key(eps) or globalsvc.global_slice_key(eps)
             return [key] if key else []
         service = eps["metadata"].get("labels", {}).get(endpoints.KUBE_SERVICE_NAME)
         return [(eps["metadata"]["namespace"], service)] if service else []
@@ -212,6 +218,9 @@ class Controller:
         keys: set[Key] = set()
         for m in self.members:
             keys.update(m.exports.keys())
+            keys.update(
+                key_of(o) for o in m.services.list() if globalsvc.annotations_of(o).is_global
+            )
             keys.update(key_of(o) for o in m.imports.list() if plan.owned(o))
             keys.update(
                 k for o in m.services.list() if plan.owned(o) for k in self._service_keys(o)
@@ -294,7 +303,7 @@ class Controller:
 
     async def reconcile(self, key: Key) -> None:
         ns, name = key
-        views = {m.cluster_id: m.view(ns, name) for m in self.members}
+        views = {m.cluster_id: self._view(m, ns, name) for m in self.members}
         evaluation = plan.evaluate(list(views.values()))
         now = self._clock()
         blocked = None
@@ -303,7 +312,7 @@ class Controller:
                 f'ServiceImport "{ns}/{name}" in cluster "{c}" was not created by mcs-controller '
                 f"(no {plan.MANAGED_BY}={plan.FIELD_MANAGER} label); it is left untouched"
                 for c, v in views.items()
-                if v.namespace_exists
+                if v.takes_part
                 and v.service_import is not None
                 and not plan.owned(v.service_import)
             ]
@@ -318,6 +327,7 @@ class Controller:
                 for m in self.members
                 if m.local
             ),
+            *(self._sync_global(m, key, views, now) for m in self.members if m.local),
             return_exceptions=True,
         )
         for result in results:
@@ -336,7 +346,7 @@ class Controller:
         ns, name = key
         writer = self._writers[m.cluster_id]
         with structlog.contextvars.bound_contextvars(cluster=m.cluster_id):
-            merged = evaluation.merged if view.namespace_exists else None
+            merged = evaluation.merged if view.takes_part else None
             if merged is not None:
                 if view.service_import is None or plan.owned(view.service_import):
                     await self._write_import(writer, view, ns, name, merged, now)
@@ -396,6 +406,51 @@ class Controller:
         if _status_differs(status, observed.get("status") or {}):
             await writer.patch_status("serviceimports", observed, status)
 
+    def _view(self, m: Member, ns: str, name: str) -> plan.ClusterView:
+        namespace = m.informers["namespaces"].get("", ns)
+        exclusion = self.namespace_policy.exclusion(ns, namespace, m.cluster_id)
+        return dataclasses.replace(m.view(ns, name), exclusion=exclusion)
+
+    async def _sync_global(
+        self,
+        member: Member,
+        key: Key,
+        views: dict[str, plan.ClusterView],
+        now: datetime,
+    ) -> None:
+        """Make ``member`` hold exactly the remote backends of global Service ``key``
+        (`mcs.globalsvc`), and tell the user what they should know about it."""
+        ns, name = key
+        writer = self._writers[member.cluster_id]
+        sides = {
+            m.cluster_id: globalsvc.Side(
+                m.cluster_id,
+                views[m.cluster_id].service,
+                views[m.cluster_id].takes_part,
+                # Remote endpoints pass the endpoint trust policy, as for imports.
+                m.source_slices(ns, name) if m is member else await self._trusted_sources(m, key),
+            )
+            for m in self.members
+        }
+        local = sides.pop(member.cluster_id)
+        planned = globalsvc.plan_cluster(ns, name, local, list(sides.values()))
+        observed = {
+            s["metadata"]["name"]: s
+            for s in member.slices.list(ns)
+            if globalsvc.global_slice_key(s) == key
+        }
+        with structlog.contextvars.bound_contextvars(cluster=member.cluster_id):
+            await self._write_slices(writer, member, ns, observed, planned.slices)
+            service = local.service
+            for note in planned.notes if service is not None else ():
+                assert service is not None
+                noted = (member.cluster_id, ns, name, note.reason)
+                event = globalsvc.service_event(service, note, member.cluster_id, now)
+                if self._noted.get(noted) != event["metadata"]["name"]:
+                    log.info("global service note", service=f"{ns}/{name}", reason=note.reason)
+                    await writer.create("events", event)
+                    self._noted[noted] = event["metadata"]["name"]
+
     async def _sync_slices(
         self, writer: Writer, member: Member, ns: str, name: str, merged: MergeResult | None
     ) -> None:
@@ -411,6 +466,15 @@ class Controller:
             }
             derived = plan.derived_name(ns, name) if merged.spec.type == "ClusterSetIP" else None
             desired = endpoints.desired_slices(ns, name, merged, sources, derived)
+        await self._write_slices(writer, member, ns, observed, desired)
+
+    @staticmethod
+    async def _write_slices(
+        writer: Writer, member: Member, ns: str, observed: dict[str, Obj], desired: list[Obj]
+    ) -> None:
+        """Apply the ``desired`` slices that differ from ``observed`` (by name), and
+        delete the ``observed`` ones no longer desired."""
+        observed = dict(observed)
         for want in desired:
             slice_name = want["metadata"]["name"]
             have = observed.pop(slice_name, None)

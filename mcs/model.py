@@ -137,7 +137,13 @@ class InvalidExport(BaseModel):
     model_config = _FROZEN
 
     cluster: str
-    reason: Literal["NoService", "InvalidServiceType", "InvalidExportedMetadata"]
+    reason: Literal[
+        "NoService",
+        "InvalidServiceType",
+        "InvalidExportedMetadata",
+        "NamespaceExcluded",
+        "NamespaceNotGlobal",
+    ]
     message: str
 
 

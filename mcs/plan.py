@@ -24,6 +24,7 @@ from typing import Any
 
 from mcs.merge import MergeResult, export_conditions, merge
 from mcs.model import ExportRecord, InvalidExport, Port, format_time, record_from_objects
+from mcs.namespaces import Exclusion
 
 GROUP = "multicluster.x-k8s.io"
 VERSION = "v1beta1"
@@ -58,6 +59,13 @@ class ClusterView:
     service: Obj | None = None
     service_import: Obj | None = None
     derived: Obj | None = None
+    # Why the namespace takes no part in this cluster (mcs.namespaces), or None.
+    exclusion: Exclusion | None = None
+
+    @property
+    def takes_part(self) -> bool:
+        """The namespace exists here and the namespace policy lets it take part."""
+        return self.namespace_exists and self.exclusion is None
 
 
 @dataclass(frozen=True)
@@ -77,6 +85,11 @@ def evaluate(views: Sequence[ClusterView]) -> Evaluation:
     invalid: dict[str, InvalidExport] = {}
     for view in views:
         if view.export is None:
+            continue
+        if view.exclusion is not None:
+            invalid[view.cluster] = InvalidExport(
+                cluster=view.cluster, reason=view.exclusion.reason, message=view.exclusion.message
+            )
             continue
         rec = record_from_objects(view.cluster, view.export, view.service)
         if isinstance(rec, InvalidExport):

@@ -22,6 +22,7 @@ from mcs.members import (
     parse_cluster_ids,
     resolve_cluster_id,
 )
+from mcs.namespaces import DEFAULT_EXCLUDED, NamespacePolicy, parse_namespace_list
 from mcs.observability import HealthServer, configure_logging
 
 log = structlog.get_logger(__name__)
@@ -77,6 +78,20 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="seconds a standby waits after the leader's last renewal (default 15)",
     )
     add_trust_arguments(p)
+    p.add_argument(
+        "--exclude-namespaces",
+        default=None,
+        metavar="NS[,NS...]",
+        help="namespaces that never take part in the clusterset (default: "
+        f"{','.join(DEFAULT_EXCLUDED)} and the controller's own namespace, "
+        "$POD_NAMESPACE or --leader-elect-namespace)",
+    )
+    p.add_argument(
+        "--namespace-opt-in",
+        action="store_true",
+        help="only namespaces annotated (or labelled) clustermesh.cilium.io/global=true "
+        'take part (default: every namespace not marked "false")',
+    )
     p.add_argument(
         "--resync-period",
         type=float,
@@ -168,6 +183,7 @@ async def run(args: argparse.Namespace) -> int:
             workers=args.workers,
             resync_period=args.resync_period,
             endpoint_policy=policy,
+            namespace_policy=namespace_policy(args),
         )
         log.info(
             "starting",
@@ -198,6 +214,17 @@ async def run(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(sig)
         for m in members:
             await m.api.close()
+
+
+def namespace_policy(args: argparse.Namespace) -> NamespacePolicy:
+    """The namespace policy of ``--exclude-namespaces`` and ``--namespace-opt-in``."""
+    exclude = args.exclude_namespaces
+    own = os.environ.get("POD_NAMESPACE") or args.leader_elect_namespace
+    return NamespacePolicy.build(
+        None if exclude is None else parse_namespace_list(exclude),
+        own,
+        opt_in=args.namespace_opt_in,
+    )
 
 
 def _elector(args: argparse.Namespace, members: list[Member]) -> LeaderElector:

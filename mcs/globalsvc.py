@@ -1,0 +1,538 @@
+"""Cilium-style global Services on any CNI: pure functions, no I/O.
+
+A Service ``ns/S`` annotated ``service.cilium.io/global: "true"`` in several member
+clusters is one service across them (`cilium-mcs.md` §3). Cilium programs that in
+its eBPF datapath; we use the object every Service dataplane and CoreDNS already
+read: **EndpointSlices attached to the local Service**. Into cluster C, for every
+remote cluster R whose backends C uses, we write R's endpoints as EndpointSlices
+labelled ``kubernetes.io/service-name: S``, ``multicluster.kubernetes.io/source-cluster: R``,
+our ``endpointslice.kubernetes.io/managed-by`` (kube's EndpointSlice controller
+leaves them alone) and our ownership label. They never carry
+``multicluster.kubernetes.io/service-name``: that marks the slices of an MCS import,
+and a Service that is both global and exported gets both sets, independently.
+
+Rules:
+
+* **Annotations** (`parse`), new name first, then the legacy one, as Cilium's
+  ``pkg/annotation/clustermesh_test.go``: global is ``"true"`` in any case, anything
+  else false; shared is false unless global, true when global and unset, else
+  ``"true"`` in any case; affinity is ignored unless global and lower-cased; ``none``
+  and unknown values mean no preference (never Cilium's blackhole of
+  cilium/cilium#46623). ``service.cilium.io/global-sync-endpoint-slices``: slices
+  are our only dataplane, so they are written unless it says something other than
+  ``"true"``; then C receives nothing (it still offers its backends if shared).
+* **Who gets what** (`uses`): C uses R's backends exactly when S exists in both, is
+  global in both, shared in R, and the namespace takes part in both
+  (`mcs.namespaces`). An ExternalName Service neither offers nor receives.
+* **Affinity** (`remote_wanted`): ``local`` offers remote backends only while C has
+  no ready local endpoint (failover, and back as soon as one is ready again);
+  ``remote`` cannot hide the local endpoints (kube's controller owns those slices),
+  so C gets local + remote exactly as with no preference, and a `Note` says so.
+* **Ports** (`match_ports`) are matched by name, as Cilium does: each port of C's
+  Service takes the number R's slice has for the port of the same name and
+  protocol. R's ports that C's Service lacks are dropped; a non-headless group left
+  without ports gets no slice (no traffic could reach it).
+* **Endpoints** keep addresses, ready/serving/terminating, hostname and zone;
+  nodeName, targetRef and hints name objects of another cluster and are dropped.
+  **Hostnames** that several clusters use (a StatefulSet with the same name
+  everywhere) are kept by the first cluster only (C itself, then by cluster id) and
+  dropped from the others' copies, so ``<host>.<svc>.<ns>.svc.cluster.local`` never
+  silently resolves to pods of two clusters; a `Note` reports it.
+* **Slices**: grouped by (cluster, addressType, ports), at most 100 endpoints each,
+  named ``<S>-<hash>-<index>`` (the hash covers a "global" tag, so never the name of
+  an import slice); byte-identical for an unchanged input, so a steady state makes
+  no writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from mcs.endpoints import (
+    CONTROLLER_NAME,
+    ENDPOINTSLICE_MANAGED_BY,
+    KUBE_SERVICE_NAME,
+    MAX_ENDPOINTS_PER_SLICE,
+    SOURCE_CLUSTER,
+    managed_by_us,
+)
+from mcs.endpoints import _dedupe as dedupe_endpoints
+from mcs.endpoints import _endpoints as copy_endpoints
+from mcs.model import format_time
+from mcs.plan import FIELD_MANAGER, MANAGED_BY, SERVICE_NAME
+
+__all__ = [
+    "AFFINITY",
+    "AFFINITY_ALIAS",
+    "GLOBAL",
+    "GLOBAL_ALIAS",
+    "SHARED",
+    "SHARED_ALIAS",
+    "SYNC_SLICES",
+    "Annotations",
+    "ClusterPlan",
+    "Note",
+    "Side",
+    "StatusRow",
+    "global_slice_key",
+    "is_global_slice",
+    "match_ports",
+    "parse",
+    "plan_cluster",
+    "remote_wanted",
+    "service_event",
+    "status_rows",
+    "uses",
+]
+
+GLOBAL = "service.cilium.io/global"
+GLOBAL_ALIAS = "io.cilium/global-service"
+SHARED = "service.cilium.io/shared"
+SHARED_ALIAS = "io.cilium/shared-service"
+AFFINITY = "service.cilium.io/affinity"
+AFFINITY_ALIAS = "io.cilium/service-affinity"
+SYNC_SLICES = "service.cilium.io/global-sync-endpoint-slices"
+
+Affinity = Literal["", "local", "remote"]
+Obj = Mapping[str, Any]
+
+_API_VERSION = "discovery.k8s.io/v1"
+_MAX_NAME = 253
+
+
+# --- annotations -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Annotations:
+    """A Service's global-service annotations as Cilium reads them.
+
+    ``affinity`` is the effective preference ("" = none); ``affinity_value`` is what
+    the annotation said (lower-cased), for messages about values we ignore.
+    """
+
+    is_global: bool = False
+    shared: bool = False
+    affinity: Affinity = ""
+    affinity_value: str = ""
+    sync_slices: bool = True
+
+
+def _get(annotations: Mapping[str, Any], *keys: str) -> str | None:
+    """The value of the first of ``keys`` present (Cilium's ``annotation.Get``)."""
+    for key in keys:
+        if key in annotations:
+            return str(annotations[key])
+    return None
+
+
+def parse(annotations: Mapping[str, Any] | None) -> Annotations:
+    """The global-service annotations of a Service (see the module docstring)."""
+    ann = annotations or {}
+    value = _get(ann, GLOBAL, GLOBAL_ALIAS)
+    if value is None or value.lower() != "true":
+        return Annotations()
+    shared = _get(ann, SHARED, SHARED_ALIAS)
+    affinity_value = (_get(ann, AFFINITY, AFFINITY_ALIAS) or "").lower()
+    affinity: Affinity = (
+        "local" if affinity_value == "local" else "remote" if affinity_value == "remote" else ""
+    )
+    sync = _get(ann, SYNC_SLICES)
+    return Annotations(
+        is_global=True,
+        shared=shared is None or shared.lower() == "true",
+        affinity=affinity,
+        affinity_value=affinity_value,
+        sync_slices=sync is None or sync.lower() == "true",
+    )
+
+
+def annotations_of(service: Obj | None) -> Annotations:
+    if service is None:
+        return Annotations()
+    return parse((service.get("metadata") or {}).get("annotations"))
+
+
+# --- who gets what -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Side:
+    """One cluster's view of Service ``ns/S``: the Service (None when absent), whether
+    the namespace takes part there, and the cluster's own EndpointSlices of S (those
+    of kube's controller or any other manager but us)."""
+
+    cluster: str
+    service: Obj | None
+    namespace_ok: bool = True
+    slices: Sequence[Obj] = ()
+
+    @property
+    def annotations(self) -> Annotations:
+        return annotations_of(self.service)
+
+    @property
+    def usable(self) -> bool:
+        spec = (self.service or {}).get("spec") or {}
+        return (
+            self.service is not None
+            and self.namespace_ok
+            and spec.get("type") != "ExternalName"
+            and self.annotations.is_global
+        )
+
+    @property
+    def offers(self) -> bool:
+        """Its backends go to the other clusters where S is global."""
+        return self.usable and self.annotations.shared
+
+    @property
+    def receives(self) -> bool:
+        """It gets the backends the other clusters offer."""
+        return self.usable and self.annotations.sync_slices
+
+    @property
+    def headless(self) -> bool:
+        return ((self.service or {}).get("spec") or {}).get("clusterIP") == "None"
+
+
+def uses(local: Side, remote: Side) -> bool:
+    """Whether cluster ``local`` uses the backends of ``remote`` (before affinity):
+    S global in both, shared in ``remote``, the namespace taking part in both."""
+    return local.cluster != remote.cluster and local.receives and remote.offers
+
+
+def ready_count(slices: Iterable[Obj]) -> int:
+    """Distinct ready addresses in ``slices`` (ready unset counts as ready, as in the API)."""
+    ready: set[tuple[str, ...]] = set()
+    for s in slices:
+        for ep in copy_endpoints(s.get("endpoints")):
+            if ep["conditions"].get("ready", True):
+                ready.add(tuple(ep["addresses"]))
+    return len(ready)
+
+
+def remote_wanted(affinity: Affinity, local_ready: int) -> bool:
+    """Whether remote backends are offered at all under ``affinity``: with ``local``
+    only while no local endpoint is ready; otherwise always."""
+    return not (affinity == "local" and local_ready > 0)
+
+
+# --- ports -------------------------------------------------------------------------------
+
+
+def _service_ports(service: Obj | None) -> list[Mapping[str, Any]]:
+    ports = ((service or {}).get("spec") or {}).get("ports")
+    return [p for p in ports if isinstance(p, Mapping)] if isinstance(ports, list) else []
+
+
+def match_ports(
+    service_ports: Sequence[Mapping[str, Any]], slice_ports: object
+) -> list[dict[str, Any]]:
+    """The ports of a slice of remote endpoints attached to a local Service with
+    ``service_ports``: each local port whose name and protocol the remote slice has,
+    with the remote number (the pods' port) and the local port's appProtocol."""
+    remote: dict[tuple[str, str], int] = {}
+    for p in slice_ports if isinstance(slice_ports, list) else []:
+        if isinstance(p, Mapping) and isinstance(p.get("port"), int):
+            remote.setdefault((p.get("name") or "", p.get("protocol") or "TCP"), p["port"])
+    out: list[dict[str, Any]] = []
+    for sp in service_ports:
+        name, protocol = sp.get("name") or "", sp.get("protocol") or "TCP"
+        number = remote.get((name, protocol))
+        if number is None:
+            continue
+        port: dict[str, Any] = {"name": name, "protocol": protocol, "port": number}
+        if sp.get("appProtocol"):
+            port["appProtocol"] = sp["appProtocol"]
+        out.append(port)
+    return out
+
+
+# --- the plan for one cluster ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something the user should know about a global Service in one cluster (an
+    Event on the Service, and a line of ``mcs status``)."""
+
+    reason: str
+    message: str
+    type: Literal["Normal", "Warning"] = "Normal"
+
+
+@dataclass(frozen=True)
+class ClusterPlan:
+    """What cluster ``cluster`` should hold for global Service ``ns/S``."""
+
+    cluster: str
+    slices: list[dict[str, Any]] = field(default_factory=list)
+    used: tuple[str, ...] = ()  # remote clusters whose backends are in ``slices``
+    held_back: tuple[str, ...] = ()  # remote clusters offered but held back by affinity
+    notes: tuple[Note, ...] = ()
+
+
+def plan_cluster(namespace: str, name: str, local: Side, others: Sequence[Side]) -> ClusterPlan:
+    """The EndpointSlices of remote backends cluster ``local.cluster`` should hold for
+    Service ``namespace/name`` (sorted by name), and what to tell the user."""
+    offering = sorted((r for r in others if uses(local, r)), key=lambda r: r.cluster)
+    if not local.receives:
+        return ClusterPlan(local.cluster)
+    ann = local.annotations
+    notes: list[Note] = []
+    if ann.affinity == "remote":
+        notes.append(
+            Note(
+                "AffinityRemoteNotEnforced",
+                f"{AFFINITY}=remote: mcs cannot prefer remote backends on this CNI, because "
+                "the local EndpointSlices belong to kube's EndpointSlice controller; "
+                "kube-proxy balances over local and remote endpoints alike "
+                f"({len(offering)} remote cluster(s)).",
+            )
+        )
+    elif ann.affinity_value not in ("", "local", "none"):
+        notes.append(
+            Note(
+                "AffinityIgnored",
+                f'{AFFINITY}="{ann.affinity_value}" is not local or remote; treated as no '
+                "preference (local and remote backends).",
+                "Warning",
+            )
+        )
+    if not offering:
+        return ClusterPlan(local.cluster, notes=tuple(notes))
+    if not remote_wanted(ann.affinity, ready_count(local.slices)):
+        held = tuple(r.cluster for r in offering)
+        return ClusterPlan(local.cluster, held_back=held, notes=tuple(notes))
+
+    service_ports = _service_ports(local.service)
+    headless = local.headless
+    # Hostnames: the first cluster to use one (the local one, then by id) keeps it.
+    owner: dict[str, str] = {}
+    for ep in (e for s in local.slices for e in copy_endpoints(s.get("endpoints"))):
+        if "hostname" in ep:
+            owner.setdefault(ep["hostname"], local.cluster)
+    clashes: dict[str, list[str]] = {}
+    out: list[dict[str, Any]] = []
+    used: list[str] = []
+    for remote in offering:
+        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        group_ports: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for source in remote.slices:
+            if managed_by_us(source) or not isinstance(source.get("addressType"), str):
+                continue
+            ports = match_ports(service_ports, source.get("ports"))
+            if not ports and not headless:
+                continue
+            group = (source["addressType"], _canonical(ports))
+            group_ports[group] = ports
+            groups.setdefault(group, []).extend(copy_endpoints(source.get("endpoints")))
+        if groups:
+            used.append(remote.cluster)
+        for group in sorted(groups):
+            address_type, ports_json = group
+            endpoints = dedupe_endpoints(groups[group])
+            for ep in endpoints:
+                host = ep.get("hostname")
+                if host is None:
+                    continue
+                first = owner.setdefault(host, remote.cluster)
+                if first != remote.cluster:
+                    del ep["hostname"]
+                    clashes.setdefault(host, [first]).append(remote.cluster)
+            digest = _digest(remote.cluster, address_type, ports_json)
+            for index in range(0, len(endpoints), MAX_ENDPOINTS_PER_SLICE):
+                out.append(
+                    {
+                        "apiVersion": _API_VERSION,
+                        "kind": "EndpointSlice",
+                        "metadata": {
+                            "name": _slice_name(name, digest, index // MAX_ENDPOINTS_PER_SLICE),
+                            "namespace": namespace,
+                            "labels": {
+                                KUBE_SERVICE_NAME: name,
+                                SOURCE_CLUSTER: remote.cluster,
+                                ENDPOINTSLICE_MANAGED_BY: CONTROLLER_NAME,
+                                MANAGED_BY: FIELD_MANAGER,
+                            },
+                        },
+                        "addressType": address_type,
+                        "endpoints": endpoints[index : index + MAX_ENDPOINTS_PER_SLICE],
+                        "ports": [dict(p) for p in group_ports[group]],
+                    }
+                )
+    for host, clusters in sorted(clashes.items()):
+        where = ", ".join(dict.fromkeys(clusters))
+        notes.append(
+            Note(
+                "HostnameClash",
+                f'hostname "{host}" is used by endpoints in clusters {where}; '
+                f"{host}.{name}.{namespace}.svc resolves to those of {clusters[0]} only. "
+                "Give StatefulSets cluster-unique names.",
+                "Warning",
+            )
+        )
+    out.sort(key=lambda s: str(s["metadata"]["name"]))
+    return ClusterPlan(local.cluster, out, tuple(used), notes=tuple(notes))
+
+
+def is_global_slice(obj: Obj) -> bool:
+    """True for an EndpointSlice of ours that carries a global Service's remote
+    backends (ours, and not an MCS import slice)."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return managed_by_us(obj) and SERVICE_NAME not in labels and KUBE_SERVICE_NAME in labels
+
+
+def global_slice_key(obj: Obj) -> tuple[str, str] | None:
+    """``(namespace, Service name)`` of one of our global slices, else None."""
+    if not is_global_slice(obj):
+        return None
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace")), str(meta["labels"][KUBE_SERVICE_NAME]))
+
+
+# --- events and status -------------------------------------------------------------------
+
+
+def service_event(service: Obj, note: Note, cluster: str, now: datetime) -> dict[str, Any]:
+    """A core/v1 Event on ``service`` for ``note``. Its name comes from the Service's
+    uid and the note, so posting the same note again creates nothing new."""
+    meta = service["metadata"]
+    digest = hashlib.sha256(f"{meta.get('uid')}/{note.reason}/{note.message}".encode()).hexdigest()[
+        :12
+    ]
+    stamp = format_time(now)
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{meta['name']}.{digest}", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+        },
+        "type": note.type,
+        "reason": note.reason,
+        "message": note.message,
+        "source": {"component": FIELD_MANAGER},
+        "reportingComponent": FIELD_MANAGER,
+        "reportingInstance": cluster,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    """One global Service in one cluster, for ``mcs status``.
+
+    ``backends`` maps a cluster id to the ready endpoints of that cluster the Service
+    uses here (its own under this cluster's id, counted from kube's slices; remote
+    ones from our slices). ``held_back`` are clusters that offer backends which
+    affinity keeps out right now.
+    """
+
+    cluster: str
+    namespace: str
+    name: str
+    is_global: bool
+    shared: bool
+    affinity: str
+    backends: dict[str, int]
+    held_back: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def status_rows(
+    services: Mapping[str, Sequence[Obj]],
+    slices: Mapping[str, Sequence[Obj]],
+    excluded: Mapping[str, Iterable[str]] | None = None,
+) -> list[StatusRow]:
+    """Rows for every Service that is global in at least one cluster, one per cluster
+    that has it, sorted by (namespace, name, cluster).
+
+    ``services`` and ``slices`` map a cluster id to all its Services and
+    EndpointSlices; ``excluded`` maps a cluster id to the namespaces that do not
+    take part there (`mcs.namespaces`). Counts are of what the slices hold now; the
+    held-back clusters and notes are what the controller decides from the same data.
+    """
+    skip = {c: set(ns) for c, ns in (excluded or {}).items()}
+    by_key: dict[tuple[str, str], dict[str, Obj]] = {}
+    for cluster, svcs in services.items():
+        for svc in svcs:
+            meta = svc.get("metadata") or {}
+            key = (str(meta.get("namespace")), str(meta.get("name")))
+            by_key.setdefault(key, {})[cluster] = svc
+    rows: list[StatusRow] = []
+    for (ns, name), present in sorted(by_key.items()):
+        if not any(annotations_of(s).is_global for s in present.values()):
+            continue
+        sides = {
+            c: Side(
+                c,
+                svc,
+                ns not in skip.get(c, set()),
+                [
+                    s
+                    for s in slices.get(c, ())
+                    if (s.get("metadata") or {}).get("namespace") == ns
+                    and ((s.get("metadata") or {}).get("labels") or {}).get(KUBE_SERVICE_NAME)
+                    == name
+                    and not managed_by_us(s)
+                ],
+            )
+            for c, svc in present.items()
+        }
+        for cluster in sorted(present):
+            side = sides[cluster]
+            ann = side.annotations
+            backends = {cluster: ready_count(side.slices)}
+            for s in slices.get(cluster, ()):
+                if global_slice_key(s) == (ns, name):
+                    source = str(s["metadata"]["labels"].get(SOURCE_CLUSTER, "?"))
+                    backends[source] = backends.get(source, 0) + ready_count([s])
+            planned = plan_cluster(ns, name, side, [v for c, v in sides.items() if c != cluster])
+            notes = [n.message for n in planned.notes]
+            if not side.namespace_ok:
+                notes.append(f'namespace "{ns}" does not take part in the clusterset here')
+            rows.append(
+                StatusRow(
+                    cluster=cluster,
+                    namespace=ns,
+                    name=name,
+                    is_global=ann.is_global,
+                    shared=ann.shared,
+                    affinity=ann.affinity_value or "",
+                    backends=backends,
+                    held_back=planned.held_back,
+                    notes=tuple(notes),
+                )
+            )
+    return rows
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def _canonical(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def _digest(cluster: str, address_type: str, ports_json: str) -> str:
+    raw = hashlib.sha256(_canonical(["global", cluster, address_type, ports_json]).encode())
+    return base64.b32hexencode(raw.digest()).decode().lower()[:10]
+
+
+def _slice_name(name: str, digest: str, index: int) -> str:
+    suffix = f"-{digest}-{index}"
+    return name[: _MAX_NAME - len(suffix)].rstrip(".-") + suffix

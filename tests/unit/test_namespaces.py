@@ -1,0 +1,102 @@
+"""mcs.namespaces: the deny-list, Cilium's namespace filter and the opt-in mode."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from mcs import plan
+from mcs.namespaces import (
+    DEFAULT_EXCLUDED,
+    GLOBAL_NAMESPACE,
+    NamespacePolicy,
+    global_mark,
+    parse_namespace_list,
+)
+
+
+def ns(name: str = "app", annotation: str | None = None, label: str | None = None) -> Any:
+    meta: dict[str, Any] = {"name": name}
+    if annotation is not None:
+        meta["annotations"] = {GLOBAL_NAMESPACE: annotation}
+    if label is not None:
+        meta["labels"] = {GLOBAL_NAMESPACE: label}
+    return {"metadata": meta}
+
+
+def test_default_deny_list_includes_own_namespace() -> None:
+    policy = NamespacePolicy.build(None, "mcs-system")
+    assert policy.excluded == {*DEFAULT_EXCLUDED, "mcs-system"}
+    for name in (*DEFAULT_EXCLUDED, "mcs-system"):
+        ex = policy.exclusion(name, ns(name, annotation="true"), "c1")
+        assert ex is not None and ex.reason == "NamespaceExcluded"
+        assert "--exclude-namespaces" in ex.message
+    assert policy.exclusion("app", ns(), "c1") is None
+
+
+def test_explicit_list_replaces_the_default() -> None:
+    policy = NamespacePolicy.build(parse_namespace_list(" team-a, ,kube-system "), "mcs-system")
+    assert policy.excluded == {"team-a", "kube-system"}
+    assert policy.exclusion("mcs-system", ns("mcs-system"), "c1") is None
+    assert NamespacePolicy.build([], "mcs-system").excluded == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("annotation", "label", "mark"),
+    [
+        (None, None, None),
+        ("true", None, True),
+        ("True", None, True),
+        ("false", None, False),
+        ("", None, False),
+        (None, "true", True),
+        (None, "false", False),
+        ("false", "true", False),  # the annotation (Cilium's form) wins
+        ("true", "false", True),
+    ],
+)
+def test_global_mark(annotation: str | None, label: str | None, mark: bool | None) -> None:
+    assert global_mark(ns(annotation=annotation, label=label)) is mark
+
+
+def test_cilium_filter_and_opt_in() -> None:
+    default, opt_in = NamespacePolicy(), NamespacePolicy(opt_in=True)
+    off = default.exclusion("app", ns(annotation="false"), "c2")
+    assert off is not None and off.reason == "NamespaceNotGlobal"
+    assert 'cluster "c2"' in off.message
+    assert "kubectl annotate namespace app clustermesh.cilium.io/global=true" in off.message
+    assert default.exclusion("app", ns(), "c1") is None
+    assert default.exclusion("app", None, "c1") is None
+    unmarked = opt_in.exclusion("app", ns(), "c1")
+    assert unmarked is not None and unmarked.reason == "NamespaceNotGlobal"
+    assert "--namespace-opt-in" in unmarked.message
+    assert opt_in.exclusion("app", ns(label="true"), "c1") is None
+    assert opt_in.exclusion("app", ns(annotation="TRUE"), "c1") is None
+
+
+def test_excluded_export_is_invalid_with_the_reason() -> None:
+    export = {
+        "metadata": {
+            "name": "svc",
+            "namespace": "kube-system",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+        }
+    }
+    service = {"metadata": {"name": "svc"}, "spec": {"ports": [{"port": 80}]}}
+    policy = NamespacePolicy.build(None, "mcs-system")
+    view = plan.ClusterView(
+        "c1",
+        True,
+        export=export,
+        service=service,
+        exclusion=policy.exclusion("kube-system", ns("kube-system"), "c1"),
+    )
+    evaluation = plan.evaluate([view])
+    assert evaluation.merged is None and not view.takes_part
+    conditions = plan.export_status(evaluation, view, datetime(2026, 1, 2, tzinfo=UTC))
+    assert conditions is not None
+    valid = next(c for c in conditions if c["type"] == "Valid")
+    assert (valid["status"], valid["reason"]) == ("False", "NamespaceExcluded")
+    assert "--exclude-namespaces" in valid["message"]
