@@ -1,0 +1,380 @@
+"""Global services (Cilium's annotations) and the namespace policy, against the real
+mesh, in both deployment modes.
+
+What a user's kube-proxy would balance over is the set of ready addresses of every
+EndpointSlice labelled ``kubernetes.io/service-name: rebel-base`` in a cluster: the
+local ones (written here by hand, as the cluster's EndpointSlice controller would)
+plus the remote ones mcs writes. The tests assert on that set, per cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from typing import Any
+
+from tests.integration.conftest import Controllers, Kubectl, eventually, holds
+from tests.integration.mcs_objects import condition, export, get_export, get_import
+
+C1, C2, C3 = "cluster1", "cluster2", "cluster3"
+NAME = "rebel-base"
+GLOBAL = "service.cilium.io/global"
+SHARED = "service.cilium.io/shared"
+AFFINITY = "service.cilium.io/affinity"
+SOURCE = "multicluster.kubernetes.io/source-cluster"
+MCS_NAME = "multicluster.kubernetes.io/service-name"
+OURS = "mcs-controller.multicluster.x-k8s.io"
+ADDRS = {C1: {"10.1.0.1", "10.1.0.2"}, C2: {"10.2.0.1", "10.2.0.2"}, C3: {"10.3.0.1"}}
+
+
+def rebel_base(ns: str, annotations: dict[str, str], *, headless: bool = False) -> str:
+    """The tutorial's Service (one unnamed port 80)."""
+    spec: dict[str, Any] = {"ports": [{"port": 80}], "selector": {"name": NAME}}
+    if headless:
+        spec["clusterIP"] = "None"
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": NAME, "namespace": ns, "annotations": annotations},
+            "spec": spec,
+        }
+    )
+
+
+def pods(
+    ns: str,
+    addresses: set[str],
+    *,
+    ready: bool = True,
+    hostnames: list[str] | None = None,
+) -> str:
+    """The EndpointSlice a cluster's own controller would publish for rebel-base."""
+    return json.dumps(
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{NAME}-local",
+                "namespace": ns,
+                "labels": {
+                    "kubernetes.io/service-name": NAME,
+                    "endpointslice.kubernetes.io/managed-by": "test.example",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [
+                {
+                    "addresses": [a],
+                    "conditions": {"ready": ready},
+                    "nodeName": "node-1",
+                    **({"hostname": hostnames[i]} if hostnames else {}),
+                }
+                for i, a in enumerate(sorted(addresses))
+            ],
+            "ports": [{"name": "", "port": 80, "protocol": "TCP"}],
+        }
+    )
+
+
+def slices(kubectl: Kubectl, ctx: str, ns: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = kubectl.json(
+        ctx, "get", "endpointslices", "-n", ns, "-l", f"kubernetes.io/service-name={NAME}"
+    )["items"]
+    return items
+
+
+def global_slices(kubectl: Kubectl, ctx: str, ns: str) -> list[dict[str, Any]]:
+    return [
+        s
+        for s in slices(kubectl, ctx, ns)
+        if s["metadata"]["labels"].get("endpointslice.kubernetes.io/managed-by") == OURS
+    ]
+
+
+def behind(kubectl: Kubectl, ctx: str, ns: str) -> set[str]:
+    """The ready addresses behind rebel-base in ``ctx`` (what kube-proxy would use)."""
+    return {
+        a
+        for s in slices(kubectl, ctx, ns)
+        for e in s.get("endpoints") or []
+        if e.get("conditions", {}).get("ready", True)
+        for a in e["addresses"]
+    }
+
+
+def expect(kubectl: Kubectl, ns: str, wanted: dict[str, set[str]], timeout: float = 20) -> None:
+    """Every cluster of ``wanted`` converges to exactly its set of addresses."""
+    for ctx, addrs in wanted.items():
+        eventually(
+            lambda ctx=ctx, addrs=addrs: behind(kubectl, ctx, ns) == addrs,
+            timeout=timeout,
+            what=f"{sorted(addrs)} behind {NAME} in {ctx}",
+        )
+
+
+def deploy(kubectl: Kubectl, ns: str, annotations: dict[str, dict[str, str]]) -> None:
+    for ctx, ann in annotations.items():
+        kubectl(ctx, "apply", "-f", "-", stdin=rebel_base(ns, ann))
+        kubectl(ctx, "apply", "-f", "-", stdin=pods(ns, ADDRS[ctx]))
+
+
+def events(kubectl: Kubectl, ctx: str, ns: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = kubectl.json(
+        ctx, "get", "events", "-n", ns, "--field-selector", f"involvedObject.name={NAME}"
+    )["items"]
+    return items
+
+
+def test_tutorial_steps(controllers: Controllers, kubectl: Kubectl, namespace: str) -> None:
+    both = ADDRS[C1] | ADDRS[C2]
+    # 1-2: rebel-base global in cluster1 and cluster2; cluster3 has a plain rebel-base.
+    deploy(kubectl, namespace, {C1: {GLOBAL: "true"}, C2: {GLOBAL: "true"}, C3: {}})
+    # 3: replies from both clusters, from either; cluster3 is not global.
+    expect(kubectl, namespace, {C1: both, C2: both, C3: ADDRS[C3]})
+    holds(lambda: behind(kubectl, C3, namespace) == ADDRS[C3], duration=2)
+    for ctx, remote in ((C1, C2), (C2, C1)):
+        (s,) = global_slices(kubectl, ctx, namespace)
+        labels = s["metadata"]["labels"]
+        assert labels[SOURCE] == remote and MCS_NAME not in labels
+        assert labels["app.kubernetes.io/managed-by"] == "mcs-controller"
+        assert s["ports"] == [{"name": "", "port": 80, "protocol": "TCP"}]
+        assert all("nodeName" not in e for e in s["endpoints"])
+    assert global_slices(kubectl, C3, namespace) == []
+    assert get_import(kubectl, C2, namespace, NAME) is None  # global is not exported
+    # 4: cluster1 stops sharing.
+    kubectl(C1, "annotate", "service", NAME, "-n", namespace, f"{SHARED}=false", "--overwrite")
+    # 5-6: cluster1 still gets both; cluster2 only its own.
+    expect(kubectl, namespace, {C1: both, C2: ADDRS[C2]})
+    # 7-8: remove the annotation: both, from either cluster.
+    kubectl(C1, "annotate", "service", NAME, "-n", namespace, f"{SHARED}-")
+    expect(kubectl, namespace, {C1: both, C2: both, C3: ADDRS[C3]})
+    # A Service that stops being global withdraws its backends everywhere.
+    kubectl(C2, "annotate", "service", NAME, "-n", namespace, f"{GLOBAL}=false", "--overwrite")
+    expect(kubectl, namespace, {C1: ADDRS[C1], C2: ADDRS[C2]})
+    assert global_slices(kubectl, C2, namespace) == []
+    kubectl(C2, "annotate", "service", NAME, "-n", namespace, f"{GLOBAL}=true", "--overwrite")
+    expect(kubectl, namespace, {C1: both, C2: both})
+    # ...and so does a deleted one; its orphaned remote slices go too.
+    kubectl(C2, "delete", "service", NAME, "-n", namespace)
+    expect(kubectl, namespace, {C1: ADDRS[C1]})
+    eventually(lambda: global_slices(kubectl, C2, namespace) == [], what="no slice left in C2")
+
+
+def test_legacy_annotation_names(
+    controllers: Controllers, kubectl: Kubectl, namespace: str
+) -> None:
+    deploy(
+        kubectl,
+        namespace,
+        {
+            C1: {"io.cilium/global-service": "true"},
+            C2: {"io.cilium/global-service": "TRUE", "io.cilium/shared-service": "false"},
+        },
+    )
+    expect(kubectl, namespace, {C1: ADDRS[C1], C2: ADDRS[C1] | ADDRS[C2]})
+
+
+def test_third_cluster_global_too(
+    controllers: Controllers, kubectl: Kubectl, namespace: str
+) -> None:
+    every = ADDRS[C1] | ADDRS[C2] | ADDRS[C3]
+    deploy(kubectl, namespace, {C1: {GLOBAL: "true"}, C2: {GLOBAL: "true"}, C3: {GLOBAL: "true"}})
+    expect(kubectl, namespace, {C1: every, C2: every, C3: every})
+    # A backend change in one cluster reaches the others.
+    kubectl(C3, "apply", "-f", "-", stdin=pods(namespace, {"10.3.0.1", "10.3.0.9"}))
+    expect(kubectl, namespace, {C1: every | {"10.3.0.9"}, C2: every | {"10.3.0.9"}})
+
+
+def test_affinity_local_failover_and_failback(
+    controllers: Controllers, kubectl: Kubectl, namespace: str
+) -> None:
+    deploy(kubectl, namespace, {C1: {GLOBAL: "true", AFFINITY: "local"}, C2: {GLOBAL: "true"}})
+    both = ADDRS[C1] | ADDRS[C2]
+    expect(kubectl, namespace, {C1: ADDRS[C1], C2: both})
+    holds(lambda: behind(kubectl, C1, namespace) == ADDRS[C1], duration=2)
+    # The last local endpoint stops being ready: failover to cluster2.
+    kubectl(C1, "apply", "-f", "-", stdin=pods(namespace, ADDRS[C1], ready=False))
+    expect(kubectl, namespace, {C1: ADDRS[C2]})
+    # One local endpoint is ready again: back to local only.
+    kubectl(C1, "apply", "-f", "-", stdin=pods(namespace, {"10.1.0.1"}))
+    expect(kubectl, namespace, {C1: {"10.1.0.1"}})
+    assert global_slices(kubectl, C1, namespace) == []
+    # affinity=remote cannot hide the local endpoints: say so on the Service.
+    kubectl(C1, "annotate", "service", NAME, "-n", namespace, f"{AFFINITY}=remote", "--overwrite")
+    expect(kubectl, namespace, {C1: {"10.1.0.1"} | ADDRS[C2]})
+    found = eventually(
+        lambda: [
+            e for e in events(kubectl, C1, namespace) if e["reason"] == "AffinityRemoteNotEnforced"
+        ],
+        what="an AffinityRemoteNotEnforced Event",
+    )
+    assert found[0]["involvedObject"]["kind"] == "Service"
+
+
+def test_headless_hostname_clash_reported(
+    controllers: Controllers, kubectl: Kubectl, namespace: str
+) -> None:
+    for ctx in (C1, C2):
+        kubectl(
+            ctx, "apply", "-f", "-", stdin=rebel_base(namespace, {GLOBAL: "true"}, headless=True)
+        )
+        kubectl(
+            ctx, "apply", "-f", "-", stdin=pods(namespace, {min(ADDRS[ctx])}, hostnames=["web-0"])
+        )
+    expect(kubectl, namespace, {C1: {"10.1.0.1", "10.2.0.1"}, C2: {"10.1.0.1", "10.2.0.1"}})
+    for ctx in (C1, C2):
+        (s,) = global_slices(kubectl, ctx, namespace)
+        assert all("hostname" not in e for e in s["endpoints"]), "the local pod keeps web-0"
+        eventually(
+            lambda ctx=ctx: [
+                e for e in events(kubectl, ctx, namespace) if e["reason"] == "HostnameClash"
+            ],
+            what=f"a HostnameClash Event in {ctx}",
+        )
+
+
+def test_namespace_filter(controllers: Controllers, kubectl: Kubectl, namespace: str) -> None:
+    both = ADDRS[C1] | ADDRS[C2]
+    deploy(kubectl, namespace, {C1: {GLOBAL: "true"}, C2: {GLOBAL: "true"}})
+    for ctx in (C1, C2):
+        kubectl(ctx, "apply", "-f", "-", stdin=export(namespace, NAME))
+    expect(kubectl, namespace, {C1: both, C2: both})
+    eventually(lambda: get_import(kubectl, C2, namespace, NAME) is not None)
+    kubectl(C2, "annotate", "namespace", namespace, "clustermesh.cilium.io/global=false")
+    # cluster2's namespace neither offers nor receives: global backends and imports alike.
+    expect(kubectl, namespace, {C1: ADDRS[C1], C2: ADDRS[C2]})
+    eventually(lambda: get_import(kubectl, C2, namespace, NAME) is None, what="import gone in C2")
+    eventually(
+        lambda: (
+            (condition(get_export(kubectl, C2, namespace, NAME), "Valid") or {}).get("reason")
+            == "NamespaceNotGlobal"
+        )
+    )
+    valid = condition(get_export(kubectl, C2, namespace, NAME), "Valid")
+    assert valid is not None and valid["status"] == "False"
+    assert "clustermesh.cilium.io/global=true" in valid["message"]
+    # cluster1's export stays valid, and its import no longer lists cluster2.
+    imp = get_import(kubectl, C1, namespace, NAME)
+    assert imp is not None and imp["status"]["clusters"] == [{"cluster": C1}]
+    kubectl(C2, "annotate", "namespace", namespace, "clustermesh.cilium.io/global-")
+    expect(kubectl, namespace, {C1: both, C2: both})
+    eventually(
+        lambda: (
+            (condition(get_export(kubectl, C2, namespace, NAME), "Valid") or {}).get("status")
+            == "True"
+        )
+    )
+
+
+def test_deny_list(controllers: Controllers, kubectl: Kubectl, contexts: list[str]) -> None:
+    ns, name = "kube-public", f"probe-{controllers.mode}"
+    svc = json.loads(rebel_base(ns, {GLOBAL: "true"}))
+    svc["metadata"]["name"] = name
+    try:
+        for ctx in (C1, C2):
+            kubectl(ctx, "apply", "-f", "-", stdin=json.dumps(svc))
+        kubectl(C1, "apply", "-f", "-", stdin=export(ns, name))
+        eventually(
+            lambda: (
+                (condition(get_export(kubectl, C1, ns, name), "Valid") or {}).get("reason")
+                == "NamespaceExcluded"
+            ),
+            what="Valid=False/NamespaceExcluded",
+        )
+        valid = condition(get_export(kubectl, C1, ns, name), "Valid")
+        assert valid is not None and valid["status"] == "False"
+        assert "--exclude-namespaces" in valid["message"]
+
+        def nothing_written() -> bool:
+            return all(
+                get_import(kubectl, ctx, ns, name) is None
+                and not kubectl.json(
+                    ctx,
+                    "get",
+                    "endpointslices",
+                    "-n",
+                    ns,
+                    "-l",
+                    "app.kubernetes.io/managed-by=mcs-controller",
+                )["items"]
+                for ctx in contexts
+            )
+
+        holds(nothing_written, duration=3)
+    finally:
+        for ctx in contexts:
+            kubectl(ctx, "delete", "serviceexport,service", name, "-n", ns, "--ignore-not-found")
+
+
+def test_global_and_exported_are_independent(
+    controllers: Controllers, kubectl: Kubectl, namespace: str
+) -> None:
+    deploy(kubectl, namespace, {C1: {GLOBAL: "true"}, C2: {GLOBAL: "true"}})
+    kubectl(C1, "apply", "-f", "-", stdin=export(namespace, NAME))
+    both = ADDRS[C1] | ADDRS[C2]
+    expect(kubectl, namespace, {C1: both, C2: both})
+
+    def mcs_slices(ctx: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = kubectl.json(
+            ctx, "get", "endpointslices", "-n", namespace, "-l", f"{MCS_NAME}={NAME}"
+        )["items"]
+        return items
+
+    for ctx in (C1, C2, C3):
+        imported = eventually(lambda ctx=ctx: mcs_slices(ctx), what=f"MCS slices in {ctx}")
+        assert {a for s in imported for e in s["endpoints"] for a in e["addresses"]} == ADDRS[C1]
+        assert all(s["metadata"]["labels"]["kubernetes.io/service-name"] != NAME for s in imported)
+    kubectl(C1, "delete", "serviceexport", NAME, "-n", namespace)
+    eventually(lambda: mcs_slices(C2) == [], what="MCS slices gone")
+    holds(lambda: behind(kubectl, C2, namespace) == both, duration=2)
+
+
+def test_restart_mid_change_no_orphan_no_duplicate(
+    controllers: Controllers, kubectl: Kubectl, contexts: list[str], namespace: str
+) -> None:
+    deploy(kubectl, namespace, {C1: {GLOBAL: "true"}, C2: {GLOBAL: "true"}, C3: {GLOBAL: "true"}})
+    every = ADDRS[C1] | ADDRS[C2] | ADDRS[C3]
+    expect(kubectl, namespace, {C1: every, C2: every, C3: every})
+    victim = next(iter(controllers.procs))
+    controllers.stop(victim, signal.SIGKILL)
+    # Changes while (part of) the controller is down.
+    kubectl(C3, "annotate", "service", NAME, "-n", namespace, f"{SHARED}=false", "--overwrite")
+    kubectl(C2, "apply", "-f", "-", stdin=pods(namespace, {"10.2.0.1", "10.2.0.3"}))
+    restart_args = [] if controllers.mode == "central" else ["--local", victim]
+    controllers.start(victim, "--resync-period", "5", *restart_args)
+    c2 = {"10.2.0.1", "10.2.0.3"}
+    # cluster3 no longer shares, but still receives.
+    expect(
+        kubectl,
+        namespace,
+        {C1: ADDRS[C1] | c2, C2: ADDRS[C1] | c2, C3: ADDRS[C1] | c2 | ADDRS[C3]},
+    )
+    wanted_sources = {C1: {C2}, C2: {C1}, C3: {C1, C2}}
+    for ctx in contexts:
+        seen: list[tuple[str, str]] = [
+            (s["metadata"]["labels"][SOURCE], a)
+            for s in global_slices(kubectl, ctx, namespace)
+            for e in s["endpoints"]
+            for a in e["addresses"]
+        ]
+        assert len(seen) == len(set(seen)), f"duplicate endpoints in {ctx}: {seen}"
+        sources = {src for src, _ in seen}
+        assert sources == wanted_sources[ctx], f"orphan or missing slices in {ctx}: {sources}"
+
+
+def test_steady_state_makes_no_writes(
+    controllers: Controllers, kubectl: Kubectl, namespace: str
+) -> None:
+    deploy(kubectl, namespace, {C1: {GLOBAL: "true", AFFINITY: "remote"}, C2: {GLOBAL: "true"}})
+    both = ADDRS[C1] | ADDRS[C2]
+    expect(kubectl, namespace, {C1: both, C2: both})
+    time.sleep(6)  # settle: one resync (5 s) after convergence
+    writes = controllers.metric("mcs_api_writes_total")
+    resyncs = controllers.metric("mcs_resyncs_total")
+    eventually(
+        lambda: controllers.metric("mcs_resyncs_total") >= resyncs + 2 * len(controllers.procs),
+        timeout=15,
+    )
+    assert controllers.metric("mcs_api_writes_total") == writes
