@@ -422,6 +422,15 @@ class Controller:
         (`mcs.globalsvc`), and tell the user what they should know about it."""
         ns, name = key
         writer = self._writers[member.cluster_id]
+        observed = {
+            s["metadata"]["name"]: s
+            for s in member.slices.list(ns)
+            if globalsvc.global_slice_key(s) == key
+        }
+        if not observed and not any(
+            globalsvc.annotations_of(v.service).is_global for v in views.values()
+        ):
+            return  # not a global Service anywhere: the common case, one scan
         sides = {
             m.cluster_id: globalsvc.Side(
                 m.cluster_id,
@@ -434,11 +443,6 @@ class Controller:
         }
         local = sides.pop(member.cluster_id)
         planned = globalsvc.plan_cluster(ns, name, local, list(sides.values()))
-        observed = {
-            s["metadata"]["name"]: s
-            for s in member.slices.list(ns)
-            if globalsvc.global_slice_key(s) == key
-        }
         with structlog.contextvars.bound_contextvars(cluster=member.cluster_id):
             await self._write_slices(writer, member, ns, observed, planned.slices)
             service = local.service
