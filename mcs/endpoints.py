@@ -70,6 +70,7 @@ __all__ = [
     "KUBE_SERVICE_NAME",
     "MAX_ENDPOINTS_PER_SLICE",
     "SOURCE_CLUSTER",
+    "build_slices",
     "desired_slices",
     "managed_by_us",
     "slice_key",
@@ -133,24 +134,45 @@ def desired_slices(
         for group, endpoints in groups.items():
             address_type, ports_json = group
             digest = _digest(cluster, address_type, ports_json)
-            unique = _dedupe(endpoints)
-            for index in range(0, len(unique), MAX_ENDPOINTS_PER_SLICE):
-                out.append(
-                    {
-                        "apiVersion": _API_VERSION,
-                        "kind": "EndpointSlice",
-                        "metadata": {
-                            "name": _slice_name(name, digest, index // MAX_ENDPOINTS_PER_SLICE),
-                            "namespace": namespace,
-                            "labels": dict(labels),
-                        },
-                        "addressType": address_type,
-                        "endpoints": unique[index : index + MAX_ENDPOINTS_PER_SLICE],
-                        "ports": [dict(p) for p in group_ports[group]],
-                    }
-                )
+            out += build_slices(
+                namespace,
+                name,
+                digest,
+                labels,
+                address_type,
+                _dedupe(endpoints),
+                group_ports[group],
+            )
     out.sort(key=lambda s: str(s["metadata"]["name"]))
     return out
+
+
+def build_slices(
+    namespace: str,
+    name: str,
+    digest: str,
+    labels: Mapping[str, str],
+    address_type: str,
+    endpoints: Sequence[dict[str, Any]],
+    ports: Sequence[Mapping[str, Any]],
+) -> list[dict[str, Any]]:
+    """One group's EndpointSlices: ``endpoints`` cut into slices of at most
+    `MAX_ENDPOINTS_PER_SLICE`, named ``<name>-<digest>-<index>``."""
+    return [
+        {
+            "apiVersion": _API_VERSION,
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": _slice_name(name, digest, index // MAX_ENDPOINTS_PER_SLICE),
+                "namespace": namespace,
+                "labels": dict(labels),
+            },
+            "addressType": address_type,
+            "endpoints": list(endpoints[index : index + MAX_ENDPOINTS_PER_SLICE]),
+            "ports": [dict(p) for p in ports],
+        }
+        for index in range(0, len(endpoints), MAX_ENDPOINTS_PER_SLICE)
+    ]
 
 
 def managed_by_us(obj: Obj) -> bool:

@@ -39,16 +39,13 @@ Rules:
   dropped from the others' copies, so ``<host>.<svc>.<ns>.svc.cluster.local`` never
   silently resolves to pods of two clusters; a `Note` reports it.
 * **Slices**: grouped by (cluster, addressType, ports), at most 100 endpoints each,
-  named ``<S>-<hash>-<index>`` (the hash covers a "global" tag, so never the name of
-  an import slice); byte-identical for an unchanged input, so a steady state makes
+  named ``<S>-<hash>-<index>`` (the hash covers a "global:" tag, so never the name
+  of an import slice); byte-identical for an unchanged input, so a steady state makes
   no writes.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -58,14 +55,15 @@ from mcs.endpoints import (
     CONTROLLER_NAME,
     ENDPOINTSLICE_MANAGED_BY,
     KUBE_SERVICE_NAME,
-    MAX_ENDPOINTS_PER_SLICE,
     SOURCE_CLUSTER,
+    _canonical,
+    _digest,
+    build_slices,
     managed_by_us,
 )
 from mcs.endpoints import _dedupe as dedupe_endpoints
 from mcs.endpoints import _endpoints as copy_endpoints
-from mcs.model import format_time
-from mcs.plan import FIELD_MANAGER, MANAGED_BY, SERVICE_NAME
+from mcs.plan import FIELD_MANAGER, MANAGED_BY, SERVICE_NAME, event
 
 __all__ = [
     "AFFINITY",
@@ -101,9 +99,6 @@ SYNC_SLICES = "service.cilium.io/global-sync-endpoint-slices"
 
 Affinity = Literal["", "local", "remote"]
 Obj = Mapping[str, Any]
-
-_API_VERSION = "discovery.k8s.io/v1"
-_MAX_NAME = 253
 
 
 # --- annotations -------------------------------------------------------------------------
@@ -347,27 +342,17 @@ def plan_cluster(namespace: str, name: str, local: Side, others: Sequence[Side])
                 if first != remote.cluster:
                     del ep["hostname"]
                     clashes.setdefault(host, [first]).append(remote.cluster)
-            digest = _digest(remote.cluster, address_type, ports_json)
-            for index in range(0, len(endpoints), MAX_ENDPOINTS_PER_SLICE):
-                out.append(
-                    {
-                        "apiVersion": _API_VERSION,
-                        "kind": "EndpointSlice",
-                        "metadata": {
-                            "name": _slice_name(name, digest, index // MAX_ENDPOINTS_PER_SLICE),
-                            "namespace": namespace,
-                            "labels": {
-                                KUBE_SERVICE_NAME: name,
-                                SOURCE_CLUSTER: remote.cluster,
-                                ENDPOINTSLICE_MANAGED_BY: CONTROLLER_NAME,
-                                MANAGED_BY: FIELD_MANAGER,
-                            },
-                        },
-                        "addressType": address_type,
-                        "endpoints": endpoints[index : index + MAX_ENDPOINTS_PER_SLICE],
-                        "ports": [dict(p) for p in group_ports[group]],
-                    }
-                )
+            labels = {
+                KUBE_SERVICE_NAME: name,
+                SOURCE_CLUSTER: remote.cluster,
+                ENDPOINTSLICE_MANAGED_BY: CONTROLLER_NAME,
+                MANAGED_BY: FIELD_MANAGER,
+            }
+            # "global:" cannot be part of a cluster id: never the name of an import slice.
+            digest = _digest(f"global:{remote.cluster}", address_type, ports_json)
+            out += build_slices(
+                namespace, name, digest, labels, address_type, endpoints, group_ports[group]
+            )
     for host, clusters in sorted(clashes.items()):
         where = ", ".join(dict.fromkeys(clusters))
         notes.append(
@@ -404,32 +389,16 @@ def global_slice_key(obj: Obj) -> tuple[str, str] | None:
 def service_event(service: Obj, note: Note, cluster: str, now: datetime) -> dict[str, Any]:
     """A core/v1 Event on ``service`` for ``note``. Its name comes from the Service's
     uid and the note, so posting the same note again creates nothing new."""
-    meta = service["metadata"]
-    digest = hashlib.sha256(f"{meta.get('uid')}/{note.reason}/{note.message}".encode()).hexdigest()[
-        :12
-    ]
-    stamp = format_time(now)
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": f"{meta['name']}.{digest}", "namespace": meta["namespace"]},
-        "involvedObject": {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta.get("uid"),
-        },
-        "type": note.type,
-        "reason": note.reason,
-        "message": note.message,
-        "source": {"component": FIELD_MANAGER},
-        "reportingComponent": FIELD_MANAGER,
-        "reportingInstance": cluster,
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-    }
+    uid = (service.get("metadata") or {}).get("uid")
+    return event(
+        service,
+        "v1",
+        "Service",
+        f"{uid}/{note.reason}/{note.message}",
+        (note.type, note.reason, note.message),
+        cluster,
+        now,
+    )
 
 
 @dataclass(frozen=True)
@@ -519,20 +488,3 @@ def status_rows(
                 )
             )
     return rows
-
-
-# --- helpers -----------------------------------------------------------------------------
-
-
-def _canonical(value: object) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-def _digest(cluster: str, address_type: str, ports_json: str) -> str:
-    raw = hashlib.sha256(_canonical(["global", cluster, address_type, ports_json]).encode())
-    return base64.b32hexencode(raw.digest()).decode().lower()[:10]
-
-
-def _slice_name(name: str, digest: str, index: int) -> str:
-    suffix = f"-{digest}-{index}"
-    return name[: _MAX_NAME - len(suffix)].rstrip(".-") + suffix

@@ -313,22 +313,48 @@ def conflict_event(
     meta = export["metadata"]
     appeared = after["status"] == "True"
     transition = f"{meta.get('uid')}/{after['status']}/{after.get('lastTransitionTime')}"
-    digest = hashlib.sha256(transition.encode()).hexdigest()[:12]
+    return event(
+        export,
+        API_VERSION,
+        "ServiceExport",
+        transition,
+        ("Warning", "ConflictDetected", after.get("message", ""))
+        if appeared
+        else ("Normal", "ConflictResolved", "No conflicts any more."),
+        cluster,
+        now,
+    )
+
+
+def event(
+    obj: Obj,
+    api_version: str,
+    kind: str,
+    identity: str,
+    what: tuple[str, str, str],
+    cluster: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """A core/v1 Event on ``obj``: ``what`` is (type, reason, message). Its name is
+    derived from ``identity``, so creating the same Event again creates nothing new."""
+    meta = obj["metadata"]
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
     stamp = format_time(now)
+    type_, reason, message = what
     return {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {"name": f"{meta['name']}.{digest}", "namespace": meta["namespace"]},
         "involvedObject": {
-            "apiVersion": API_VERSION,
-            "kind": "ServiceExport",
+            "apiVersion": api_version,
+            "kind": kind,
             "name": meta["name"],
             "namespace": meta["namespace"],
             "uid": meta.get("uid"),
         },
-        "type": "Warning" if appeared else "Normal",
-        "reason": "ConflictDetected" if appeared else "ConflictResolved",
-        "message": after.get("message", "") if appeared else "No conflicts any more.",
+        "type": type_,
+        "reason": reason,
+        "message": message,
         "source": {"component": FIELD_MANAGER},
         "reportingComponent": FIELD_MANAGER,
         "reportingInstance": cluster,
