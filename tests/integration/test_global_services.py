@@ -49,17 +49,18 @@ def pods(
     *,
     ready: bool = True,
     hostnames: list[str] | None = None,
+    name: str = NAME,
 ) -> str:
-    """The EndpointSlice a cluster's own controller would publish for rebel-base."""
+    """The EndpointSlice a cluster's own controller would publish for the Service."""
     return json.dumps(
         {
             "apiVersion": "discovery.k8s.io/v1",
             "kind": "EndpointSlice",
             "metadata": {
-                "name": f"{NAME}-local",
+                "name": f"{name}-local",
                 "namespace": ns,
                 "labels": {
-                    "kubernetes.io/service-name": NAME,
+                    "kubernetes.io/service-name": name,
                     "endpointslice.kubernetes.io/managed-by": "test.example",
                 },
             },
@@ -273,8 +274,9 @@ def test_deny_list(controllers: Controllers, kubectl: Kubectl, contexts: list[st
     svc = json.loads(rebel_base(ns, {GLOBAL: "true"}))
     svc["metadata"]["name"] = name
     try:
-        for ctx in (C1, C2):
+        for ctx in (C1, C2):  # global, with endpoints: would be shared if not excluded
             kubectl(ctx, "apply", "-f", "-", stdin=json.dumps(svc))
+            kubectl(ctx, "apply", "-f", "-", stdin=pods(ns, ADDRS[ctx], name=name))
         kubectl(C1, "apply", "-f", "-", stdin=export(ns, name))
         eventually(
             lambda: (
@@ -306,6 +308,7 @@ def test_deny_list(controllers: Controllers, kubectl: Kubectl, contexts: list[st
     finally:
         for ctx in contexts:
             kubectl(ctx, "delete", "serviceexport,service", name, "-n", ns, "--ignore-not-found")
+            kubectl(ctx, "delete", "endpointslice", f"{name}-local", "-n", ns, "--ignore-not-found")
 
 
 def test_global_and_exported_are_independent(
