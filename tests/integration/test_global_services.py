@@ -14,8 +14,10 @@ import signal
 import time
 from typing import Any
 
+from mcs.mesh.mesh import MeshState
 from tests.integration.conftest import Controllers, Kubectl, eventually, holds
 from tests.integration.mcs_objects import condition, export, get_export, get_import
+from tests.integration.test_endpoints import _ask, _records
 
 C1, C2, C3 = "cluster1", "cluster2", "cluster3"
 NAME = "rebel-base"
@@ -214,20 +216,26 @@ def test_affinity_local_failover_and_failback(
     assert found[0]["involvedObject"]["kind"] == "Service"
 
 
-def test_headless_hostname_clash_reported(
-    controllers: Controllers, kubectl: Kubectl, namespace: str
+def test_headless_dns_and_hostname_clash(
+    controllers: Controllers, kubectl: Kubectl, namespace: str, mesh: MeshState
 ) -> None:
+    """Remote StatefulSet pods resolve by hostname through CoreDNS (cluster.local);
+    a hostname both clusters use resolves to the local pod only, with an Event."""
+    hosts = {C1: ["web-0"], C2: ["web-0", "web-1"]}
     for ctx in (C1, C2):
         kubectl(
             ctx, "apply", "-f", "-", stdin=rebel_base(namespace, {GLOBAL: "true"}, headless=True)
         )
-        kubectl(
-            ctx, "apply", "-f", "-", stdin=pods(namespace, {min(ADDRS[ctx])}, hostnames=["web-0"])
-        )
-    expect(kubectl, namespace, {C1: {"10.1.0.1", "10.2.0.1"}, C2: {"10.1.0.1", "10.2.0.1"}})
+        addrs = set(sorted(ADDRS[ctx])[: len(hosts[ctx])])
+        kubectl(ctx, "apply", "-f", "-", stdin=pods(namespace, addrs, hostnames=hosts[ctx]))
+    every = {"10.1.0.1", "10.2.0.1", "10.2.0.2"}
+    expect(kubectl, namespace, {C1: every, C2: every})
+    fqdn = f"{NAME}.{namespace}.svc.cluster.local"
+    eventually(lambda: _records(_ask(mesh, C1, fqdn, "A"), "A") == every, what="headless A")
+    assert _records(_ask(mesh, C1, f"web-1.{fqdn}", "A"), "A") == {"10.2.0.2"}  # remote pod
+    assert _records(_ask(mesh, C1, f"web-0.{fqdn}", "A"), "A") == {"10.1.0.1"}  # local wins
+    assert _records(_ask(mesh, C2, f"web-0.{fqdn}", "A"), "A") == {"10.2.0.1"}
     for ctx in (C1, C2):
-        (s,) = global_slices(kubectl, ctx, namespace)
-        assert all("hostname" not in e for e in s["endpoints"]), "the local pod keeps web-0"
         eventually(
             lambda ctx=ctx: [
                 e for e in events(kubectl, ctx, namespace) if e["reason"] == "HostnameClash"
