@@ -104,6 +104,16 @@ class NamespacePolicy:
             )
         return None
 
+    def not_taking_part(self, namespaces: Iterable[Mapping[str, Any]], cluster: str) -> set[str]:
+        """The names of ``namespaces`` (Namespace objects of ``cluster``) that do not
+        take part, with the deny-list (for ``globalsvc.status_rows``)."""
+        out = set(self.excluded)
+        for obj in namespaces:
+            name = str((obj.get("metadata") or {}).get("name"))
+            if self.exclusion(name, obj, cluster) is not None:
+                out.add(name)
+        return out
+
 
 def global_mark(obj: Mapping[str, Any] | None) -> bool | None:
     """The namespace's ``clustermesh.cilium.io/global`` mark: True for "true" (any

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from mcs import plan
+from mcs.cli import build_parser
 from mcs.namespaces import (
     DEFAULT_EXCLUDED,
     GLOBAL_NAMESPACE,
@@ -15,6 +16,7 @@ from mcs.namespaces import (
     global_mark,
     parse_namespace_list,
 )
+from mcs.run import namespace_policy
 
 
 def ns(name: str = "app", annotation: str | None = None, label: str | None = None) -> Any:
@@ -100,3 +102,34 @@ def test_excluded_export_is_invalid_with_the_reason() -> None:
     valid = next(c for c in conditions if c["type"] == "Valid")
     assert (valid["status"], valid["reason"]) == ("False", "NamespaceExcluded")
     assert "--exclude-namespaces" in valid["message"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "excluded", "opt_in"),
+    [
+        ([], {}, {*DEFAULT_EXCLUDED, "mcs-system"}, False),
+        (["--leader-elect-namespace", "ops"], {}, {*DEFAULT_EXCLUDED, "ops"}, False),
+        ([], {"POD_NAMESPACE": "mcs"}, {*DEFAULT_EXCLUDED, "mcs"}, False),
+        (["--exclude-namespaces", "a,b", "--namespace-opt-in"], {}, {"a", "b"}, True),
+        (["--exclude-namespaces", ""], {}, set(), False),
+    ],
+)
+def test_run_flags(
+    argv: list[str],
+    env: dict[str, str],
+    excluded: set[str],
+    opt_in: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    args = build_parser().parse_args(["run", *argv])
+    policy = namespace_policy(args)
+    assert policy.excluded == excluded and policy.opt_in is opt_in
+
+
+def test_not_taking_part() -> None:
+    policy = NamespacePolicy.build(None, "mcs-system", opt_in=True)
+    names = policy.not_taking_part([ns("a", annotation="true"), ns("b"), ns("kube-system")], "c1")
+    assert names == {*DEFAULT_EXCLUDED, "mcs-system", "b"}
