@@ -389,3 +389,33 @@ def test_steady_state_makes_no_writes(
         timeout=15,
     )
     assert controllers.metric("mcs_api_writes_total") == writes
+
+
+def test_opt_in_mode(
+    controllers: Controllers, kubectl: Kubectl, contexts: list[str], namespace: str
+) -> None:
+    """With --namespace-opt-in only namespaces marked clustermesh.cilium.io/global=true
+    take part (restarts the module's controllers with the flag, then without)."""
+    controllers.stop_all()
+    try:
+        controllers.start_all(contexts, "--resync-period", "5", "--namespace-opt-in")
+        deploy(kubectl, namespace, {C1: {GLOBAL: "true"}, C2: {GLOBAL: "true"}})
+        kubectl(C1, "apply", "-f", "-", stdin=export(namespace, NAME))
+        eventually(
+            lambda: (
+                (condition(get_export(kubectl, C1, namespace, NAME), "Valid") or {}).get("reason")
+                == "NamespaceNotGlobal"
+            ),
+            what="Valid=False/NamespaceNotGlobal",
+        )
+        valid = condition(get_export(kubectl, C1, namespace, NAME), "Valid")
+        assert valid is not None and "--namespace-opt-in" in valid["message"]
+        holds(lambda: behind(kubectl, C1, namespace) == ADDRS[C1], duration=2)
+        for ctx in (C1, C2):
+            kubectl(ctx, "label", "namespace", namespace, "clustermesh.cilium.io/global=true")
+        both = ADDRS[C1] | ADDRS[C2]
+        expect(kubectl, namespace, {C1: both, C2: both})
+        eventually(lambda: get_import(kubectl, C2, namespace, NAME) is not None)
+    finally:
+        controllers.stop_all()
+        controllers.start_all(contexts, "--resync-period", "5")
