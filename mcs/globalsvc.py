@@ -23,7 +23,8 @@ Rules:
   ``"true"``; then C receives nothing (it still offers its backends if shared).
 * **Who gets what** (`uses`): C uses R's backends exactly when S exists in both, is
   global in both, shared in R, and the namespace takes part in both
-  (`mcs.namespaces`). An ExternalName Service neither offers nor receives.
+  (`mcs.namespaces`). An ExternalName Service neither offers nor receives, and
+  ``default/kubernetes`` (the API server's Service) never receives.
 * **Affinity** (`remote_wanted`): ``local`` offers remote backends only while C has
   no ready local endpoint (failover, and back as soon as one is ready again);
   ``remote`` cannot hide the local endpoints (kube's controller owns those slices),
@@ -278,7 +279,8 @@ def plan_cluster(namespace: str, name: str, local: Side, others: Sequence[Side])
     """The EndpointSlices of remote backends cluster ``local.cluster`` should hold for
     Service ``namespace/name`` (sorted by name), and what to tell the user."""
     offering = sorted((r for r in others if uses(local, r)), key=lambda r: r.cluster)
-    if not local.receives:
+    if not local.receives or (namespace, name) == ("default", "kubernetes"):
+        # The API server's own Service never takes other clusters' endpoints.
         return ClusterPlan(local.cluster)
     ann = local.annotations
     notes: list[Note] = []

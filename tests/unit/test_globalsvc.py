@@ -509,3 +509,9 @@ def test_status_rows_affinity_and_exclusion() -> None:
     assert rows[0].affinity == "local" and rows[0].held_back == ("c2",)
     assert rows[0].backends == {"c1": 1}
     assert rows[2].notes and "does not take part" in rows[2].notes[0]
+
+
+def test_the_api_server_service_never_receives() -> None:
+    local, remote = side("c1", service()), side("c2", service(), "10.2.0.1")
+    assert plan_cluster("default", "kubernetes", local, [remote]).slices == []
+    assert plan_cluster("default", NAME, local, [remote]).slices != []
