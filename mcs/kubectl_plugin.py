@@ -133,9 +133,14 @@ class Target:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.kubeconfig: str = args.kubeconfig
-        member_contexts(self.kubeconfig, args.context or "")  # a one-line error if absent
+        known = member_contexts(self.kubeconfig, "")  # a one-line error if unreadable
         contexts, current = config.list_kube_config_contexts(config_file=self.kubeconfig)
         if args.context:
+            if args.context not in known:
+                raise ConfigError(
+                    f"context {args.context!r} not in {self.kubeconfig} "
+                    f"(has {', '.join(known)}): change --context"
+                )
             chosen = next(c for c in contexts if c["name"] == args.context)
         elif current:
             chosen = current
