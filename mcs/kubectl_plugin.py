@@ -35,6 +35,7 @@ import yaml
 from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -45,7 +46,7 @@ from mcs.members import ConfigError, member_contexts, parse_cluster_ids
 from mcs.plan import API_VERSION, GROUP, VERSION
 from mcs.status.cli import add_status_parser, use_color
 from mcs.status.collect import collect
-from mcs.status.render import console
+from mcs.status.render import write
 
 PROG = "kubectl mcs"
 RESOURCE = f"serviceexports.{GROUP}"
@@ -218,9 +219,8 @@ async def _export(args: argparse.Namespace, t: Target) -> int:
             str(c.get("reason", "")),
             str(c.get("message", "")),
         )
-    out = console(color=use_color("text", False))
     if conditions:
-        out.print(table, soft_wrap=True)
+        write(table, use_color("text", False))
     if any(c.get("type") == "Conflict" and c.get("status") == "True" for c in conditions):
         print(f"the export is in conflict: kubectl mcs explain {name} -n {t.namespace}")
     return 0
@@ -296,22 +296,23 @@ def _named(objs: Sequence[Obj], name: str) -> Obj | None:
 
 
 def _print_explanation(e: Explanation, t: Target, unread: dict[str, str]) -> None:
-    out = console(color=use_color("text", False))
+    parts: list[RenderableType] = []
     subject = f"{e.namespace}/{e.name} in cluster {e.cluster} (context {t.context})"
     if e.state == "not-exported":
         more = f"; it is exported by {', '.join(e.clusters)}" if e.clusters else ""
-        out.print(f"{subject}: not exported here{more}", soft_wrap=True)
+        parts.append(Text(f"{subject}: not exported here{more}"))
     elif e.state == "invalid":
-        out.print(Text(f"{subject}: invalid ({e.reason})", style="red"), soft_wrap=True)
-        out.print(f"what to change: {e.message}", soft_wrap=True)
+        parts.append(Text(f"{subject}: invalid ({e.reason})", style="red"))
+        parts.append(Text(f"what to change: {e.message}"))
     else:
         winner = "this cluster" if e.winner == e.cluster else f"cluster {e.winner}"
-        out.print(
-            f"{subject}: {e.state}; winner: {winner}, the oldest export "
-            f"(exported {e.winner_created}; this one {e.created})",
-            soft_wrap=True,
+        parts.append(
+            Text(
+                f"{subject}: {e.state}; winner: {winner}, the oldest export "
+                f"(exported {e.winner_created}; this one {e.created})"
+            )
         )
-        out.print(f"exporting clusters, oldest first: {', '.join(e.clusters)}", soft_wrap=True)
+        parts.append(Text(f"exporting clusters, oldest first: {', '.join(e.clusters)}"))
         if e.conflicts:
             table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 2, 0, 0))
             for h in ("FIELD", "CLUSTER", "ITS VALUE", f"WINNER ({e.winner})", "REASON"):
@@ -320,23 +321,20 @@ def _print_explanation(e: Explanation, t: Target, unread: dict[str, str]) -> Non
                 table.add_row(
                     c.field, c.cluster, Text(c.value, style="yellow"), c.winner_value, c.reason
                 )
-            out.print(table, soft_wrap=True)
-            out.print("what to change:")
-            for c in e.conflicts:
-                out.print(f"  - {c.change}", soft_wrap=True)
+            parts += [table, Text("what to change:")]
+            parts += [Text(f"  - {c.change}") for c in e.conflicts]
             if e.winner != e.cluster:
-                out.print(
-                    f"  (or make this export the oldest: the ServiceExport in {e.winner} wins "
-                    "while it exists)",
-                    soft_wrap=True,
+                parts.append(
+                    Text(
+                        f"  (or make this export the oldest: the ServiceExport in {e.winner} "
+                        "wins while it exists)"
+                    )
                 )
         elif e.winner != e.cluster:
-            out.print("no conflict: this export agrees with the winner", soft_wrap=True)
+            parts.append(Text("no conflict: this export agrees with the winner"))
     for context, error in unread.items():
-        out.print(
-            Text(f"note: context {context} could not be read ({error})", style="red"),
-            soft_wrap=True,
-        )
+        parts.append(Text(f"note: context {context} could not be read ({error})", style="red"))
+    write(Group(*parts), use_color("text", False))
 
 
 def _dump(data: Any, output: str) -> str:

@@ -13,7 +13,7 @@ from rich.live import Live
 
 from mcs.members import ConfigError, add_member_arguments, member_contexts, parse_cluster_ids
 from mcs.status.collect import DEFAULT_TIMEOUT, Snapshot, collect
-from mcs.status.render import console, render, renderable
+from mcs.status.render import console, render, renderable, write
 from mcs.status.report import exit_code, summarize
 
 
@@ -89,8 +89,8 @@ def _status(args: argparse.Namespace) -> int:
     if args.watch:
         asyncio.run(_watch(read, args.interval, color))
     report = summarize(asyncio.run(read()))
-    if args.output == "text" and sys.stdout.isatty():
-        console(color=color).print(renderable(report))  # as wide as the terminal
+    if args.output == "text":
+        write(renderable(report), color)
     else:
         sys.stdout.write(render(report, args.output, color))
     return exit_code(report, args.fail_on)

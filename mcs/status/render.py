@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 from typing import IO, Literal
 
 import yaml
@@ -243,13 +244,29 @@ def console(*, color: bool, file: IO[str] | None = None, width: int | None = Non
 def render_text(report: Report, color: bool, width: int | None = None) -> str:
     """``report`` for a terminal, colour (ANSI) only when ``color``; lines carry no
     trailing spaces and the text ends with a newline."""
+    return to_text(renderable(report), color, width)
+
+
+def to_text(what: RenderableType, color: bool, width: int | None = None) -> str:
+    """``what`` as text ``width`` columns wide (default: wide enough not to cut), colour
+    only when ``color``; no trailing spaces, a final newline."""
     buffer = io.StringIO()
-    console(color=color, file=buffer, width=width or _PLAIN_WIDTH).print(renderable(report))
+    console(color=color, file=buffer, width=width or _PLAIN_WIDTH).print(what)
     lines = [
         _TRAILING.sub(lambda m: m.group().replace(" ", ""), line)
         for line in buffer.getvalue().splitlines()
     ]
     return "\n".join(lines) + "\n"
+
+
+def write(what: RenderableType, color: bool, out: IO[str] | None = None) -> None:
+    """Print ``what``: on a terminal as wide as the terminal, else (a pipe, a file)
+    whole lines without trailing spaces."""
+    out = out or sys.stdout
+    if out.isatty():
+        console(color=color, file=out).print(what)
+    else:
+        out.write(to_text(what, color))
 
 
 def render(report: Report, output: Output, color: bool = False) -> str:
