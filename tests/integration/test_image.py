@@ -130,6 +130,11 @@ def test_entry_point_help_as_the_images_user(image: Image) -> None:
         check=True,
     )
     assert whoami.stdout.split() == ["65532", "65532"]
+    write = "import os; os.mkdir('/tmp/ok'); open('/tmp/ok/f', 'w'); open('/opt/mcs/f', 'w')"
+    readonly = subprocess.run(
+        _in_image(image, ["python3", "-c", write]), capture_output=True, text=True, timeout=60
+    )
+    assert readonly.returncode != 0 and "Read-only file system" in readonly.stderr
     mesh = subprocess.run(
         _in_image(image, ["mcs", "mesh", "up"]), capture_output=True, text=True, timeout=60
     )
