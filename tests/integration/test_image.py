@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -50,17 +51,20 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     if os.geteuid() != 0:
         pytest.skip("building and running the image root filesystem needs root (mount, chroot)")
     work = tmp_path_factory.mktemp("image")
-    archive = work / "mcs.oci.tar"
-    started = time.monotonic()
-    built = subprocess.run(
-        ["bash", str(ROOT / "hack" / "build-image.sh"), str(archive)],
-        capture_output=True,
-        text=True,
-        timeout=30 * 60,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
-    print(f"image built in {time.monotonic() - started:.0f}s: {archive.stat().st_size >> 20} MiB")
+    given = os.environ.get("MCS_IMAGE_ARCHIVE")  # an archive built before, to iterate faster
+    archive = Path(given) if given else work / "mcs.oci.tar"
+    if not given:
+        started = time.monotonic()
+        built = subprocess.run(
+            ["bash", str(ROOT / "hack" / "build-image.sh"), str(archive)],
+            capture_output=True,
+            text=True,
+            timeout=30 * 60,
+            check=False,
+        )
+        assert built.returncode == 0, built.stderr[-3000:]
+        took = time.monotonic() - started
+        print(f"image built in {took:.0f}s: {archive.stat().st_size >> 20} MiB")
     layout = work / "layout"
     layout.mkdir()
     subprocess.run(["tar", "-xf", str(archive), "-C", str(layout)], check=True, timeout=300)
@@ -143,7 +147,11 @@ def test_entry_point_help_as_the_images_user(image: Image) -> None:
 
 
 @pytest.fixture
-def controller_in_image(image: Image, mesh: MeshState) -> Iterator[str]:
+def controller_in_image(image: Image, mesh: MeshState, tmp_path: Path) -> Iterator[str]:
+    # Readable by the image's user, as a Secret volume with fsGroup makes it.
+    kubeconfig = tmp_path / "kubeconfig"
+    shutil.copy(mesh.kubeconfig, kubeconfig)
+    kubeconfig.chmod(0o644)
     metrics, health = free_port(), free_port()
     args = [
         *image.config["Entrypoint"], *image.config["Cmd"],
@@ -151,7 +159,7 @@ def controller_in_image(image: Image, mesh: MeshState) -> Iterator[str]:
         "--metrics-addr", f"127.0.0.1:{metrics}", "--health-addr", f"127.0.0.1:{health}",
     ]  # fmt: skip
     proc = subprocess.Popen(
-        _in_image(image, args, {"/etc/mcs/kubeconfig": mesh.kubeconfig}),
+        _in_image(image, args, {"/etc/mcs/kubeconfig": kubeconfig}),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -168,12 +176,13 @@ def controller_in_image(image: Image, mesh: MeshState) -> Iterator[str]:
         eventually(ready, timeout=60, what="the image's controller ready")
         yield url
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
 
 
 def test_mcs_run_from_the_image_reconciles(
