@@ -51,6 +51,7 @@ def test_a_taken_port_names_the_flag(tmp_path: Path) -> None:
         # --cluster-id: no API call is needed before the listeners bind
         out = _mcs(
             "run", "--kubeconfig", str(kubeconfig), "--cluster-id", "c=c",
+            "--allow-insecure-skip-tls-verify",
             "--log-level", "critical", "--metrics-addr", "0", "--health-addr", f"127.0.0.1:{port}",
         )  # fmt: skip
     assert out.returncode == 2
