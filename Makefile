@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: all install binaries test test-unit test-integration lint demo demo-down bench clean
+.PHONY: all install binaries test test-unit test-integration lint demo demo-down bench image clean
 
 all: lint test
 
@@ -46,6 +46,10 @@ demo: binaries
 ## demo-down: stop the demo's mesh and controller
 demo-down: install
 	$(BIN)/mcs mesh down
+
+## image: the controller image without Docker, as an OCI archive in dist/ (hack/build-image.sh)
+image: install
+	PYTHON=$(abspath $(BIN))/python bash hack/build-image.sh
 
 ## bench: convergence latency, throughput, writes per export, memory (bench/convergence.py)
 bench: binaries

@@ -4,16 +4,56 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
+import re
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from mcs.mesh import binaries
-from mcs.mesh.mesh import DEFAULT_DIR, Mesh, MeshError
 from mcs.run import add_run_parser
 from mcs.status import add_status_parser
+
+if TYPE_CHECKING:
+    from mcs.mesh.mesh import Mesh
+
+# The default of ``--dir``; mcs.mesh.mesh.DEFAULT_DIR, spelled here so that the controller
+# (and its image, without the ``mesh`` extra) need not import the mesh tooling.
+DEFAULT_DIR = Path(".mcs-mesh")
+
+
+class MeshToolingMissing(RuntimeError):
+    """``mcs mesh`` needs the ``mesh`` extra (cryptography, dnspython)."""
+
+
+def _mesh(folder: Path) -> Mesh:
+    from mcs.mesh.mesh import Mesh
+
+    return Mesh(folder)
+
+
+def _mesh_command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``fn`` with the mesh tooling imported first (a one-line error without the extra)
+    and its errors, whose messages say what to do, as one line."""
+
+    def command(args: argparse.Namespace) -> int:
+        try:
+            from mcs.mesh.binaries import BinariesUnavailable
+            from mcs.mesh.mesh import MeshError
+        except ImportError as e:
+            raise MeshToolingMissing(
+                f"`mcs mesh` needs the mesh extra ({e.name} is missing): pip install 'mcs[mesh]'"
+            ) from None
+        try:
+            return fn(args)
+        except (MeshError, BinariesUnavailable) as e:
+            print(f"mcs: {e}", file=sys.stderr)
+            return 1
+
+    return command
 
 
 def _raise_exit(signum: int, frame: FrameType | None) -> None:
@@ -21,7 +61,7 @@ def _raise_exit(signum: int, frame: FrameType | None) -> None:
 
 
 def _mesh_up(args: argparse.Namespace) -> int:
-    mesh = Mesh(args.dir)
+    mesh = _mesh(args.dir)
     started = time.monotonic()
     detach = not args.foreground
     state = asyncio.run(mesh.up(args.clusters, detach=detach, dns=args.dns))
@@ -48,7 +88,7 @@ def _mesh_up(args: argparse.Namespace) -> int:
 
 
 def _mesh_down(args: argparse.Namespace) -> int:
-    if Mesh(args.dir).down():
+    if _mesh(args.dir).down():
         print(f"mesh in {args.dir} stopped and removed")
     else:
         print(f"no mesh in {args.dir}")
@@ -56,7 +96,7 @@ def _mesh_down(args: argparse.Namespace) -> int:
 
 
 def _mesh_status(args: argparse.Namespace) -> int:
-    mesh = Mesh(args.dir)
+    mesh = _mesh(args.dir)
     state = mesh.state()
     if state is None:
         print(f"no mesh in {args.dir}")
@@ -77,6 +117,8 @@ def _mesh_status(args: argparse.Namespace) -> int:
 
 
 def _mesh_build(args: argparse.Namespace) -> int:
+    from mcs.mesh import binaries
+
     bins = binaries.ensure(coredns=args.dns)
     print(f"kube-apiserver: {bins.kube_apiserver}\netcd: {bins.etcd}")
     if bins.coredns:
@@ -97,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("build", _mesh_build, "only build (or find) the binaries"),
     ]:
         p = msub.add_parser(name, help=text)
-        p.set_defaults(func=fn)
+        p.set_defaults(func=_mesh_command(fn))
         p.add_argument(
             "--dir", type=Path, default=DEFAULT_DIR, help="state directory (default .mcs-mesh)"
         )
@@ -121,11 +163,34 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (MeshError, binaries.BinariesUnavailable) as e:
+    except MeshToolingMissing as e:
         print(f"mcs: {e}", file=sys.stderr)
-        return 1
+        return 2
+    except OSError as e:
+        if e.errno != errno.EADDRINUSE:
+            raise
+        print(f"mcs {args.command}: {address_in_use(e, args)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
+
+
+def address_in_use(e: OSError, args: argparse.Namespace) -> str:
+    """One line for a listener whose port is taken, naming the flag that sets it."""
+    flags = [f for f in ("health_addr", "metrics_addr") if getattr(args, f, None)]
+    port = next((p for p in _ports(str(e)) if p), None)
+    named = [f for f in flags if port is not None and str(getattr(args, f)).endswith(f":{port}")]
+    flag = "--" + (named or flags or ["health_addr"])[0].replace("_", "-")
+    where = f"port {port}" if port is not None else "an address"
+    return (
+        f"cannot listen on {where}: it is already in use (another mcs run?); "
+        f"choose a free one with {flag} HOST:PORT, or {flag} 0 to turn that listener off"
+    )
+
+
+def _ports(text: str) -> list[int]:
+    """The ports in an ``OSError`` of a bind: ``... on address ('0.0.0.0', 8081): ...``."""
+    return [int(p) for p in re.findall(r"[,:] ?(\d{1,5})\)", text)]
 
 
 if __name__ == "__main__":

@@ -72,15 +72,21 @@ def member_contexts(kubeconfig: str, contexts: str) -> list[str]:
     """The member contexts: the comma-separated ``contexts`` (as given to ``--contexts``),
     or every context of ``kubeconfig`` when empty. Raises ``ConfigError`` when the
     kubeconfig cannot be read or lacks one of the named contexts."""
+    if not os.path.isfile(os.path.expanduser(kubeconfig)):
+        raise ConfigError(
+            f"kubeconfig {kubeconfig} does not exist: set --kubeconfig or $KUBECONFIG"
+        )
     try:
         all_contexts, _ = config.list_kube_config_contexts(config_file=kubeconfig)
     except (config.ConfigException, OSError) as e:
-        raise ConfigError(f"cannot read kubeconfig {kubeconfig}: {e}") from None
+        raise ConfigError(f"cannot read kubeconfig {kubeconfig} (--kubeconfig): {e}") from None
     known = [c["name"] for c in all_contexts]
     chosen = [c for c in contexts.split(",") if c] or known
     for c in chosen:
         if c not in known:
-            raise ConfigError(f"context {c!r} not in {kubeconfig} (has {', '.join(known)})")
+            raise ConfigError(
+                f"context {c!r} not in {kubeconfig} (has {', '.join(known)}): change --contexts"
+            )
     return chosen
 
 

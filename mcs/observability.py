@@ -89,7 +89,9 @@ def configure_logging(fmt: LogFormat = "json", level: str | int = "info") -> Non
         shared.append(structlog.processors.format_exc_info)
         renderer = structlog.processors.JSONRenderer()
     else:
-        renderer = structlog.dev.ConsoleRenderer()
+        # Plain tracebacks: with rich installed (mcs status uses it) structlog would draw
+        # them with rich, which is slow and wide.
+        renderer = structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
 
     structlog.configure(
         processors=[

@@ -11,7 +11,7 @@ import socket
 import structlog
 from kubernetes_asyncio import config
 
-from mcs import trust
+from mcs import statemetrics, trust
 from mcs.controller import Controller, Member
 from mcs.leader import LeaderElector, LeadershipLost
 from mcs.members import (
@@ -193,10 +193,13 @@ async def run(args: argparse.Namespace) -> int:
         elector = None
         if args.leader_elect:
             elector = _elector(args, members)
-        async with HealthServer(
-            ready=controller.ready,
-            health_addr=_address(args.health_addr),
-            metrics_addr=_address(args.metrics_addr),
+        async with (
+            HealthServer(
+                ready=controller.ready,
+                health_addr=_address(args.health_addr),
+                metrics_addr=_address(args.metrics_addr),
+            ),
+            statemetrics.registered(controller, elector),
         ):
             code = 0
             try:

@@ -40,8 +40,9 @@ def test_apply_and_list_serviceexport(kubectl: Kubectl, namespace: str) -> None:
     out = kubectl("cluster2", "apply", "-f", "-", stdin=manifest)
     assert "serviceexport.multicluster.x-k8s.io/web created" in out.stdout
     listed = kubectl("cluster2", "get", "svcex", "-n", namespace)
-    assert listed.stdout.split("\n")[0].split() == ["NAME", "AGE"]
-    assert listed.stdout.split("\n")[1].startswith("web ")
+    header, row = listed.stdout.split("\n")[:2]
+    assert header.split() == ["NAME", "VALID", "CONFLICT", "AGE"]
+    assert row.split()[0] == "web" and len(row.split()) == 2  # no conditions yet: empty cells
     # both versions read the same stored object
     v1a = kubectl.json(
         "cluster2", "get", "serviceexports.v1alpha1.multicluster.x-k8s.io", "web", "-n", namespace
@@ -90,5 +91,6 @@ def test_valid_serviceimport_printer_columns(kubectl: Kubectl, namespace: str) -
     spec = "type: ClusterSetIP\nports: [{name: http, port: 80, protocol: TCP}]\nips: [10.1.2.3]\n"
     kubectl("cluster1", "apply", "-f", "-", stdin=_import(namespace, "good", spec))
     header, row = kubectl("cluster1", "get", "svcim", "-n", namespace).stdout.splitlines()[:2]
-    assert header.split() == ["NAME", "TYPE", "IP", "AGE"]
+    assert header.split() == ["NAME", "TYPE", "IP", "CLUSTERS", "AGE"]
     assert row.split()[:3] == ["good", "ClusterSetIP", '["10.1.2.3"]']
+    assert len(row.split()) == 4  # no status yet: an empty CLUSTERS cell

@@ -394,10 +394,17 @@ def test_printer_columns(
     version: str,
 ) -> None:
     age = ("Age", "date", ".metadata.creationTimestamp")
-    assert _columns(export_crd, version) == [age]
+    # Upstream v0.5.x shows NAME and AGE for exports; mcs adds the verdict of the merge.
+    assert _columns(export_crd, version) == [
+        ("Valid", "string", '.status.conditions[?(@.type=="Valid")].status'),
+        ("Conflict", "string", '.status.conditions[?(@.type=="Conflict")].reason'),
+        age,
+    ]
+    # Upstream's Type, IP and Age stay, in that order around the added column.
     assert _columns(import_crd, version) == [
         ("Type", "string", ".spec.type"),
         ("IP", "string", ".spec.ips"),
+        ("Clusters", "string", ".status.clusters"),
         age,
     ]
     assert _columns(property_crd, version) == [

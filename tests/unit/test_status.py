@@ -4,7 +4,9 @@ handling of what cannot be reached (a closed port, a real ``HealthServer``)."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +20,7 @@ from mcs.model import InvalidExport
 from mcs.observability import HealthServer
 from mcs.plan import ClusterView, evaluate
 from mcs.status import ControllerSnapshot, MemberSnapshot, Snapshot, summarize
+from mcs.status.render import console as render_console
 
 NS, NAME = "demo", "web"
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:00:05Z"
@@ -368,9 +371,10 @@ def test_render_text_colour_only_when_asked() -> None:
     coloured = status.render_text(report, color=True)
     assert "\x1b[" not in plain
     assert ANSI.sub("", coloured) == plain
-    assert "\x1b[32mok\x1b[0m" in coloured  # reachable members
+    # rich colours a whole cell, padding included
+    assert re.search(r"\x1b\[32mok *\x1b\[0m", coloured)  # reachable members
     assert "\x1b[33mconflict\x1b[0m" in coloured
-    assert "\x1b[31munreachable\x1b[0m" in coloured
+    assert re.search(r"\x1b\[31munreachable *\x1b\[0m", coloured)
     assert f"{NS}/{NAME}  conflict  PortConflict,TypeConflict  winner cluster1" in plain
     assert plain.index("cluster1  2026-01-01T00:00:00Z") < plain.index("cluster2  2026-01")
     assert "conflict: Conflicting ports, type: 1/2 clusters disagree" in plain
@@ -449,3 +453,39 @@ async def test_collect_reads_a_controllers_readyz() -> None:
     assert (not_ready.reachable, not_ready.ready) == (True, False)
     assert not_ready.reason == "caches not synced: c1/exports"
     assert summarize(ready).controllers[0].ready
+
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+
+
+def test_snapshot_of_a_conflict() -> None:
+    """The whole text of ``mcs status`` on a conflict, as a pipe gets it. To accept a
+    deliberate change: ``MCS_UPDATE_SNAPSHOTS=1 pytest tests/unit/test_status.py``."""
+    snap = _conflict_snapshot()
+    down = MemberSnapshot("c3", "c3", reachable=False, error="no answer within 5s")
+    ctl = ControllerSnapshot("http://127.0.0.1:8081", 503, "not ready: caches not synced")
+    text = status.render_text(summarize(Snapshot((*snap.members, down), (ctl,))), color=False)
+    golden = SNAPSHOTS / "status-conflict.txt"
+    if os.environ.get("MCS_UPDATE_SNAPSHOTS"):
+        golden.write_text(text)
+    assert text == golden.read_text()
+
+
+def test_rich_render_styles_by_meaning() -> None:
+    """The renderable draws states in their colours on a terminal, and a narrow terminal
+    shortens cells instead of breaking the table's lines."""
+    snap = _conflict_snapshot()
+    down = MemberSnapshot("c3", "c3", reachable=False, error="refused")
+    report = summarize(Snapshot((*snap.members, down)))
+    console = render_console(color=True, file=io.StringIO(), width=200)
+    segments = list(console.render(status.renderable(report)))
+    styles = {seg.text.strip(): str(seg.style) for seg in segments if seg.text.strip()}
+    assert styles["unreachable"] == "red"
+    assert styles["conflict"] == "yellow"
+    assert styles["PortConflict,TypeConflict"] == "yellow"
+    assert styles["Members (3)"] == "bold"
+    narrow = io.StringIO()
+    render_console(color=False, file=narrow, width=60).print(status.renderable(report))
+    member_rows = [line for line in narrow.getvalue().splitlines() if "example:6443" in line]
+    assert member_rows == []  # the SERVER column is cut short ...
+    assert all(len(line) <= 60 for line in narrow.getvalue().splitlines()[:5])  # ... to fit

@@ -1,0 +1,375 @@
+"""``kubectl mcs``: the Multi-Cluster Services API from kubectl (a kubectl plugin).
+
+kubectl runs any ``kubectl-<name>`` on PATH for ``kubectl <name> ...`` and passes it
+every argument after the name, so this command reads kubectl's flags itself:
+``--kubeconfig`` (default ``$KUBECONFIG``, else ``~/.kube/config``), ``--context``
+(default: the kubeconfig's current context), ``-n/--namespace`` (default: the
+context's namespace, else ``default``) and ``-o/--output`` (text, json, yaml). They
+may come before or after the subcommand.
+
+* ``status``: the clusterset, as ``mcs status`` (every context of the kubeconfig
+  is a member unless ``--contexts``; ``--context`` reports that member only;
+  all namespaces unless ``-n``).
+* ``export SVC``: create the ServiceExport of Service SVC, wait (``--timeout``)
+  until the controller has set its conditions, and print them.
+* ``unexport SVC``: delete the ServiceExport.
+* ``explain SVC``: why this cluster's export of SVC is in conflict or invalid: the
+  winner, each conflicting property with both values, and what to change.
+
+Exit codes: 0; 1 when the request failed (not found, no conditions in time, API
+error); 2 when the configuration cannot work (kubeconfig, context, flags).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes_asyncio import config
+from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client.exceptions import ApiException
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from mcs.explain import Explanation, explain
+from mcs.informer import Obj
+from mcs.kubeapi import request_json
+from mcs.members import ConfigError, member_contexts, parse_cluster_ids
+from mcs.plan import API_VERSION, GROUP, VERSION
+from mcs.status.cli import add_status_parser, use_color
+from mcs.status.collect import collect
+from mcs.status.render import write
+
+PROG = "kubectl mcs"
+RESOURCE = f"serviceexports.{GROUP}"
+# kubectl's flags that take a value, to move them when given before the subcommand.
+_VALUED = {"--kubeconfig", "--context", "-n", "--namespace", "-o", "--output"}
+
+
+class Failed(Exception):
+    """The request failed; the message is the one line to print."""
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def _kubectl_flags(p: argparse.ArgumentParser, *, status: bool = False) -> None:
+    if not status:  # mcs status has its own --kubeconfig, -n and -o
+        p.add_argument(
+            "--kubeconfig",
+            default=os.environ.get("KUBECONFIG", str(Path.home() / ".kube/config")),
+            help="path to the kubeconfig (default $KUBECONFIG, else ~/.kube/config)",
+        )
+        p.add_argument("-n", "--namespace", default=None, help="default: the context's")
+        p.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
+    p.add_argument("--context", default=None, help="kubeconfig context (default: the current)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_status_parser(sub)
+    _kubectl_flags(sub.choices["status"], status=True)
+
+    export = sub.add_parser("export", help="export a Service and show the controller's verdict")
+    export.add_argument("service", help="the Service (and ServiceExport) name")
+    export.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the controller's conditions (default 30; 0 = do not wait)",
+    )
+    unexport = sub.add_parser("unexport", help="delete a ServiceExport")
+    unexport.add_argument("service")
+    why = sub.add_parser("explain", help="why an export is in conflict or invalid")
+    why.add_argument("service")
+    why.add_argument(
+        "--contexts",
+        default="",
+        help="comma-separated member contexts (default: every context of the kubeconfig)",
+    )
+    why.add_argument(
+        "--cluster-id",
+        action="append",
+        default=[],
+        metavar="CONTEXT=ID",
+        help="override a member's cluster id, as for mcs run; repeatable",
+    )
+    why.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to read each member (default 5)"
+    )
+    for p in (export, unexport, why):
+        _kubectl_flags(p)
+    return parser
+
+
+def _reorder(argv: Sequence[str]) -> list[str]:
+    """Move kubectl flags given before the subcommand to after it."""
+    lead: list[str] = []
+    i = 0
+    while i < len(argv) and argv[i].startswith("-") and argv[i] not in ("-h", "--help"):
+        lead.append(argv[i])
+        if argv[i] in _VALUED and i + 1 < len(argv):
+            lead.append(argv[i + 1])
+            i += 1
+        i += 1
+    return [*argv[i : i + 1], *lead, *argv[i + 1 :]]
+
+
+# --------------------------------------------------------------------------- commands
+
+
+class Target:
+    """The context and namespace a command acts in, from the kubeconfig and the flags."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.kubeconfig: str = args.kubeconfig
+        known = member_contexts(self.kubeconfig, "")  # a one-line error if unreadable
+        contexts, current = config.list_kube_config_contexts(config_file=self.kubeconfig)
+        if args.context:
+            if args.context not in known:
+                raise ConfigError(
+                    f"context {args.context!r} not in {self.kubeconfig} "
+                    f"(has {', '.join(known)}): change --context"
+                )
+            chosen = next(c for c in contexts if c["name"] == args.context)
+        elif current:
+            chosen = current
+        else:
+            raise ConfigError(f"{self.kubeconfig} has no current context: pass --context")
+        self.context: str = chosen["name"]
+        self.namespace: str = (
+            args.namespace or (chosen.get("context") or {}).get("namespace") or "default"
+        )
+
+    async def client(self) -> ApiClient:
+        return await config.new_client_from_config(
+            config_file=self.kubeconfig, context=self.context, persist_config=False
+        )
+
+    def where(self) -> str:
+        return f'in namespace "{self.namespace}" (context "{self.context}")'
+
+
+def _path(namespace: str, name: str | None = None) -> str:
+    base = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/serviceexports"
+    return f"{base}/{name}" if name else base
+
+
+async def _request(api: ApiClient, method: str, path: str, body: Any = None) -> Obj:
+    async with asyncio.timeout(15):
+        return await request_json(api, method, path, body=body)
+
+
+async def _export(args: argparse.Namespace, t: Target) -> int:
+    name = args.service
+    api = await t.client()
+    try:
+        try:
+            await _request(api, "GET", f"/api/v1/namespaces/{t.namespace}/services/{name}")
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            print(
+                f'warning: no Service "{name}" {t.where()}: the export will be invalid '
+                "(NoService) until it exists",
+                file=sys.stderr,
+            )
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": "ServiceExport",
+            "metadata": {"name": name, "namespace": t.namespace},
+        }
+        verb = "created"
+        try:
+            await _request(api, "POST", _path(t.namespace), body)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            verb = "unchanged (already exported)"
+        if args.output == "text":
+            print(f"{RESOURCE}/{name} {verb}")
+        export = await _request(api, "GET", _path(t.namespace, name))
+        if args.timeout > 0:
+            export = await _wait_for_conditions(api, t, name, args.timeout)
+    finally:
+        await api.close()
+    if args.output != "text":
+        sys.stdout.write(_dump(export, args.output))
+        return 0
+    conditions = _conditions(export)
+    table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 2, 0, 0))
+    for h in ("TYPE", "STATUS", "REASON", "MESSAGE"):
+        table.add_column(h)
+    for c in conditions:
+        bad = (c.get("type") == "Conflict") == (c.get("status") == "True")
+        table.add_row(
+            str(c.get("type")),
+            Text(str(c.get("status")), style="yellow" if bad else "green"),
+            str(c.get("reason", "")),
+            str(c.get("message", "")),
+        )
+    if conditions:
+        write(table, use_color("text", False))
+    if any(c.get("type") == "Conflict" and c.get("status") == "True" for c in conditions):
+        print(f"the export is in conflict: kubectl mcs explain {name} -n {t.namespace}")
+    return 0
+
+
+async def _wait_for_conditions(api: ApiClient, t: Target, name: str, within: float) -> Obj:
+    """The ServiceExport once the controller has written Valid (and, when valid,
+    Conflict); `Failed` after ``within`` seconds."""
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                export = await _request(api, "GET", _path(t.namespace, name))
+                types = {c.get("type"): c.get("status") for c in _conditions(export)}
+                if types.get("Valid") == "False" or {"Valid", "Conflict"} <= types.keys():
+                    return export
+                await asyncio.sleep(0.5)  # polling one object: a watch would cost more here
+    except TimeoutError:
+        raise Failed(
+            f"no controller set the conditions of serviceexport/{name} within {within:g}s: "
+            "is mcs run running for this cluster? (or raise --timeout)"
+        ) from None
+
+
+def _conditions(obj: Obj) -> list[dict[str, Any]]:
+    return [c for c in (obj.get("status") or {}).get("conditions") or [] if isinstance(c, dict)]
+
+
+async def _unexport(args: argparse.Namespace, t: Target) -> int:
+    api = await t.client()
+    try:
+        await _request(api, "DELETE", _path(t.namespace, args.service))
+    except ApiException as e:
+        if e.status == 404:
+            raise Failed(f'serviceexport "{args.service}" not found {t.where()}') from None
+        raise
+    finally:
+        await api.close()
+    print(f'{RESOURCE} "{args.service}" deleted')
+    return 0
+
+
+async def _explain(args: argparse.Namespace, t: Target) -> int:
+    contexts = member_contexts(t.kubeconfig, args.contexts)
+    if t.context not in contexts:
+        raise ConfigError(f"--context {t.context} is not among the members {contexts}")
+    snapshot = await collect(
+        t.kubeconfig,
+        contexts,
+        parse_cluster_ids(args.cluster_id),
+        namespace=t.namespace,
+        time_limit=args.timeout,
+    )
+    this = next(m for m in snapshot.members if m.context == t.context)
+    if not this.reachable:
+        raise Failed(f'cannot read context "{t.context}": {this.error}')
+    members = [
+        (m.cluster_id, _named(m.exports, args.service), _named(m.services, args.service))
+        for m in snapshot.members
+        if m.reachable
+    ]
+    verdict = explain(t.namespace, args.service, this.cluster_id, members)
+    unread = {m.context: m.error or "" for m in snapshot.members if not m.reachable}
+    if args.output != "text":
+        data = {**verdict.model_dump(mode="json"), "unreadable": unread}
+        sys.stdout.write(_dump(data, args.output))
+    else:
+        _print_explanation(verdict, t, unread)
+    return 0
+
+
+def _named(objs: Sequence[Obj], name: str) -> Obj | None:
+    return next((o for o in objs if (o.get("metadata") or {}).get("name") == name), None)
+
+
+def _print_explanation(e: Explanation, t: Target, unread: dict[str, str]) -> None:
+    parts: list[RenderableType] = []
+    subject = f"{e.namespace}/{e.name} in cluster {e.cluster} (context {t.context})"
+    if e.state == "not-exported":
+        more = f"; it is exported by {', '.join(e.clusters)}" if e.clusters else ""
+        parts.append(Text(f"{subject}: not exported here{more}"))
+    elif e.state == "invalid":
+        parts.append(Text(f"{subject}: invalid ({e.reason})", style="red"))
+        parts.append(Text(f"what to change: {e.message}"))
+    else:
+        winner = "this cluster" if e.winner == e.cluster else f"cluster {e.winner}"
+        parts.append(
+            Text(
+                f"{subject}: {e.state}; winner: {winner}, the oldest export "
+                f"(exported {e.winner_created}; this one {e.created})"
+            )
+        )
+        parts.append(Text(f"exporting clusters, oldest first: {', '.join(e.clusters)}"))
+        if e.conflicts:
+            table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 2, 0, 0))
+            for h in ("FIELD", "CLUSTER", "ITS VALUE", f"WINNER ({e.winner})", "REASON"):
+                table.add_column(h)
+            for c in e.conflicts:
+                table.add_row(
+                    c.field, c.cluster, Text(c.value, style="yellow"), c.winner_value, c.reason
+                )
+            parts += [table, Text("what to change:")]
+            parts += [Text(f"  - {c.change}") for c in e.conflicts]
+            if e.winner != e.cluster:
+                parts.append(
+                    Text(
+                        f"  (or make this export the oldest: the ServiceExport in {e.winner} "
+                        "wins while it exists)"
+                    )
+                )
+        elif e.winner != e.cluster:
+            parts.append(Text("no conflict: this export agrees with the winner"))
+    for context, error in unread.items():
+        parts.append(Text(f"note: context {context} could not be read ({error})", style="red"))
+    write(Group(*parts), use_color("text", False))
+
+
+def _dump(data: Any, output: str) -> str:
+    if output == "json":
+        return json.dumps(data, indent=2) + "\n"
+    return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+_COMMANDS = {"export": _export, "unexport": _unexport, "explain": _explain}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(_reorder(sys.argv[1:] if argv is None else argv))
+    try:
+        if args.command == "status":
+            if args.context:
+                args.contexts = args.context
+            return int(args.func(args))
+        target = Target(args)
+        return asyncio.run(_COMMANDS[args.command](args, target))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Failed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except ApiException as e:
+        print(f"error: HTTP {e.status}: {e.reason}", file=sys.stderr)
+        return 1
+    except (OSError, TimeoutError) as e:
+        print(f"error: cannot reach the API server: {e or 'timed out'}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Metrics of the controller's state, computed when ``/metrics`` is scraped.
+
+The alerts in ``manifests/monitoring/`` need to know whether the caches are synced,
+whether this instance leads and how many ServiceExports are in conflict or invalid.
+Those are states, not events, so they are read from the controller at scrape time
+(a ``prometheus_client`` custom collector) instead of being kept up to date at every
+change:
+
+* ``mcs_ready``: 1 when ``/readyz`` answers ok (every cache has listed), else 0.
+* ``mcs_leader_is_leader``: 1 while this instance may write (it holds the Lease, or
+  runs without ``--leader-elect``), else 0 (a standby).
+* ``mcs_serviceexports{cluster, condition}``: ServiceExports in the caches of each
+  local cluster whose condition says ``conflict`` (Conflict=True) or ``invalid``
+  (Valid=False), as the controller last wrote them.
+
+`samples` is pure; `ControllerMetrics` reads a running controller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from mcs.informer import Obj
+from mcs.observability import REGISTRY
+
+
+class _Leading(Protocol):
+    leading: bool
+
+
+def _condition(obj: Obj, type_: str) -> str | None:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if isinstance(c, Mapping) and c.get("type") == type_:
+            return str(c.get("status"))
+    return None
+
+
+def samples(
+    ready: bool, leading: bool, exports: Mapping[str, Iterable[Obj]]
+) -> list[GaugeMetricFamily]:
+    """The metric families for a controller that is ``ready`` (or not), ``leading`` (or
+    not), with these ServiceExports per local cluster id."""
+    ready_m = GaugeMetricFamily(
+        "mcs_ready", "1 when /readyz answers ok (every cache has listed), else 0."
+    )
+    ready_m.add_metric([], 1.0 if ready else 0.0)
+    leader_m = GaugeMetricFamily(
+        "mcs_leader_is_leader",
+        "1 while this instance may write (holds the Lease, or runs without --leader-elect).",
+    )
+    leader_m.add_metric([], 1.0 if leading else 0.0)
+    exports_m = GaugeMetricFamily(
+        "mcs_serviceexports",
+        "ServiceExports of a local cluster by what their conditions say: conflict "
+        "(Conflict=True) or invalid (Valid=False).",
+        labels=["cluster", "condition"],
+    )
+    for cluster, objs in sorted(exports.items()):
+        conflict = invalid = 0
+        for obj in objs:
+            conflict += _condition(obj, "Conflict") == "True"
+            invalid += _condition(obj, "Valid") == "False"
+        exports_m.add_metric([cluster, "conflict"], float(conflict))
+        exports_m.add_metric([cluster, "invalid"], float(invalid))
+    return [ready_m, leader_m, exports_m]
+
+
+class ControllerMetrics(Collector):
+    """Reads ``controller`` (a ``mcs.controller.Controller``) and ``elector`` (a
+    ``LeaderElector`` or None) at each scrape."""
+
+    def __init__(self, controller: Any, elector: _Leading | None) -> None:
+        self._controller = controller
+        self._elector = elector
+
+    def describe(self) -> Iterator[Metric]:
+        """The families without reading the controller (the registry asks at register)."""
+        yield from samples(False, False, {})
+
+    def collect(self) -> Iterator[Metric]:
+        c = self._controller
+        exports = {m.cluster_id: m.exports.list() for m in c.members if m.local}
+        leading = self._elector is None or self._elector.leading
+        yield from samples(c.ready() is None, leading, exports)
+
+
+@asynccontextmanager
+async def registered(controller: Any, elector: _Leading | None) -> AsyncIterator[None]:
+    """Serve the state metrics of ``controller`` on ``/metrics`` while inside."""
+    collector = ControllerMetrics(controller, elector)
+    REGISTRY.register(collector)
+    try:
+        yield
+    finally:
+        REGISTRY.unregister(collector)

@@ -1,0 +1,435 @@
+"""Report (pure): the `Report` models (the documented JSON/YAML structure),
+``summarize`` (a `Snapshot` into a `Report`) and ``exit_code`` (``--fail-on``).
+
+``summarize`` decides each service's merge with the controller's own pure code
+(``mcs.plan.evaluate``), so the winner, the conflict reasons and the message are
+exactly what a controller with the same cluster ids writes. It also compares that
+verdict with the conditions written on each ServiceExport (``in_sync``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from mcs.informer import Obj
+from mcs.merge import MergeResult, export_conditions
+from mcs.model import InvalidExport, parse_time
+from mcs.plan import ClusterView, Evaluation, evaluate
+from mcs.status.collect import ControllerSnapshot, MemberSnapshot, Snapshot, key_of
+
+FailOn = Literal["unreachable", "conflict", "any", "never"]
+
+# --------------------------------------------------------------------------- report (output)
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class MemberReport(BaseModel):
+    model_config = _FROZEN
+
+    context: str
+    cluster_id: str
+    server: str
+    reachable: bool
+    error: str | None
+    server_version: str | None
+    exports: int | None
+    imports: int | None
+
+
+class ControllerReport(BaseModel):
+    model_config = _FROZEN
+
+    url: str
+    reachable: bool
+    ready: bool
+    reason: str
+
+
+class ConditionReport(BaseModel):
+    model_config = _FROZEN
+
+    status: str
+    reason: str
+    message: str
+
+
+class ExportReport(BaseModel):
+    model_config = _FROZEN
+
+    cluster: str
+    context: str
+    created: str | None
+    state: Literal["ok", "conflict", "invalid"]
+    reason: str | None
+    message: str | None
+    winner: bool
+    conditions: dict[str, ConditionReport]
+    in_sync: bool
+
+
+class PortReport(BaseModel):
+    model_config = _FROZEN
+
+    name: str
+    protocol: str
+    port: int | None
+    app_protocol: str | None
+
+
+ImportState = Literal["present", "missing", "no-namespace", "unknown", "unexpected"]
+
+
+class ImportReport(BaseModel):
+    model_config = _FROZEN
+
+    cluster: str
+    context: str
+    state: ImportState
+    type: str | None = None
+    ips: list[str] = []
+    ports: list[PortReport] = []
+    clusters: list[str] = []
+
+
+class ConflictReport(BaseModel):
+    model_config = _FROZEN
+
+    reasons: list[str]
+    fields: list[str]
+    winner: str
+    clusters: list[str]
+    message: str
+
+
+ServiceState = Literal["ok", "conflict", "invalid", "missing", "pending", "unexported"]
+
+
+class ServiceReport(BaseModel):
+    model_config = _FROZEN
+
+    namespace: str
+    name: str
+    state: ServiceState
+    winner: str | None
+    exports: list[ExportReport]
+    imports: list[ImportReport]
+    conflict: ConflictReport | None
+    unknown: list[str]
+
+
+class Summary(BaseModel):
+    model_config = _FROZEN
+
+    members: int
+    unreachable: int
+    member_errors: int
+    services: int
+    conflicts: int
+    invalid: int
+    missing_imports: int
+    pending: int
+    controllers_not_ready: int
+
+
+class Report(BaseModel):
+    """The whole status; ``model_dump(mode="json")`` is the documented JSON structure."""
+
+    model_config = _FROZEN
+
+    members: list[MemberReport]
+    controllers: list[ControllerReport]
+    services: list[ServiceReport]
+    summary: Summary
+
+
+# --------------------------------------------------------------------------- summarize (pure)
+
+# Only the condition types and fields compared for ``in_sync``: Ready may rightly
+# differ (the writer sets it to Failed when an object it does not own is in the way).
+_COMPARED = ("Valid", "Conflict")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def summarize(snapshot: Snapshot) -> Report:
+    """The report for ``snapshot``. Pure and total: never raises on what an API
+    server can return, whatever the members hold.
+
+    Members whose cluster id repeats an earlier member's get an ``error`` and take
+    no part in the services (the merge allows one export per cluster). Services are
+    every ``(namespace, name)`` with a ServiceExport or a ServiceImport in a
+    readable member.
+    """
+    members: list[MemberReport] = []
+    usable: list[MemberSnapshot] = []
+    owner: dict[str, str] = {}
+    for m in snapshot.members:
+        error = m.error
+        if m.reachable:
+            if m.cluster_id in owner:
+                error = (
+                    f'cluster id "{m.cluster_id}" is also the id of context '
+                    f'"{owner[m.cluster_id]}"; this member is left out'
+                )
+            else:
+                owner[m.cluster_id] = m.context
+                usable.append(m)
+        members.append(
+            MemberReport(
+                context=m.context,
+                cluster_id=m.cluster_id,
+                server=m.server,
+                reachable=m.reachable,
+                error=error,
+                server_version=m.server_version,
+                exports=len(m.exports) if m.reachable else None,
+                imports=len(m.imports) if m.reachable else None,
+            )
+        )
+    used = {m.context for m in usable}
+    unknown = [m.context for m in snapshot.members if m.context not in used]
+
+    keys: set[tuple[str, str]] = set()
+    for m in usable:
+        keys.update(key_of(o) for o in (*m.exports, *m.imports))
+    indexed = [_Indexed.of(m) for m in usable]
+    services = [_service(ns, name, indexed, snapshot.members, unknown) for ns, name in sorted(keys)]
+    controllers = [_controller(c) for c in snapshot.controllers]
+
+    summary = Summary(
+        members=len(members),
+        unreachable=sum(not m.reachable for m in members),
+        member_errors=sum(m.reachable and m.error is not None for m in members),
+        services=len(services),
+        conflicts=sum(s.conflict is not None for s in services),
+        invalid=sum(e.state == "invalid" for s in services for e in s.exports),
+        missing_imports=sum(i.state == "missing" for s in services for i in s.imports),
+        pending=sum(not e.in_sync for s in services for e in s.exports),
+        controllers_not_ready=sum(not c.ready for c in controllers),
+    )
+    return Report(members=members, controllers=controllers, services=services, summary=summary)
+
+
+@dataclass(frozen=True)
+class _Indexed:
+    """A readable member with its objects by key."""
+
+    member: MemberSnapshot
+    exports: dict[tuple[str, str], Obj]
+    services: dict[tuple[str, str], Obj]
+    imports: dict[tuple[str, str], Obj]
+
+    @classmethod
+    def of(cls, m: MemberSnapshot) -> _Indexed:
+        return cls(
+            m,
+            {key_of(o): o for o in m.exports},
+            {key_of(o): o for o in m.services},
+            {key_of(o): o for o in m.imports},
+        )
+
+
+def _service(
+    ns: str,
+    name: str,
+    members: Sequence[_Indexed],
+    all_members: Sequence[MemberSnapshot],
+    unknown: list[str],
+) -> ServiceReport:
+    key = (ns, name)
+    views = [
+        ClusterView(
+            cluster=m.member.cluster_id,
+            namespace_exists=ns in m.member.namespaces,
+            export=m.exports.get(key),
+            service=m.services.get(key),
+        )
+        for m in members
+    ]
+    evaluation = evaluate(views)
+    merged = evaluation.merged
+
+    exports = sorted(
+        (
+            _export_report(m, m.exports[key], evaluation)
+            for m in members
+            if m.exports.get(key) is not None
+        ),
+        key=_export_order,
+    )
+
+    by_context = {m.member.context: m for m in members}
+    imports: list[ImportReport] = []
+    for snap in all_members:
+        indexed = by_context.get(snap.context)
+        if indexed is None:
+            if merged is not None:
+                imports.append(
+                    ImportReport(cluster=snap.cluster_id, context=snap.context, state="unknown")
+                )
+            continue
+        imports.extend(_import_report(indexed, key, exported=merged is not None))
+
+    conflict = None
+    if merged is not None and merged.conflicts:
+        conflict = ConflictReport(
+            reasons=[c.reason for c in merged.conflicts],
+            fields=[c.field for c in merged.conflicts],
+            winner=merged.winner,
+            clusters=sorted({c for conflict in merged.conflicts for c in conflict.clusters}),
+            message=merged.conflict_message(),
+        )
+
+    state: ServiceState
+    if not exports:
+        state = "unexported"
+    elif evaluation.invalid:
+        state = "invalid"
+    elif conflict is not None:
+        state = "conflict"
+    elif any(i.state == "missing" for i in imports):
+        state = "missing"
+    elif not all(e.in_sync for e in exports):
+        state = "pending"
+    else:
+        state = "ok"
+    return ServiceReport(
+        namespace=ns,
+        name=name,
+        state=state,
+        winner=merged.winner if merged is not None else None,
+        exports=exports,
+        imports=imports,
+        conflict=conflict,
+        unknown=unknown,
+    )
+
+
+def _export_order(e: ExportReport) -> tuple[datetime, str]:
+    try:
+        created = parse_time(e.created) if e.created else datetime.max.replace(tzinfo=UTC)
+    except ValueError:
+        created = datetime.max.replace(tzinfo=UTC)
+    return (created, e.cluster)
+
+
+def _export_report(m: _Indexed, export: Obj, evaluation: Evaluation) -> ExportReport:
+    cluster = m.member.cluster_id
+    outcome: MergeResult | InvalidExport | None = (
+        evaluation.invalid.get(cluster) or evaluation.merged
+    )
+    assert outcome is not None  # an export is either invalid or part of the merge
+    observed = {
+        str(c.get("type")): ConditionReport(
+            status=str(c.get("status", "")),
+            reason=str(c.get("reason", "")),
+            message=str(c.get("message", "")),
+        )
+        for c in (export.get("status") or {}).get("conditions") or []
+        if isinstance(c, Mapping)
+    }
+    in_sync = _in_sync(outcome, observed)
+
+    state: Literal["ok", "conflict", "invalid"]
+    reason: str | None
+    message: str | None = None
+    if isinstance(outcome, InvalidExport):
+        state, reason, message = "invalid", outcome.reason, outcome.message
+    elif outcome.conflicts:
+        state, reason = "conflict", outcome.conflict_reason
+    else:
+        state, reason = "ok", None
+    created = (export.get("metadata") or {}).get("creationTimestamp")
+    return ExportReport(
+        cluster=cluster,
+        context=m.member.context,
+        created=str(created) if created else None,
+        state=state,
+        reason=reason,
+        message=message,
+        winner=evaluation.merged is not None and evaluation.merged.winner == cluster,
+        conditions=observed,
+        in_sync=in_sync,
+    )
+
+
+def _in_sync(outcome: MergeResult | InvalidExport, observed: Mapping[str, ConditionReport]) -> bool:
+    """Whether the observed Valid and Conflict conditions have the status and reason
+    the controller writes for ``outcome`` (an invalid export has no Conflict)."""
+    expected = {
+        c["type"]: (c["status"], c["reason"])
+        for c in export_conditions(outcome, [], _EPOCH)
+        if c["type"] in _COMPARED
+    }
+    for type_ in _COMPARED:
+        seen = observed.get(type_)
+        got = None if seen is None else (seen.status, seen.reason)
+        if got != expected.get(type_):
+            return False
+    return True
+
+
+def _import_report(m: _Indexed, key: tuple[str, str], exported: bool) -> list[ImportReport]:
+    cluster, context = m.member.cluster_id, m.member.context
+    imp = m.imports.get(key)
+    if imp is None:
+        if not exported:
+            return []
+        state: ImportState = "missing" if key[0] in m.member.namespaces else "no-namespace"
+        return [ImportReport(cluster=cluster, context=context, state=state)]
+    spec = imp.get("spec") or {}
+    status = imp.get("status") or {}
+    return [
+        ImportReport(
+            cluster=cluster,
+            context=context,
+            state="present" if exported else "unexpected",
+            type=spec.get("type"),
+            ips=[str(ip) for ip in spec.get("ips") or []],
+            ports=[
+                PortReport(
+                    name=str(p.get("name") or ""),
+                    protocol=str(p.get("protocol") or "TCP"),
+                    port=p.get("port"),
+                    app_protocol=p.get("appProtocol"),
+                )
+                for p in spec.get("ports") or []
+            ],
+            clusters=[str(c.get("cluster")) for c in status.get("clusters") or []],
+        )
+    ]
+
+
+def _controller(c: ControllerSnapshot) -> ControllerReport:
+    text = c.text.strip()
+    if c.status is None:
+        return ControllerReport(url=c.url, reachable=False, ready=False, reason=text)
+    if c.status == 200:
+        return ControllerReport(url=c.url, reachable=True, ready=True, reason=text or "ok")
+    reason = text.removeprefix("not ready: ") if c.status == 503 else f"HTTP {c.status}: {text}"
+    return ControllerReport(url=c.url, reachable=True, ready=False, reason=reason)
+
+
+def exit_code(report: Report, fail_on: FailOn) -> int:
+    """1 when ``fail_on`` finds a problem in ``report``, else 0.
+
+    ``unreachable``: a member is unreachable or misconfigured (member errors).
+    ``conflict``: a service is in conflict. ``any``: either. ``never``: always 0.
+    Invalid exports, missing imports, pending conditions and controllers that are
+    not ready are reported but never fail the command.
+    """
+    s = report.summary
+    unreachable = s.unreachable + s.member_errors > 0
+    conflict = s.conflicts > 0
+    failed = {
+        "unreachable": unreachable,
+        "conflict": conflict,
+        "any": unreachable or conflict,
+        "never": False,
+    }[fail_on]
+    return 1 if failed else 0

@@ -1,0 +1,48 @@
+"""The state metrics the alerts use, as Prometheus reads them from /metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.registry import Collector
+
+from mcs.statemetrics import samples
+
+
+def _export(valid: str, conflict: str | None) -> dict[str, Any]:
+    conditions = [{"type": "Valid", "status": valid}]
+    if conflict is not None:
+        conditions.append({"type": "Conflict", "status": conflict})
+    return {"metadata": {"name": "x"}, "status": {"conditions": conditions}}
+
+
+class _Fixed(Collector):
+    def __init__(self, *args: Any) -> None:
+        self.args = args
+
+    def collect(self) -> Any:
+        return samples(*self.args)
+
+
+def _exposition(*args: Any) -> list[str]:
+    registry = CollectorRegistry()
+    registry.register(_Fixed(*args))
+    text = generate_latest(registry).decode()
+    return [line for line in text.splitlines() if not line.startswith("#")]
+
+
+def test_exposition() -> None:
+    exports = {
+        "c2": [_export("True", "True"), _export("True", "False"), _export("False", None)],
+        "c1": [],
+    }
+    assert _exposition(True, False, exports) == [
+        "mcs_ready 1.0",
+        "mcs_leader_is_leader 0.0",
+        'mcs_serviceexports{cluster="c1",condition="conflict"} 0.0',
+        'mcs_serviceexports{cluster="c1",condition="invalid"} 0.0',
+        'mcs_serviceexports{cluster="c2",condition="conflict"} 1.0',
+        'mcs_serviceexports{cluster="c2",condition="invalid"} 1.0',
+    ]
+    assert _exposition(False, True, {})[:2] == ["mcs_ready 0.0", "mcs_leader_is_leader 1.0"]
