@@ -76,7 +76,15 @@ are ordered as described, absent values are ``null``)::
                   "services": 1, "conflicts": 1,   # services in conflict
                   "invalid": 0,                    # invalid ServiceExports
                   "missing_imports": 0, "pending": 0,   # exports not in_sync
-                  "controllers_not_ready": 0}
+                  "controllers_not_ready": 0},
+      "global_services": [              # added later; sorted by namespace, name, cluster
+        {"cluster": "cluster2", "namespace": "default", "name": "rebel-base",
+         "is_global": true, "shared": false,
+         "affinity": "",                # "local", "remote", "" (none or unknown)
+         "backends": {"cluster1": 2, "cluster2": 1},   # ready endpoints used, by source
+         "held_back": [],               # clusters affinity keeps out right now
+         "notes": []}                   # what the controller says (its Events' messages)
+      ]
     }
 
 Exit codes: 0, or 1 when ``--fail-on`` finds a problem, 2 when the configuration

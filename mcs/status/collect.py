@@ -18,7 +18,7 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from mcs.controller import SERVICE_EXPORTS, SERVICE_IMPORTS
-from mcs.informer import NAMESPACES, SERVICES, Obj, ResourceKind
+from mcs.informer import ENDPOINT_SLICES, NAMESPACES, SERVICES, Obj, ResourceKind
 from mcs.kubeapi import request_json
 from mcs.members import ConfigError, resolve_cluster_id
 
@@ -37,7 +37,9 @@ class MemberSnapshot:
     still carry an ``error`` (its ClusterProperty holds an invalid cluster id, in
     which case ``cluster_id`` is the context name). Objects are API dicts; the lists
     hold only what is in the namespace asked for (all namespaces by default), and
-    ``namespaces`` the names of the namespaces that exist among them.
+    ``namespaces`` the names of the namespaces that exist among them
+    (``namespace_objects`` the Namespace objects themselves, for the namespace
+    policy). ``slices`` are the EndpointSlices, read for the global services.
     """
 
     context: str
@@ -50,6 +52,8 @@ class MemberSnapshot:
     exports: tuple[Obj, ...] = ()
     services: tuple[Obj, ...] = ()
     imports: tuple[Obj, ...] = ()
+    namespace_objects: tuple[Obj, ...] = ()
+    slices: tuple[Obj, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,9 @@ async def _read_member(
                 imports = tg.create_task(
                     _guard("serviceimports", _list(api, SERVICE_IMPORTS, namespace))
                 )
+                slices = tg.create_task(
+                    _guard("endpointslices", _list(api, ENDPOINT_SLICES, namespace))
+                )
     except TimeoutError:
         error = f"no answer within {time_limit:g}s"
         return MemberSnapshot(context, fallback_id, server, reachable=False, error=error)
@@ -156,6 +163,8 @@ async def _read_member(
         exports=tuple(exports.result()),
         services=tuple(services.result()),
         imports=tuple(imports.result()),
+        namespace_objects=tuple(nss.result()),
+        slices=tuple(slices.result()),
     )
 
 

@@ -5,8 +5,8 @@ turned into a string by `render_text`. Colour is only drawn when asked for (the
 command asks only on a terminal, without ``NO_COLOR`` or ``--no-color``); without
 it the text is plain, column for column the same.
 
-Sections, in order: members, controllers, services, summary. A new section (the
-global services of ``mcs.globalsvc``, say) is one more function
+Sections, in order: members, controllers, services, global services (only when
+there are any), summary. A new section is one more function
 ``Report -> list[renderable]`` in `renderable`; the report itself carries its data,
 so JSON and YAML get it too.
 """
@@ -173,6 +173,38 @@ def _service(s: ServiceReport) -> list[RenderableType]:
     return out
 
 
+def _global_services(report: Report) -> list[RenderableType]:
+    """One row per global Service and cluster: its annotations and whose backends
+    it balances over (ready endpoints by source cluster)."""
+    rows = report.global_services
+    if not rows:
+        return []
+    keys = {(g.namespace, g.name) for g in rows}
+    out: list[RenderableType] = [Text(""), Text(f"Global services ({len(keys)})", style=_HEAD)]
+    table = _plain_table(0)
+    table.show_header, table.header_style = True, _HEAD
+    for h in ("SERVICE", "CLUSTER", "GLOBAL", "SHARED", "AFFINITY", "BACKENDS (ready, by cluster)"):
+        table.add_column(h, no_wrap=True)
+    notes: list[RenderableType] = []
+    for g in rows:
+        used = ", ".join(f"{c}: {n}" for c, n in sorted(g.backends.items())) or "none"
+        backends = Text(used, style="" if sum(g.backends.values()) else _WARN)
+        if g.held_back:
+            backends.append(f"  (held back: {', '.join(g.held_back)})", style=_DIM)
+        table.add_row(
+            f"{g.namespace}/{g.name}",
+            g.cluster,
+            Text("yes", style=_OK) if g.is_global else Text("no", style=_DIM),
+            "yes" if g.shared else Text("no", style=_WARN),
+            g.affinity or "-",
+            backends,
+        )
+        notes += [
+            Text(f"  {g.namespace}/{g.name} in {g.cluster}: {n}", style=_WARN) for n in g.notes
+        ]
+    return [*out, _indent(table, 2), *notes]
+
+
 def _summary(report: Report) -> list[RenderableType]:
     n = report.summary
     parts = [
@@ -222,7 +254,7 @@ def renderable(report: Report) -> RenderableType:
     the global services section (from ``mcs.globalsvc``) goes between services and
     summary.
     """
-    sections = (_members, _controllers, _services, _summary)
+    sections = (_members, _controllers, _services, _global_services, _summary)
     return Group(*(part for section in sections for part in section(report)))
 
 

@@ -16,9 +16,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from mcs import globalsvc
 from mcs.informer import Obj
 from mcs.merge import MergeResult, export_conditions
 from mcs.model import InvalidExport, parse_time
+from mcs.namespaces import NamespacePolicy
 from mcs.plan import ClusterView, Evaluation, evaluate
 from mcs.status.collect import ControllerSnapshot, MemberSnapshot, Snapshot, key_of
 
@@ -137,8 +139,32 @@ class Summary(BaseModel):
     controllers_not_ready: int
 
 
+class GlobalServiceReport(BaseModel):
+    """One global Service (``service.cilium.io/global``) in one cluster.
+
+    ``backends`` counts the ready endpoints this cluster's Service balances over,
+    by source cluster (its own included); ``held_back`` are clusters whose
+    backends affinity keeps out right now; ``notes`` what the controller says of it
+    (Events on the Service).
+    """
+
+    model_config = _FROZEN
+
+    cluster: str
+    namespace: str
+    name: str
+    is_global: bool
+    shared: bool
+    affinity: str
+    backends: dict[str, int]
+    held_back: list[str]
+    notes: list[str]
+
+
 class Report(BaseModel):
-    """The whole status; ``model_dump(mode="json")`` is the documented JSON structure."""
+    """The whole status; ``model_dump(mode="json")`` is the documented JSON structure.
+    ``global_services`` was added after the first version: readers of the older
+    structure see one more key and nothing else changed."""
 
     model_config = _FROZEN
 
@@ -146,6 +172,7 @@ class Report(BaseModel):
     controllers: list[ControllerReport]
     services: list[ServiceReport]
     summary: Summary
+    global_services: list[GlobalServiceReport] = []
 
 
 # --------------------------------------------------------------------------- summarize (pure)
@@ -156,15 +183,17 @@ _COMPARED = ("Valid", "Conflict")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def summarize(snapshot: Snapshot) -> Report:
+def summarize(snapshot: Snapshot, policy: NamespacePolicy | None = None) -> Report:
     """The report for ``snapshot``. Pure and total: never raises on what an API
     server can return, whatever the members hold.
 
     Members whose cluster id repeats an earlier member's get an ``error`` and take
     no part in the services (the merge allows one export per cluster). Services are
     every ``(namespace, name)`` with a ServiceExport or a ServiceImport in a
-    readable member.
+    readable member. Global Services are judged under the namespace ``policy``
+    (default: the controller's default policy).
     """
+    policy = policy or NamespacePolicy()
     members: list[MemberReport] = []
     usable: list[MemberSnapshot] = []
     owner: dict[str, str] = {}
@@ -212,7 +241,41 @@ def summarize(snapshot: Snapshot) -> Report:
         pending=sum(not e.in_sync for s in services for e in s.exports),
         controllers_not_ready=sum(not c.ready for c in controllers),
     )
-    return Report(members=members, controllers=controllers, services=services, summary=summary)
+    return Report(
+        members=members,
+        controllers=controllers,
+        services=services,
+        summary=summary,
+        global_services=_global_services(usable, policy),
+    )
+
+
+def _global_services(
+    members: Sequence[MemberSnapshot], policy: NamespacePolicy
+) -> list[GlobalServiceReport]:
+    """The global Services of the readable members, as the controller sees them
+    (`mcs.globalsvc.status_rows`), under the namespace ``policy``."""
+    rows = globalsvc.status_rows(
+        services={m.cluster_id: m.services for m in members},
+        slices={m.cluster_id: m.slices for m in members},
+        excluded={
+            m.cluster_id: policy.not_taking_part(m.namespace_objects, m.cluster_id) for m in members
+        },
+    )
+    return [
+        GlobalServiceReport(
+            cluster=r.cluster,
+            namespace=r.namespace,
+            name=r.name,
+            is_global=r.is_global,
+            shared=r.shared,
+            affinity=r.affinity,
+            backends=dict(r.backends),
+            held_back=list(r.held_back),
+            notes=list(r.notes),
+        )
+        for r in rows
+    ]
 
 
 @dataclass(frozen=True)

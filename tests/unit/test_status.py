@@ -300,7 +300,7 @@ def test_json_shape_is_stable() -> None:
     ctl = ControllerSnapshot("http://127.0.0.1:8081", 200, "ok\n")
     report = summarize(Snapshot((*snap.members, down), (ctl,)))
     data = json.loads(status.render(report, "json"))
-    assert list(data) == ["members", "controllers", "services", "summary"]
+    assert list(data) == ["members", "controllers", "services", "summary", "global_services"]
     assert set(data["members"][0]) == {
         "context",
         "cluster_id",
@@ -489,3 +489,68 @@ def test_rich_render_styles_by_meaning() -> None:
     member_rows = [line for line in narrow.getvalue().splitlines() if "example:6443" in line]
     assert member_rows == []  # the SERVER column is cut short ...
     assert all(len(line) <= 60 for line in narrow.getvalue().splitlines()[:5])  # ... to fit
+
+
+def _global_member(cluster: str, addresses: list[str], *, shared: bool = True) -> MemberSnapshot:
+    """A member whose Service ``NS/NAME`` is global, with kube's slice of ``addresses``."""
+    from tests.unit.test_globalsvc import NS as GNS
+    from tests.unit.test_globalsvc import kube_slice, service
+
+    svc = service(shared=shared)
+    return MemberSnapshot(
+        context=cluster,
+        cluster_id=cluster,
+        namespaces=frozenset({GNS}),
+        namespace_objects=({"metadata": {"name": GNS}},),
+        services=(svc,),
+        slices=(kube_slice(addresses, suffix=cluster),),
+    )
+
+
+def _with_remote(members: list[MemberSnapshot]) -> list[MemberSnapshot]:
+    """Each member plus the remote slices the controller plans for it (`plan_cluster`)."""
+    from mcs.globalsvc import Side, plan_cluster
+    from tests.unit.test_globalsvc import NAME as GNAME
+    from tests.unit.test_globalsvc import NS as GNS
+
+    sides = {m.cluster_id: Side(m.cluster_id, m.services[0], True, list(m.slices)) for m in members}
+    out = []
+    for m in members:
+        others = [v for c, v in sides.items() if c != m.cluster_id]
+        planned = plan_cluster(GNS, GNAME, sides[m.cluster_id], others)
+        out.append(
+            MemberSnapshot(
+                context=m.context,
+                cluster_id=m.cluster_id,
+                namespaces=m.namespaces,
+                namespace_objects=m.namespace_objects,
+                services=m.services,
+                slices=(*m.slices, *planned.slices),
+            )
+        )
+    return out
+
+
+def test_global_services_show_whose_backends_each_cluster_uses() -> None:
+    members = _with_remote(
+        [
+            _global_member("c1", ["10.1.0.1", "10.1.0.2"]),
+            _global_member("c2", ["10.2.0.1"], shared=False),
+        ]
+    )
+    report = summarize(Snapshot(tuple(members)))
+    rows = {g.cluster: g for g in report.global_services}
+    assert rows["c1"].backends == {"c1": 2}  # c2 is not shared: c1 uses its own only
+    assert rows["c2"].backends == {"c1": 2, "c2": 1}  # unshared still receives
+    assert (rows["c1"].shared, rows["c2"].shared) == (True, False)
+    text = status.render_text(report, color=False)
+    assert "Global services (1)" in text
+    row = rows["c2"]
+    line = next(x for x in text.splitlines() if f"{row.namespace}/{row.name}  c2" in x)
+    assert "c1: 2, c2: 1" in line and " no " in line
+
+
+def test_no_global_services_no_section() -> None:
+    report = summarize(_conflict_snapshot())
+    assert report.global_services == []
+    assert "Global services" not in status.render_text(report, color=False)
