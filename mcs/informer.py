@@ -15,6 +15,10 @@ and tells the controller when it changes. Its contract is client-go's
   stale (client-go's ``DeletedFinalStateUnknown``).
 * Handlers run inline in the informer's task and must be quick: map the event
   to work-queue keys and return. Reconciles read the cache, not the event.
+* The cache is **indexed** (client-go's ``Indexer``): by namespace always, and by
+  whatever ``indexers`` the caller names (a label's value, the key an object
+  belongs to). Indexes are updated with every change, so a lookup costs what it
+  returns, never a scan of the whole cache.
 
 Why not ``kubernetes_asyncio.watch.Watch``: it creates a second ``ApiClient``
 (an aiohttp session) per stream that must be closed, deserialises every event
@@ -34,7 +38,7 @@ import builtins
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -52,12 +56,15 @@ __all__ = [
     "SERVICES",
     "EventHandler",
     "EventType",
+    "IndexFunc",
     "Informer",
     "Key",
     "Obj",
     "ResourceKind",
+    "Store",
     "Transform",
     "key_of",
+    "label_index",
     "strip_managed_fields",
 ]
 
@@ -74,6 +81,9 @@ EventHandler = Callable[[EventType, Obj | None, Obj | None], None]
 
 Transform = Callable[[Obj], Obj]
 """Trims a raw object to what the controller needs before it is cached."""
+
+IndexFunc = Callable[[Obj], Iterable[Hashable]]
+"""The values an object is indexed under (none, one or several); must not raise."""
 
 log = structlog.get_logger(__name__)
 
@@ -120,6 +130,132 @@ def strip_managed_fields(obj: Obj) -> Obj:
     if isinstance(meta, dict):
         meta.pop("managedFields", None)
     return obj
+
+
+def label_index(label: str) -> IndexFunc:
+    """Index by ``(namespace, value of label)`` for objects that carry ``label``."""
+
+    def values(obj: Obj) -> tuple[Hashable, ...]:
+        meta = obj.get("metadata") or {}
+        value = (meta.get("labels") or {}).get(label)
+        return ((meta.get("namespace") or "", value),) if isinstance(value, str) else ()
+
+    return values
+
+
+class Store:
+    """Objects by key, with indexes kept up to date on every change (client-go's
+    ``ThreadSafeStore`` with ``Indexers``, without the threads).
+
+    Every store has the index ``"namespace"``. Each index maps a value to the keys
+    of the objects indexed under it, in insertion order; the values each key was
+    indexed under are remembered, so an update or delete never recomputes the old
+    object's values (an index function may read fields a transform later drops).
+    """
+
+    NAMESPACE = "namespace"
+
+    def __init__(self, indexers: Mapping[str, IndexFunc] | None = None) -> None:
+        if indexers and self.NAMESPACE in indexers:
+            raise ValueError(f"index {self.NAMESPACE!r} is built in")
+        self._indexers: dict[str, IndexFunc] = dict(indexers or {})
+        self._objects: dict[Key, Obj] = {}
+        self._by_ns: dict[str, dict[Key, None]] = {}
+        self._indices: dict[str, dict[Hashable, dict[Key, None]]] = {n: {} for n in self._indexers}
+        self._indexed: dict[str, dict[Key, tuple[Hashable, ...]]] = {n: {} for n in self._indexers}
+
+    # ------------------------------------------------------------- reading
+
+    def get(self, key: Key) -> Obj | None:
+        return self._objects.get(key)
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._objects
+
+    def __iter__(self) -> Iterator[Key]:
+        return iter(self._objects)
+
+    def items(self) -> Iterable[tuple[Key, Obj]]:
+        return self._objects.items()
+
+    def in_namespace(self, namespace: str) -> builtins.list[Obj]:
+        """The objects of one namespace (``""``: cluster-scoped)."""
+        return [self._objects[k] for k in self._by_ns.get(namespace, ())]
+
+    def keys_in_namespace(self, namespace: str) -> builtins.list[Key]:
+        return builtins.list(self._by_ns.get(namespace, ()))
+
+    def by_index(self, index: str, value: Hashable) -> builtins.list[Obj]:
+        """The objects indexed under ``value`` in ``index`` (client-go's ``ByIndex``)."""
+        return [self._objects[k] for k in self._indices[index].get(value, ())]
+
+    def index_values(self, index: str) -> builtins.list[Hashable]:
+        """Every value of ``index`` that some object is indexed under (``ListIndexFuncValues``)."""
+        return builtins.list(self._indices[index])
+
+    def values_of(self, index: str, key: Key) -> tuple[Hashable, ...]:
+        """The values the object at ``key`` is indexed under in ``index``."""
+        return self._indexed[index].get(key, ())
+
+    # ------------------------------------------------------------- writing
+
+    def upsert(self, key: Key, obj: Obj) -> Obj | None:
+        """Store ``obj`` at ``key``; returns the object it replaced."""
+        old = self._objects.get(key)
+        self._objects[key] = obj
+        if old is None:
+            self._by_ns.setdefault(key[0], {})[key] = None
+        self._reindex(key, obj)
+        return old
+
+    def delete(self, key: Key) -> Obj | None:
+        """Remove the object at ``key``; returns it (None if there was none)."""
+        old = self._objects.pop(key, None)
+        if old is not None:
+            _discard(self._by_ns, key[0], key)
+            self._reindex(key, None)
+        return old
+
+    def replace(self, objects: Mapping[Key, Obj]) -> dict[Key, Obj]:
+        """Replace everything (a relist); returns the previous contents."""
+        old = self._objects
+        self._objects = {}
+        self._by_ns = {}
+        for name in self._indexers:
+            self._indices[name] = {}
+            self._indexed[name] = {}
+        for key, obj in objects.items():
+            self.upsert(key, obj)
+        return old
+
+    def _reindex(self, key: Key, obj: Obj | None) -> None:
+        for name, func in self._indexers.items():
+            index, indexed = self._indices[name], self._indexed[name]
+            before = indexed.get(key, ())
+            after = tuple(dict.fromkeys(func(obj))) if obj is not None else ()
+            if before == after:
+                continue
+            for value in before:
+                if value not in after:
+                    _discard(index, value, key)
+            for value in after:
+                if value not in before:
+                    index.setdefault(value, {})[key] = None
+            if after:
+                indexed[key] = after
+            else:
+                indexed.pop(key, None)
+
+
+def _discard(index: dict[Any, dict[Key, None]], value: Hashable, key: Key) -> None:
+    keys = index.get(value)
+    if keys is not None:
+        keys.pop(key, None)
+        if not keys:
+            del index[value]
 
 
 class Informer:
@@ -172,6 +308,8 @@ class Informer:
         transform: trims each object before caching (must not raise); it gets
             the whole decoded object, which it may modify. Without a
             transform, ``managedFields`` are dropped (often most of an object).
+        indexers: named index functions over the *transformed* objects, for
+            ``by_index`` (the ``"namespace"`` index is always there).
         namespace: restrict to one namespace (None: all namespaces).
         watch_timeout: server-side ``timeoutSeconds`` of each watch request.
         stall_grace: how much longer than ``watch_timeout`` a silent stream is
@@ -190,6 +328,7 @@ class Informer:
         kind: ResourceKind,
         on_event: EventHandler | None = None,
         transform: Transform | None = None,
+        indexers: Mapping[str, IndexFunc] | None = None,
         namespace: str | None = None,
         watch_timeout: int = 300,
         stall_grace: float = 30.0,
@@ -217,7 +356,7 @@ class Informer:
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
         self._initial_watch_rv = initial_watch_resource_version
-        self._cache: dict[Key, Obj] = {}
+        self._cache = Store(indexers)
         self._rv: str | None = None  # where the next watch starts; None: relist first
         self._failures = 0  # consecutive, reset by any event
         self._task: asyncio.Task[None] | None = None
@@ -237,18 +376,32 @@ class Informer:
         """The cached object, or None. Use ``""`` as namespace for cluster-scoped kinds."""
         return self._cache.get((namespace, name))
 
-    def keys(self) -> builtins.list[Key]:
-        """Every cached key (for a periodic resync of the work queue)."""
-        return builtins.list(self._cache)
+    def keys(self, namespace: str | None = None) -> builtins.list[Key]:
+        """Every cached key, or those of one namespace (through the namespace index)."""
+        if namespace is None:
+            return builtins.list(self._cache)
+        return self._cache.keys_in_namespace(namespace)
 
     def __len__(self) -> int:
         return len(self._cache)
 
     def list(self, namespace: str | None = None) -> builtins.list[Obj]:
-        """Cached objects, of one namespace or of all."""
+        """Cached objects, of one namespace (through the namespace index) or of all."""
         if namespace is None:
-            return builtins.list(self._cache.values())
-        return [obj for (ns, _), obj in self._cache.items() if ns == namespace]
+            return [obj for _, obj in self._cache.items()]
+        return self._cache.in_namespace(namespace)
+
+    def by_index(self, index: str, value: Hashable) -> builtins.list[Obj]:
+        """The cached objects indexed under ``value`` by the indexer named ``index``."""
+        return self._cache.by_index(index, value)
+
+    def index_values(self, index: str) -> builtins.list[Hashable]:
+        """Every value some cached object is indexed under by ``index``."""
+        return self._cache.index_values(index)
+
+    def values_of(self, index: str, key: Key) -> tuple[Hashable, ...]:
+        """The values the cached object at ``key`` is indexed under by ``index``."""
+        return self._cache.values_of(index, key)
 
     # -------------------------------------------------------------- lifecycle
 
@@ -333,7 +486,7 @@ class Informer:
         """List everything, replace the cache and emit what changed."""
         items, rv = await self._list()
         fresh = {key_of(obj): obj for obj in items}
-        old, self._cache = self._cache, fresh
+        old = self._cache.replace(fresh)
         self._rv = rv
         self.relists += 1
         for key, obj in old.items():
@@ -420,15 +573,14 @@ class Informer:
         if etype in ("ADDED", "MODIFIED"):
             key = key_of(obj)
             new = self._trim(obj)
-            old = self._cache.get(key)
-            self._cache[key] = new
+            old = self._cache.upsert(key, new)
             if old is None:
                 self._emit("ADDED", None, new)
             elif old != new:
                 self._emit("MODIFIED", old, new)
         elif etype == "DELETED":
             key = key_of(obj)
-            old = self._cache.pop(key, None)
+            old = self._cache.delete(key)
             self._emit("DELETED", old if old is not None else self._trim(obj), None)
         elif etype != "BOOKMARK":
             log.warning(
