@@ -1,12 +1,13 @@
 """The controller: caches of every member cluster in, minimal writes to the local ones out.
 
-One ``Member`` per cluster of the clusterset, each with its informers
-(ServiceExports, Services, Namespaces, ServiceImports). Every event is mapped to
-the key ``(namespace, name)`` of the service it concerns and queued; a worker
-reconciles the key by reading the caches of *all* members, planning what each
-*local* member should hold (``mcs.plan``) and writing only the difference
-(``mcs.writer``). Central and per-cluster deployments run this same code; they
-differ only in which members are local.
+One ``Member`` per cluster of the clusterset, each with its indexed informers
+(ServiceExports, Services, ServiceImports, EndpointSlices, Namespaces). Every event
+is mapped to the key ``(namespace, name)`` of the service it concerns and queued; a
+worker reconciles the key: views of *all* members from the caches -> the merge
+(``mcs.plan``) -> for each *local* member the ordered writes (``mcs.writes``) -> the
+writer (``mcs.writer``). Central and per-cluster deployments run this same code;
+they differ only in which members are local. No path run per event or per reconcile
+scans a whole cache: lookups go through the informers' indexes.
 
 Nothing is decided before every cache has listed once (``ready``). A periodic
 resync re-queues every known key; a steady state makes no writes.
@@ -17,27 +18,28 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
-from mcs import cachefields, endpoints, globalsvc, plan, trust
+from mcs import cachefields, endpoints, globalsvc, plan, trust, writes
 from mcs.informer import (
     ENDPOINT_SLICES,
     NAMESPACES,
     SERVICES,
+    IndexFunc,
     Informer,
     Key,
     Obj,
     ResourceKind,
     key_of,
+    label_index,
 )
 from mcs.leader import LeaderElector
-from mcs.merge import MergeResult
 from mcs.model import format_time
 from mcs.namespaces import NamespacePolicy
 from mcs.observability import CLUSTER_CONNECTED, ENDPOINTS_DROPPED, RESYNCS, WORKQUEUE_DEPTH
@@ -62,51 +64,93 @@ def _slim_with_fields(obj: Obj) -> Obj:
     return _slim(obj, keep_managed_fields=True)
 
 
-@dataclass
-class Member:
-    """One cluster of the clusterset as the controller sees it."""
+# Index names (see ``Member``): the value of a label, within a namespace, and the
+# work-queue key an object of ours belongs to.
+BY_KUBE_SERVICE = endpoints.KUBE_SERVICE_NAME
+BY_MCS_SERVICE = plan.SERVICE_NAME
+BY_OWNED_KEY = "owned-key"
+BY_GLOBAL_SERVICE = "global-service"
+
+
+@dataclass(frozen=True, slots=True)
+class MemberConfig:
+    """A member cluster as configured: how to reach it, its id, whether we write to it."""
 
     context: str
     cluster_id: str
     api: ApiClient
     local: bool
-    informers: dict[str, Informer] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One cluster of the clusterset as the controller sees it: its configuration and
+    one indexed cache per kind. Built whole by ``Controller`` and never changed.
+
+    Indexes (all maintained by the informers on every event):
+
+    * every cache: by namespace (``Informer.list(ns)``, ``keys(ns)``);
+    * ``services`` and ``slices``: ``BY_MCS_SERVICE``, ``(ns, value)`` of the label
+      ``multicluster.kubernetes.io/service-name``;
+    * ``slices``: ``BY_KUBE_SERVICE``, ``(ns, value)`` of ``kubernetes.io/service-name``;
+    * ``imports``, ``services``, ``slices``: ``BY_OWNED_KEY``, the key an object of
+      ours (by its ownership labels) belongs to;
+    * ``services``: ``BY_GLOBAL_SERVICE``, the key of a global Service (`mcs.globalsvc`).
+    """
+
+    context: str
+    cluster_id: str
+    api: ApiClient
+    local: bool
+    exports: Informer
+    services: Informer
+    imports: Informer
+    slices: Informer
+    namespaces: Informer
 
     @property
-    def exports(self) -> Informer:
-        return self.informers["exports"]
-
-    @property
-    def services(self) -> Informer:
-        return self.informers["services"]
-
-    @property
-    def imports(self) -> Informer:
-        return self.informers["imports"]
-
-    @property
-    def slices(self) -> Informer:
-        return self.informers["slices"]
+    def informers(self) -> tuple[Informer, ...]:
+        return (self.exports, self.services, self.imports, self.slices, self.namespaces)
 
     def source_slices(self, ns: str, service: str) -> list[Obj]:
         """The EndpointSlices of Service ``ns/service`` that are not ours (the exporter's)."""
         return [
             s
-            for s in self.slices.list(ns)
-            if s["metadata"].get("labels", {}).get(endpoints.KUBE_SERVICE_NAME) == service
-            and not endpoints.managed_by_us(s)
+            for s in self.slices.by_index(BY_KUBE_SERVICE, (ns, service))
+            if not endpoints.managed_by_us(s)
         ]
 
     def imported_slices(self, ns: str, name: str) -> list[Obj]:
         """Our EndpointSlices of the import ``ns/name``."""
         return [
             s
-            for s in self.slices.list(ns)
-            if endpoints.managed_by_us(s) and endpoints.slice_key(s) == (ns, name)
+            for s in self.slices.by_index(BY_MCS_SERVICE, (ns, name))
+            if endpoints.managed_by_us(s)
         ]
 
+    def global_slices(self, ns: str, service: str) -> list[Obj]:
+        """Our global-service EndpointSlices of Service ``ns/service`` (`mcs.globalsvc`)."""
+        return [
+            s
+            for s in self.slices.by_index(BY_KUBE_SERVICE, (ns, service))
+            if globalsvc.global_slice_key(s) == (ns, service)
+        ]
+
+    def keys(self, namespace: str | None = None) -> set[Key]:
+        """The keys this cluster's caches say may need work, of one namespace or all:
+        its exports, the keys our objects belong to, and its global Services."""
+        out: set[Key] = set(self.exports.keys(namespace))
+        indexes = [(i, BY_OWNED_KEY) for i in (self.imports, self.services, self.slices)]
+        for informer, index in [*indexes, (self.services, BY_GLOBAL_SERVICE)]:
+            if namespace is None:
+                out.update(_as_key(v) for v in informer.index_values(index))
+            else:
+                for k in informer.keys(namespace):
+                    out.update(_as_key(v) for v in informer.values_of(index, k))
+        return out
+
     def namespace_exists(self, ns: str) -> bool:
-        obj = self.informers["namespaces"].get("", ns)
+        obj = self.namespaces.get("", ns)
         return obj is not None and obj.get("status", {}).get("phase") != "Terminating"
 
     def view(self, ns: str, name: str) -> plan.ClusterView:
@@ -120,7 +164,33 @@ class Member:
         )
 
     def connected(self) -> bool:
-        return all(i.connected for i in self.informers.values())
+        return all(i.connected for i in self.informers)
+
+
+def _as_key(value: Hashable) -> Key:
+    return cast(Key, value)  # BY_OWNED_KEY values are keys
+
+
+def _owned_service_keys(svc: Obj) -> list[Key]:
+    labels = svc.get("metadata", {}).get("labels") or {}
+    if plan.owned(svc) and plan.SERVICE_NAME in labels:
+        return [(key_of(svc)[0], labels[plan.SERVICE_NAME])]
+    return []
+
+
+def _owned_slice_keys(eps: Obj) -> list[Key]:
+    if not endpoints.managed_by_us(eps):
+        return []
+    key = endpoints.slice_key(eps) or globalsvc.global_slice_key(eps)
+    return [key] if key else []
+
+
+def _global_service_keys(svc: Obj) -> list[Key]:
+    return [key_of(svc)] if globalsvc.annotations_of(svc).is_global else []
+
+
+def _owned_import_keys(imp: Obj) -> list[Key]:
+    return [key_of(imp)] if plan.owned(imp) else []
 
 
 class Controller:
@@ -128,7 +198,7 @@ class Controller:
 
     def __init__(
         self,
-        members: list[Member],
+        members: Sequence[MemberConfig],
         *,
         workers: int = 4,
         resync_period: float = 300.0,
@@ -140,7 +210,6 @@ class Controller:
         ids = [m.cluster_id for m in members]
         if len(set(ids)) != len(ids):
             raise ValueError(f"cluster ids must be unique, got {ids}")
-        self.members = members
         self.queue: WorkQueue[Key] = WorkQueue()
         WORKQUEUE_DEPTH.set_function(lambda: len(self.queue))
         self.workers = workers
@@ -152,29 +221,54 @@ class Controller:
         self.namespace_policy = namespace_policy or NamespacePolicy()
         # Events already posted about global Services: (cluster, ns, name, reason) -> name.
         self._noted: dict[tuple[str, str, str, str], str] = {}
-        for m in members:
-            make = functools.partial(self._informer, m, watch_timeout=watch_timeout)
-            m.informers = {
-                "exports": make(SERVICE_EXPORTS, cachefields.export, lambda o: [key_of(o)]),
-                "services": make(SERVICES, cachefields.service, self._service_keys),
-                "imports": make(SERVICE_IMPORTS, _slim_with_fields, lambda o: [key_of(o)]),
-                "slices": make(ENDPOINT_SLICES, endpoints.transform, self._slice_keys),
-                "namespaces": make(
-                    NAMESPACES, cachefields.namespace, lambda o: self.keys_in(o["metadata"]["name"])
-                ),
-            }
-        self._writers = {m.cluster_id: Writer(m.api, m.cluster_id) for m in members if m.local}
+        self._watch_timeout = watch_timeout
+        self.members: tuple[Member, ...] = tuple(self._member(c) for c in members)
+        self._writers = {m.cluster_id: Writer(m.api, m.cluster_id) for m in self.members if m.local}
+
+    def _member(self, c: MemberConfig) -> Member:
+        make = functools.partial(self._informer, c)
+        owned = {BY_OWNED_KEY: _owned_import_keys}
+        return Member(
+            context=c.context,
+            cluster_id=c.cluster_id,
+            api=c.api,
+            local=c.local,
+            exports=make(SERVICE_EXPORTS, cachefields.export, lambda o: [key_of(o)]),
+            services=make(
+                SERVICES,
+                cachefields.service,
+                self._service_keys,
+                {
+                    BY_OWNED_KEY: _owned_service_keys,
+                    BY_MCS_SERVICE: label_index(BY_MCS_SERVICE),
+                    BY_GLOBAL_SERVICE: _global_service_keys,
+                },
+            ),
+            imports=make(SERVICE_IMPORTS, _slim_with_fields, lambda o: [key_of(o)], owned),
+            slices=make(
+                ENDPOINT_SLICES,
+                endpoints.transform,
+                self._slice_keys,
+                {
+                    BY_OWNED_KEY: _owned_slice_keys,
+                    BY_MCS_SERVICE: label_index(BY_MCS_SERVICE),
+                    BY_KUBE_SERVICE: label_index(BY_KUBE_SERVICE),
+                },
+            ),
+            namespaces=make(
+                NAMESPACES, cachefields.namespace, lambda o: self.keys_in(o["metadata"]["name"])
+            ),
+        )
 
     def _informer(
         self,
-        m: Member,
+        c: MemberConfig,
         kind: ResourceKind,
         transform: Callable[[Obj], Obj],
         keys: Callable[[Obj], list[Key]],
-        *,
-        watch_timeout: int,
+        indexers: Mapping[str, IndexFunc] | None = None,
     ) -> Informer:
-        """An informer of ``kind`` in ``m`` that queues the keys ``keys`` maps a change to
+        """An informer of ``kind`` in ``c`` that queues the keys ``keys`` maps a change to
         (of the old and the new object: a change can move an object between keys)."""
 
         def on_event(_type: str, old: Obj | None, new: Obj | None) -> None:
@@ -184,12 +278,13 @@ class Controller:
                         self.queue.add(key)
 
         return Informer(
-            m.api,
-            cluster=m.context,
+            c.api,
+            cluster=c.context,
             kind=kind,
             on_event=on_event,
             transform=transform,
-            watch_timeout=watch_timeout,
+            indexers=indexers,
+            watch_timeout=self._watch_timeout,
         )
 
     # ------------------------------------------------------------------ keys
@@ -205,42 +300,28 @@ class Controller:
     @staticmethod
     def _slice_keys(eps: Obj) -> list[Key]:
         if endpoints.managed_by_us(eps):
-            key = endpoints.slice_key(eps) or globalsvc.global_slice_key(eps)
-            return [key] if key else []
+            return _owned_slice_keys(eps)
         service = eps["metadata"].get("labels", {}).get(endpoints.KUBE_SERVICE_NAME)
         return [(eps["metadata"]["namespace"], service)] if service else []
 
     def keys_in(self, namespace: str) -> list[Key]:
-        return [k for k in self.all_keys() if k[0] == namespace]
+        """Every key of one namespace that may need work (through the namespace
+        indexes: costs what the namespace holds, not what the clusterset holds)."""
+        return sorted(set().union(*(m.keys(namespace) for m in self.members)))
 
     def all_keys(self) -> set[Key]:
-        """Every key that may need work: exported anywhere, or imported by us anywhere."""
-        keys: set[Key] = set()
-        for m in self.members:
-            keys.update(m.exports.keys())
-            keys.update(
-                key_of(o) for o in m.services.list() if globalsvc.annotations_of(o).is_global
-            )
-            keys.update(key_of(o) for o in m.imports.list() if plan.owned(o))
-            keys.update(
-                k for o in m.services.list() if plan.owned(o) for k in self._service_keys(o)
-            )
-            keys.update(
-                k
-                for o in m.slices.list()
-                if endpoints.managed_by_us(o)
-                for k in self._slice_keys(o)
-            )
-        return keys
+        """Every key that may need work: exported anywhere, imported by us anywhere, or
+        a global Service anywhere."""
+        return set().union(*(m.keys() for m in self.members))
 
     # ------------------------------------------------------------- lifecycle
 
     def ready(self) -> str | None:
         """None when ready (every cache has listed), else why not (for /readyz)."""
         waiting = [
-            f"{m.context}/{n}"
+            f"{m.context}/{i.kind.name}"
             for m in self.members
-            for n, i in m.informers.items()
+            for i in m.informers
             if not i.has_synced()
         ]
         return f"caches not synced: {', '.join(waiting)}" if waiting else None
@@ -253,7 +334,7 @@ class Controller:
         it raises ``LeadershipLost`` (in an ``ExceptionGroup``) after stopping the workers.
         """
         for m in self.members:
-            for informer in m.informers.values():
+            for informer in m.informers:
                 informer.start()
         try:
             if not await _unless_stopped(self._wait_synced(), stop):
@@ -284,11 +365,11 @@ class Controller:
                     await elector.release()
         finally:
             for m in self.members:
-                for informer in m.informers.values():
+                for informer in m.informers:
                     await informer.stop()
 
     async def _wait_synced(self) -> None:
-        await asyncio.gather(*(i.synced.wait() for m in self.members for i in m.informers.values()))
+        await asyncio.gather(*(i.synced.wait() for m in self.members for i in m.informers))
 
     async def _resync_loop(self) -> None:
         while True:
@@ -302,10 +383,15 @@ class Controller:
     # ------------------------------------------------------------- reconcile
 
     async def reconcile(self, key: Key) -> None:
+        """Views -> plan -> writes -> status, for one key in every local cluster.
+
+        The merge is evaluated once from the cached views of every member; then each
+        local cluster's ordered writes are planned (``mcs.writes.plan_local``) and
+        written, the local clusters concurrently: a failure in one does not stop the
+        others (the key is retried as a whole)."""
         ns, name = key
         views = {m.cluster_id: self._view(m, ns, name) for m in self.members}
         evaluation = plan.evaluate(list(views.values()))
-        now = self._clock()
         blocked = None
         if evaluation.merged is not None:
             clashes = [
@@ -319,96 +405,28 @@ class Controller:
             if clashes:
                 blocked = "; ".join(clashes)
                 log.warning("unowned ServiceImport in the way", detail=blocked)
-        # The local clusters are independent: write to them concurrently, and let a
-        # failure in one not stop the others (the key is retried as a whole).
+        sources: dict[str, list[Obj]] = {}
+        if evaluation.merged is None:
+            for m in self.members:
+                self._dropped.pop((key, m.cluster_id), None)
+        else:
+            sources = {m.cluster_id: await self._trusted_sources(m, key) for m in self.members}
+        state = writes.KeyState(ns, name, evaluation, sources, blocked, self._clock())
         results = await asyncio.gather(
             *(
-                self._reconcile_member(m, key, views[m.cluster_id], evaluation, blocked, now)
+                self._reconcile_member(m, state, views[m.cluster_id])
                 for m in self.members
                 if m.local
             ),
-            *(self._sync_global(m, key, views, now) for m in self.members if m.local),
+            *(self._sync_global(m, key, views, state.now) for m in self.members if m.local),
             return_exceptions=True,
         )
         for result in results:
             if isinstance(result, BaseException):
                 raise result
 
-    async def _reconcile_member(
-        self,
-        m: Member,
-        key: Key,
-        view: plan.ClusterView,
-        evaluation: plan.Evaluation,
-        blocked: str | None,
-        now: datetime,
-    ) -> None:
-        ns, name = key
-        writer = self._writers[m.cluster_id]
-        with structlog.contextvars.bound_contextvars(cluster=m.cluster_id):
-            merged = evaluation.merged if view.takes_part else None
-            if merged is not None:
-                if view.service_import is None or plan.owned(view.service_import):
-                    await self._write_import(writer, view, ns, name, merged, now)
-            else:
-                await self._remove_import(writer, view)
-            await self._sync_slices(writer, m, ns, name, merged)
-            conditions = plan.export_status(evaluation, view, now, blocked)
-            if view.export is not None and conditions is not None:
-                previous = view.export.get("status", {}).get("conditions") or []
-                if conditions != previous:
-                    await writer.patch_status(
-                        "serviceexports", view.export, {"conditions": conditions}
-                    )
-                    event = plan.conflict_event(
-                        view.export, previous, conditions, m.cluster_id, now
-                    )
-                    if event is not None:
-                        await writer.create("events", event)
-
-    async def _write_import(
-        self,
-        writer: Writer,
-        view: plan.ClusterView,
-        ns: str,
-        name: str,
-        merged: MergeResult,
-        now: datetime,
-    ) -> None:
-        observed = view.service_import
-        desired = plan.desired_import(ns, name, merged, view.derived)
-        if plan.import_changed(
-            desired, observed, plan.applied_keys(observed) if observed else (set(), set())
-        ):
-            observed = await writer.apply("serviceimports", desired)
-        assert observed is not None
-        derived = view.derived
-        if merged.spec.type == "ClusterSetIP":
-            want = plan.desired_derived_service(ns, name, merged, observed)
-            assert want is not None
-            if derived is not None and not plan.owned(derived):
-                raise RuntimeError(
-                    f'Service "{ns}/{want["metadata"]["name"]}" exists and is not ours'
-                )
-            if derived is not None and _family_switch(derived, want):
-                await writer.delete("services", derived)
-                derived = None
-            if plan.derived_service_changed(want, derived):
-                derived = await writer.apply("services", want)
-            again = plan.desired_import(ns, name, merged, derived)
-            if again != desired:
-                observed = await writer.apply("serviceimports", again)
-        elif derived is not None and plan.owned(derived):
-            await writer.delete("services", derived)
-        status = plan.desired_import_status(
-            merged, observed, observed.get("status", {}).get("conditions") or [], now
-        )
-        if _status_differs(status, observed.get("status") or {}):
-            await writer.patch_status("serviceimports", observed, status)
-
     def _view(self, m: Member, ns: str, name: str) -> plan.ClusterView:
-        namespace = m.informers["namespaces"].get("", ns)
-        exclusion = self.namespace_policy.exclusion(ns, namespace, m.cluster_id)
+        exclusion = self.namespace_policy.exclusion(ns, m.namespaces.get("", ns), m.cluster_id)
         return dataclasses.replace(m.view(ns, name), exclusion=exclusion)
 
     async def _sync_global(
@@ -422,15 +440,11 @@ class Controller:
         (`mcs.globalsvc`), and tell the user what they should know about it."""
         ns, name = key
         writer = self._writers[member.cluster_id]
-        observed = {
-            s["metadata"]["name"]: s
-            for s in member.slices.list(ns)
-            if globalsvc.global_slice_key(s) == key
-        }
+        observed = member.global_slices(ns, name)
         if not observed and not any(
             globalsvc.annotations_of(v.service).is_global for v in views.values()
         ):
-            return  # not a global Service anywhere: the common case, one scan
+            return  # not a global Service anywhere: the common case
         sides = {
             m.cluster_id: globalsvc.Side(
                 m.cluster_id,
@@ -444,7 +458,13 @@ class Controller:
         local = sides.pop(member.cluster_id)
         planned = globalsvc.plan_cluster(ns, name, local, list(sides.values()))
         with structlog.contextvars.bound_contextvars(cluster=member.cluster_id):
-            await self._write_slices(writer, member, ns, observed, planned.slices)
+            slice_writes, warnings = writes.slice_writes(
+                observed, planned.slices, functools.partial(member.slices.get, ns)
+            )
+            for warning in warnings:
+                log.warning("left untouched", detail=warning)
+            for w in slice_writes:
+                await _write(writer, w)
             service = local.service
             for note in planned.notes if service is not None else ():
                 assert service is not None
@@ -454,43 +474,6 @@ class Controller:
                     log.info("global service note", service=f"{ns}/{name}", reason=note.reason)
                     await writer.create("events", event)
                     self._noted[noted] = event["metadata"]["name"]
-
-    async def _sync_slices(
-        self, writer: Writer, member: Member, ns: str, name: str, merged: MergeResult | None
-    ) -> None:
-        """Make ``member`` hold exactly the EndpointSlices the import should have."""
-        observed = {s["metadata"]["name"]: s for s in member.imported_slices(ns, name)}
-        desired: list[Obj] = []
-        if merged is None:
-            for m in self.members:
-                self._dropped.pop(((ns, name), m.cluster_id), None)
-        else:
-            sources = {
-                m.cluster_id: await self._trusted_sources(m, (ns, name)) for m in self.members
-            }
-            derived = plan.derived_name(ns, name) if merged.spec.type == "ClusterSetIP" else None
-            desired = endpoints.desired_slices(ns, name, merged, sources, derived)
-        await self._write_slices(writer, member, ns, observed, desired)
-
-    @staticmethod
-    async def _write_slices(
-        writer: Writer, member: Member, ns: str, observed: dict[str, Obj], desired: list[Obj]
-    ) -> None:
-        """Apply the ``desired`` slices that differ from ``observed`` (by name), and
-        delete the ``observed`` ones no longer desired."""
-        observed = dict(observed)
-        for want in desired:
-            slice_name = want["metadata"]["name"]
-            have = observed.pop(slice_name, None)
-            if have is None and member.slices.get(ns, slice_name) is not None:
-                log.warning(
-                    "EndpointSlice in the way is not ours; left untouched", slice=slice_name
-                )
-                continue
-            if have is None or _without_uid(have) != want:
-                await writer.apply("endpointslices", want)
-        for stale in observed.values():
-            await writer.delete("endpointslices", stale)
 
     async def _trusted_sources(self, m: Member, key: Key) -> list[Obj]:
         """``m``'s source slices of ``key`` with only the endpoints `mcs.trust` lets
@@ -531,11 +514,41 @@ class Controller:
                 raise
         return kept
 
-    async def _remove_import(self, writer: Writer, view: plan.ClusterView) -> None:
-        if view.service_import is not None and plan.owned(view.service_import):
-            await writer.delete("serviceimports", view.service_import)
-        if view.derived is not None and plan.owned(view.derived):
-            await writer.delete("services", view.derived)
+    async def _reconcile_member(
+        self, m: Member, state: writes.KeyState, view: plan.ClusterView
+    ) -> None:
+        ns, name = state.namespace, state.name
+        writer = self._writers[m.cluster_id]
+        with structlog.contextvars.bound_contextvars(cluster=m.cluster_id):
+            local = writes.LocalState(
+                view,
+                m.imported_slices(ns, name),
+                functools.partial(m.slices.get, ns),
+            )
+            p = writes.plan_local(state, local)
+            for warning in p.warnings:
+                log.warning("left untouched", detail=warning)
+            derived = p.derived_observed
+            for w in p.derived:
+                result = await _write(writer, w)
+                derived = result if w.verb == "apply" else None
+            for w in p.then(derived):
+                await _write(writer, w)
+
+
+async def _write(writer: Writer, w: writes.Write) -> Obj | None:
+    """One planned write; the server's answer for an apply, else None."""
+    obj = dict(w.obj)
+    if w.verb == "apply":
+        return await writer.apply(w.resource, obj)
+    if w.verb == "delete":
+        await writer.delete(w.resource, obj)
+    elif w.verb == "status":
+        assert w.status is not None
+        await writer.patch_status(w.resource, obj, dict(w.status))
+    else:
+        await writer.create(w.resource, obj)
+    return None
 
 
 async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
@@ -551,24 +564,3 @@ async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) 
         task.result()  # re-raise its failure
         return True
     return False
-
-
-def _without_uid(obj: Obj) -> Obj:
-    meta = {k: v for k, v in obj["metadata"].items() if k != "uid"}
-    return {**obj, "metadata": meta}
-
-
-def _family_switch(observed: plan.Obj, desired: plan.Obj) -> bool:
-    """A derived Service whose primary IP family must change cannot be updated, only replaced."""
-    want = desired["spec"].get("ipFamilies")
-    have = observed.get("spec", {}).get("ipFamilies")
-    return bool(want and have and want[0] != have[0])
-
-
-def _status_differs(desired: dict[str, Any], observed: dict[str, Any]) -> bool:
-    def strip(conds: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        return [(c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in conds]
-
-    return desired["clusters"] != observed.get("clusters") or strip(desired["conditions"]) != strip(
-        observed.get("conditions") or []
-    )

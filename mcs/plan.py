@@ -6,11 +6,11 @@ are already there) and gets back plain API dicts: the ServiceImport, its status,
 the derived Service, and the conditions of each export. The writer compares these
 with what it observed and sends only the difference.
 
-Order of writes for a ClusterSetIP import (the writer's job, described here
-because the plan has one function per step): the ServiceImport is applied first
-(the derived Service's ownerReference needs its uid), then the derived Service,
-then the ServiceImport again once the derived Service's ClusterIPs are known,
-which become ``spec.ips`` and ``spec.ipFamilies``.
+Order of writes for a ClusterSetIP import (``mcs.writes``): the derived Service
+first, then the ServiceImport once, with the derived Service's ClusterIPs as
+``spec.ips`` and ``spec.ipFamilies``, then the import's status. The derived
+Service has no ownerReference (it would need the import's uid, hence a second
+write); the controller deletes derived Services itself.
 """
 
 from __future__ import annotations
@@ -161,25 +161,15 @@ def desired_import_status(
 
 
 def desired_derived_service(
-    namespace: str, name: str, merged: MergeResult, service_import: Obj
+    namespace: str, name: str, merged: MergeResult
 ) -> dict[str, Any] | None:
-    """The selector-less derived Service of a ClusterSetIP import; None for Headless."""
+    """The selector-less derived Service of a ClusterSetIP import; None for Headless.
+
+    It has no ownerReference to the import: see the module docstring."""
     spec = merged.spec
     if spec.type != "ClusterSetIP":
         return None
-    uid = service_import.get("metadata", {}).get("uid")
     meta = _meta(namespace, derived_name(namespace, name), {SERVICE_NAME: name}, {})
-    if uid:
-        meta["ownerReferences"] = [
-            {
-                "apiVersion": API_VERSION,
-                "kind": "ServiceImport",
-                "name": name,
-                "uid": uid,
-                "blockOwnerDeletion": False,
-                "controller": False,
-            }
-        ]
     svc_spec: dict[str, Any] = {
         "type": "ClusterIP",
         "ports": [p.to_api() | {"name": derived_port_name(p, len(spec.ports))} for p in spec.ports],
@@ -255,14 +245,9 @@ def _meta_changed(desired: Obj, observed: Obj) -> bool:
     dmeta, ometa = desired["metadata"], observed.get("metadata", {})
     if any(ometa.get("labels", {}).get(k) != v for k, v in dmeta.get("labels", {}).items()):
         return True
-    if any(
+    return any(
         ometa.get("annotations", {}).get(k) != v for k, v in dmeta.get("annotations", {}).items()
-    ):
-        return True
-    refs = dmeta.get("ownerReferences")
-    return bool(refs) and [r.get("uid") for r in ometa.get("ownerReferences", [])] != [
-        r["uid"] for r in refs
-    ]
+    )
 
 
 def import_changed(

@@ -10,9 +10,10 @@ import socket
 
 import structlog
 from kubernetes_asyncio import config
+from kubernetes_asyncio.client import ApiClient
 
 from mcs import statemetrics, trust
-from mcs.controller import Controller, Member
+from mcs.controller import Controller, MemberConfig
 from mcs.leader import LeaderElector, LeadershipLost
 from mcs.members import (
     ConfigError,
@@ -147,26 +148,31 @@ def endpoint_policy(args: argparse.Namespace) -> trust.EndpointPolicy:
     )
 
 
-async def build_members(args: argparse.Namespace) -> list[Member]:
+async def build_members(args: argparse.Namespace) -> list[MemberConfig]:
     contexts = member_contexts(args.kubeconfig, args.contexts)
     local = set(c for c in args.local.split(",") if c) or set(contexts)
     if not local <= set(contexts):
         raise ConfigError(f"--local {sorted(local)} must be among the member contexts {contexts}")
     overrides = parse_cluster_ids(args.cluster_id)
-    members: list[Member] = []
+    apis: dict[str, ApiClient] = {}
     try:
         for ctx in contexts:
-            api = await config.new_client_from_config(
+            apis[ctx] = await config.new_client_from_config(
                 config_file=args.kubeconfig, context=ctx, persist_config=False
             )
-            members.append(Member(context=ctx, cluster_id=ctx, api=api, local=ctx in local))
-            check_tls(api, ctx, args.allow_insecure_skip_tls_verify)
-        for m in members:
-            m.cluster_id = await resolve_cluster_id(m.api, m.context, overrides)
-        return members
+            check_tls(apis[ctx], ctx, args.allow_insecure_skip_tls_verify)
+        return [
+            MemberConfig(
+                context=ctx,
+                cluster_id=await resolve_cluster_id(api, ctx, overrides),
+                api=api,
+                local=ctx in local,
+            )
+            for ctx, api in apis.items()
+        ]
     except BaseException:
-        for m in members:
-            await m.api.close()
+        for api in apis.values():
+            await api.close()
         raise
 
 
@@ -230,7 +236,7 @@ def namespace_policy(args: argparse.Namespace) -> NamespacePolicy:
     )
 
 
-def _elector(args: argparse.Namespace, members: list[Member]) -> LeaderElector:
+def _elector(args: argparse.Namespace, members: list[MemberConfig]) -> LeaderElector:
     local = [m for m in members if m.local]
     holder = next((m for m in members if m.context == args.leader_elect_context), None)
     if args.leader_elect_context and holder is None:

@@ -84,8 +84,7 @@ def test_our_derived_service_trims_to_an_unchanged_one() -> None:
         [plan.ClusterView("c1", True, export=_export(), service=_service(labels={}))]
     )
     assert ev.merged is not None
-    imp = {"metadata": {"uid": "imp-uid"}}
-    want = plan.desired_derived_service("ns", "web", ev.merged, imp)
+    want = plan.desired_derived_service("ns", "web", ev.merged)
     assert want is not None
     observed = json.loads(json.dumps(want))
     observed["metadata"] |= {"uid": "d1", "resourceVersion": "7"}
