@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: all install binaries test test-unit test-integration lint demo demo-down bench image clean
+.PHONY: all install binaries test test-unit test-integration lint demo demo-down bench bench-large image clean
 
 all: lint test
 
@@ -51,9 +51,13 @@ demo-down: install
 image: install
 	PYTHON=$(abspath $(BIN))/python bash hack/build-image.sh
 
-## bench: convergence latency, throughput, writes per export, memory (bench/convergence.py)
+## bench: the controller beside the write floor at 100 and 1,000 exports (bench/convergence.py)
 bench: binaries
-	$(BIN)/python bench/convergence.py --exports 100 1000
+	$(BIN)/python bench/convergence.py 100 1000
+
+## bench-large: 10,000 exports, and 1,000 namespaces of 10 (long and heavy; not in CI)
+bench-large: binaries
+	$(BIN)/python bench/convergence.py 10000 1000x10
 
 clean:
 	-$(BIN)/mcs mesh down

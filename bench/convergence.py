@@ -1,12 +1,28 @@
-"""Convergence benchmark: N Services + ServiceExports created in cluster1 of a
-3-cluster mesh; how long until every cluster holds a correct ServiceImport for each
-(type ClusterSetIP, cluster-set IPs, the Service's ports), how many API writes that
-took per export, and the controller's peak memory.
+"""Scale benchmark: the controller side by side with the write floor, on a fresh
+3-cluster mesh per size.
 
-    .venv/bin/python bench/convergence.py --exports 100 1000
+For each size (``N`` exports in one namespace, or ``KxM``: K namespaces of M exports),
+in this order on one mesh:
 
-Starts its own mesh (in a temporary directory) and one central ``mcs run``; prints
-one JSON line per N and a Markdown table for README.md.
+1. **controller**: a central ``mcs run`` is ready; N Services + ServiceExports are
+   created in cluster1 (the same creation code as the floor's); time until every
+   cluster holds a correct, Ready ServiceImport for each, and every export is Ready.
+   Writes per export (``mcs_api_writes_total``), controller CPU seconds and peak RSS.
+2. **single-export latency** on the loaded clusterset: one more export at a time,
+   time from its creation until every cluster has its import (p50, p99).
+3. **restart** over the existing clusterset: a new controller process; seconds to
+   ready (caches synced) and to resynced (every key reconciled once), the writes it
+   made (must be 0), CPU seconds and peak RSS.
+4. **floor**: with no controller running, a bare client makes the same minimal
+   writes for N exports in fresh namespaces at full concurrency, no watches and no
+   merge: create the Service and the ServiceExport, then in every cluster apply the
+   derived Service, apply the ServiceImport with its IPs and patch its status, then
+   patch the export's status (12 writes per export, creation included).
+
+Prints one JSON line per size and a Markdown table for README.md:
+
+    .venv/bin/python bench/convergence.py 100 1000        # make bench
+    .venv/bin/python bench/convergence.py 10000 1000x10   # make bench-large
 """
 
 from __future__ import annotations
@@ -14,31 +30,72 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
 
+from mcs import plan
+from mcs.kubeapi import request_json
 from mcs.mesh.mesh import Mesh, free_port
+from mcs.model import format_time
 
 PORTS = [
     {"name": "http", "port": 80, "protocol": "TCP"},
     {"name": "dns", "port": 53, "protocol": "UDP"},
 ]
+GROUP, VERSION = "multicluster.x-k8s.io", "v1beta1"
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+CONCURRENCY = 64  # exports in flight while creating (controller and floor alike)
+Apis = dict[str, client.ApiClient]
 
 
-def _metric(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in r.read().decode().splitlines()
-            if line.startswith(name + "{") or line.startswith(name + " ")
-        )
+@dataclass(frozen=True)
+class Size:
+    namespaces: int
+    per_namespace: int
+
+    @classmethod
+    def parse(cls, text: str) -> Size:
+        k, _, m = text.partition("x")
+        return cls(int(k), int(m)) if m else cls(1, int(k))
+
+    @property
+    def exports(self) -> int:
+        return self.namespaces * self.per_namespace
+
+    def __str__(self) -> str:
+        if self.namespaces == 1:
+            return str(self.per_namespace)
+        return f"{self.namespaces}x{self.per_namespace}"
+
+    def names(self, prefix: str) -> list[tuple[str, str]]:
+        return [
+            (f"{prefix}-{k:04}", f"svc-{i:05}")
+            for k in range(self.namespaces)
+            for i in range(self.per_namespace)
+        ]
+
+
+# ---------------------------------------------------------------- process figures
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -48,137 +105,363 @@ def _peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-async def _create(api: client.ApiClient, ns: str, n: int) -> None:
-    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-    gate = asyncio.Semaphore(16)
+def _metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in r.read().decode().splitlines()
+            if line.startswith((name + "{", name + " "))
+        )
 
-    async def one(i: int) -> None:
-        name = f"svc-{i:04}"
+
+class Controller:
+    """One central ``mcs run`` process."""
+
+    def __init__(self, kubeconfig: Path, log: Path, workers: int) -> None:
+        self.metrics, self.health = free_port(), free_port()
+        self.started = time.monotonic()
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "mcs.cli",
+                    "run",
+                    "--kubeconfig",
+                    str(kubeconfig),
+                    "--workers",
+                    str(workers),
+                    "--metrics-addr",
+                    f"127.0.0.1:{self.metrics}",
+                    "--health-addr",
+                    f"127.0.0.1:{self.health}",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    async def ready(self) -> float:
+        """Seconds from start until /readyz answers 200."""
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"controller exited with {self.proc.returncode}")
+            try:
+                url = f"http://127.0.0.1:{self.health}/readyz"
+                with urllib.request.urlopen(url, timeout=2):
+                    return time.monotonic() - self.started
+            except OSError:
+                await asyncio.sleep(0.1)
+
+    def metric(self, name: str) -> float:
+        return _metric(self.metrics, name)
+
+    def cpu(self) -> float:
+        return _cpu_seconds(self.proc.pid)
+
+    def rss(self) -> float:
+        return _peak_rss_mib(self.proc.pid)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+# ---------------------------------------------------------------- creating, checking
+
+
+async def _bounded(n: int, jobs: list[Callable[[], Awaitable[object]]]) -> None:
+    gate = asyncio.Semaphore(n)
+
+    async def one(job: Callable[[], Awaitable[object]]) -> None:
         async with gate:
-            await core.create_namespaced_service(
-                ns,
-                {"metadata": {"name": name}, "spec": {"selector": {"app": name}, "ports": PORTS}},
-            )
-            await custom.create_namespaced_custom_object(
-                "multicluster.x-k8s.io",
-                "v1beta1",
-                ns,
-                "serviceexports",
-                {
-                    "apiVersion": "multicluster.x-k8s.io/v1beta1",
-                    "kind": "ServiceExport",
-                    "metadata": {"name": name, "namespace": ns},
-                },
-            )
+            await job()
 
-    await asyncio.gather(*(one(i) for i in range(n)))
+    await asyncio.gather(*(one(j) for j in jobs))
+
+
+async def _create_namespaces(apis: Apis, names: set[str]) -> None:
+    async def one(api: client.ApiClient, ns: str) -> None:
+        await client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
+
+    await _bounded(CONCURRENCY, [partial(one, a, n) for a in apis.values() for n in sorted(names)])
+
+
+async def _create_export(
+    api: client.ApiClient, ns: str, name: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What a user does: a Service and its ServiceExport (2 writes); returns both."""
+    svc = await request_json(
+        api,
+        "POST",
+        f"/api/v1/namespaces/{ns}/services",
+        body={"metadata": {"name": name}, "spec": {"selector": {"app": name}, "ports": PORTS}},
+    )
+    exp = await request_json(
+        api,
+        "POST",
+        f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/serviceexports",
+        body={
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ServiceExport",
+            "metadata": {"name": name, "namespace": ns},
+        },
+    )
+    return svc, exp
 
 
 def _correct(item: dict[str, Any]) -> bool:
     spec = item.get("spec", {})
     ports = sorted((p.get("name"), p["port"], p.get("protocol")) for p in spec.get("ports", []))
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in item.get("status", {}).get("conditions") or []
+    )
     return (
         spec.get("type") == "ClusterSetIP"
         and bool(spec.get("ips"))
         and ports == [("dns", 53, "UDP"), ("http", 80, "TCP")]
+        and ready
     )
 
 
-async def _converged(apis: dict[str, client.ApiClient], ns: str, n: int) -> bool:
+async def _count(api: client.ApiClient, plural: str, namespaces: set[str]) -> int:
+    """Correct objects of ``plural`` in ``namespaces`` (from the API server's watch cache)."""
+    got = await request_json(
+        api, "GET", f"/apis/{GROUP}/{VERSION}/{plural}", query={"resourceVersion": "0"}
+    )
+    check = _correct if plural == "serviceimports" else _ready_export
+    return sum(1 for i in got["items"] if i["metadata"]["namespace"] in namespaces and check(i))
+
+
+def _ready_export(item: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in item.get("status", {}).get("conditions") or []
+    )
+
+
+async def _converged(apis: Apis, namespaces: set[str], n: int) -> bool:
     for api in apis.values():
-        got = await client.CustomObjectsApi(api).list_namespaced_custom_object(
-            "multicluster.x-k8s.io", "v1beta1", ns, "serviceimports"
-        )
-        if sum(1 for i in got["items"] if _correct(i)) < n:
+        if await _count(api, "serviceimports", namespaces) < n:
             return False
-    return True
+    return await _count(apis["cluster1"], "serviceexports", namespaces) >= n
 
 
-async def run_once(
-    kubeconfig: Path, apis: dict[str, client.ApiClient], n: int, logdir: Path
+# ---------------------------------------------------------------- the phases
+
+
+async def controller_phase(
+    kubeconfig: Path, apis: Apis, size: Size, logdir: Path, workers: int, samples: int
 ) -> dict[str, Any]:
-    ns = f"bench-{n}-{int(time.time())}"
-    for api in apis.values():
-        await client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})
-    metrics, health = free_port(), free_port()
-    with (logdir / f"controller-{n}.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mcs.cli",
-                "run",
-                "--kubeconfig",
-                str(kubeconfig),
-                "--metrics-addr",
-                f"127.0.0.1:{metrics}",
-                "--health-addr",
-                f"127.0.0.1:{health}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    names = size.names(f"ctl-{size}")
+    namespaces = {ns for ns, _ in names}
+    await _create_namespaces(apis, namespaces)
+    ctl = Controller(kubeconfig, logdir / f"controller-{size}.log", workers)
+    out: dict[str, Any] = {}
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=2):
-                    break
-            except OSError:
-                await asyncio.sleep(0.2)
-        writes0 = _metric(metrics, "mcs_api_writes_total")
+        await ctl.ready()
+        writes0, cpu0 = ctl.metric("mcs_api_writes_total"), ctl.cpu()
         started = time.monotonic()
-        await _create(apis["cluster1"], ns, n)
-        created = time.monotonic() - started
-        while not await _converged(apis, ns, n):
+        await _bounded(
+            CONCURRENCY,
+            [partial(_create_export, apis["cluster1"], ns, n) for ns, n in names],
+        )
+        out["create_seconds"] = round(time.monotonic() - started, 1)
+        while not await _converged(apis, namespaces, size.exports):
             await asyncio.sleep(0.5)
         took = time.monotonic() - started
-        await asyncio.sleep(3)  # let trailing status writes land before counting
-        writes = _metric(metrics, "mcs_api_writes_total") - writes0
-        return {
-            "exports": n,
-            "create_seconds": round(created, 1),
-            "converged_seconds": round(took, 1),
-            "exports_per_second": round(n / took, 1),
-            "writes_per_export": round(writes / n, 1),
-            "controller_peak_rss_mib": round(_peak_rss_mib(proc.pid), 0),
+        cpu = ctl.cpu() - cpu0
+        await asyncio.sleep(3)  # trailing writes, if any, count too
+        writes = ctl.metric("mcs_api_writes_total") - writes0
+        out |= {
+            "controller_seconds": round(took, 1),
+            "exports_per_second": round(size.exports / took, 1),
+            "writes_per_export": round(writes / size.exports + 2, 2),  # + the user's 2
+            "controller_cpu_seconds": round(cpu, 1),
+            "controller_peak_rss_mib": round(ctl.rss()),
+        }
+        lat = await latency(apis, sorted(namespaces)[0], samples)
+        out |= {
+            "latency_p50_ms": round(statistics.median(lat) * 1000),
+            "latency_p99_ms": round(_percentile(lat, 0.99) * 1000),
         }
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        ctl.stop()
+    out |= await restart_phase(kubeconfig, logdir, size, workers, size.exports + samples)
+    return out
+
+
+async def latency(apis: Apis, ns: str, samples: int) -> list[float]:
+    """Seconds from creating one export until every cluster has its import."""
+    out: list[float] = []
+    custom = {c: client.CustomObjectsApi(api) for c, api in apis.items()}
+    for i in range(samples):
+        name = f"lat-{i:04}"
+        started = time.monotonic()
+        await _create_export(apis["cluster1"], ns, name)
+        pending = set(apis)
+        while pending:
+            for c in sorted(pending):
+                try:
+                    got = await custom[c].get_namespaced_custom_object(
+                        GROUP, VERSION, ns, "serviceimports", name
+                    )
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
+                    continue
+                if got.get("spec", {}).get("ips"):
+                    pending.discard(c)
+            if pending:
+                await asyncio.sleep(0.01)
+        out.append(time.monotonic() - started)
+    return out
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def restart_phase(
+    kubeconfig: Path, logdir: Path, size: Size, workers: int, keys: int
+) -> dict[str, Any]:
+    """A new controller over the existing clusterset: ready, resynced, writes."""
+    ctl = Controller(kubeconfig, logdir / f"restart-{size}.log", workers)
+    try:
+        ready = await ctl.ready()
+        while ctl.metric("mcs_reconciles_total") < keys or ctl.metric("mcs_workqueue_depth") > 0:
+            await asyncio.sleep(0.1)
+        resynced = time.monotonic() - ctl.started
+        await asyncio.sleep(2)
+        return {
+            "restart_ready_seconds": round(ready, 1),
+            "restart_resynced_seconds": round(resynced, 1),
+            "restart_writes": int(ctl.metric("mcs_api_writes_total")),
+            "restart_cpu_seconds": round(ctl.cpu(), 1),
+            "restart_peak_rss_mib": round(ctl.rss()),
+        }
+    finally:
+        ctl.stop()
+
+
+async def floor_phase(apis: Apis, size: Size) -> dict[str, Any]:
+    """The minimal writes, made by a bare client at full concurrency."""
+    names = size.names(f"floor-{size}")
+    await _create_namespaces(apis, {ns for ns, _ in names})
+
+    async def one(ns: str, name: str) -> None:
+        c1 = apis["cluster1"]
+        svc, exp = await _create_export(c1, ns, name)
+        evaluation = plan.evaluate([plan.ClusterView("cluster1", True, exp, svc)])
+        merged = evaluation.merged
+        assert merged is not None
+        now = datetime.now(UTC)
+
+        async def in_cluster(api: client.ApiClient) -> None:
+            derived = plan.desired_derived_service(ns, name, merged)
+            assert derived is not None
+            path = f"/api/v1/namespaces/{ns}/services/{derived['metadata']['name']}"
+            got = await request_json(
+                api,
+                "PATCH",
+                path,
+                body=derived,
+                content_type=APPLY,
+                query={"fieldManager": plan.FIELD_MANAGER, "force": "true"},
+            )
+            imp = plan.desired_import(ns, name, merged, got)
+            ipath = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/serviceimports/{name}"
+            await request_json(
+                api,
+                "PATCH",
+                ipath,
+                body=imp,
+                content_type=APPLY,
+                query={"fieldManager": plan.FIELD_MANAGER, "force": "true"},
+            )
+            status = plan.desired_import_status(merged, imp, [], now)
+            await request_json(
+                api, "PATCH", ipath + "/status", body={"status": status}, content_type=MERGE
+            )
+
+        await asyncio.gather(*(in_cluster(api) for api in apis.values()))
+        conditions = plan.export_status(
+            evaluation, plan.ClusterView("cluster1", True, exp, svc), now
+        )
+        await request_json(
+            c1,
+            "PATCH",
+            f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/serviceexports/{name}/status",
+            body={"status": {"conditions": conditions}},
+            content_type=MERGE,
+        )
+
+    started = time.monotonic()
+    await _bounded(CONCURRENCY, [partial(one, ns, n) for ns, n in names])
+    took = time.monotonic() - started
+    return {"floor_seconds": round(took, 1), "floor_writes_per_export": 2 + 3 * len(apis) + 1}
+
+
+async def run_size(size: Size, workers: int, samples: int, tmp: Path) -> dict[str, Any]:
+    mesh = Mesh(tmp / f"mesh-{size}", say=lambda s: None)
+    state = await mesh.up(3, detach=False)
+    apis = {
+        m.name: await config.new_client_from_config(
+            config_file=str(state.kubeconfig), context=m.name, persist_config=False
+        )
+        for m in state.members
+    }
+    try:
+        row: dict[str, Any] = {"size": str(size), "exports": size.exports, "workers": workers}
+        row |= await controller_phase(state.kubeconfig, apis, size, tmp, workers, samples)
+        row |= await floor_phase(apis, size)
+        row["ratio_to_floor"] = round(row["controller_seconds"] / row["floor_seconds"], 2)
+        row["at"] = format_time(datetime.now(UTC))
+        return row
+    finally:
+        for api in apis.values():
+            await api.close()
+        mesh.down()
+
+
+COLUMNS = [
+    ("size", "exports"),
+    ("floor_seconds", "floor (s)"),
+    ("controller_seconds", "controller (s)"),
+    ("ratio_to_floor", "ratio"),
+    ("exports_per_second", "exports/s"),
+    ("writes_per_export", "writes/export"),
+    ("latency_p50_ms", "latency p50 (ms)"),
+    ("latency_p99_ms", "p99 (ms)"),
+    ("controller_cpu_seconds", "controller CPU (s)"),
+    ("controller_peak_rss_mib", "RSS (MiB)"),
+    ("restart_ready_seconds", "restart: ready (s)"),
+    ("restart_resynced_seconds", "resynced (s)"),
+    ("restart_writes", "writes"),
+    ("restart_peak_rss_mib", "RSS (MiB)"),
+]
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--exports", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("sizes", nargs="*", default=["100", "1000"], help="N or KxM")
+    parser.add_argument("--workers", type=int, default=16, help="controller --workers")
+    parser.add_argument("--latency-samples", type=int, default=50)
+    parser.add_argument("--keep", type=Path, help="keep logs in this directory")
     args = parser.parse_args()
+    rows = []
     with tempfile.TemporaryDirectory(prefix="mcs-bench-") as tmp:
-        mesh = Mesh(Path(tmp) / "mesh", say=lambda s: None)
-        state = await mesh.up(3, detach=False)
-        apis = {
-            m.name: await config.new_client_from_config(
-                config_file=str(state.kubeconfig), context=m.name, persist_config=False
-            )
-            for m in state.members
-        }
-        try:
-            rows = []
-            for n in args.exports:
-                row = await run_once(state.kubeconfig, apis, n, Path(tmp))
-                print(json.dumps(row), flush=True)
-                rows.append(row)
-        finally:
-            for api in apis.values():
-                await api.close()
-            mesh.down()
-    print(
-        "\n| exports | converged (s) | exports/s | API writes per export | controller RSS (MiB) |"
-    )
-    print("| --- | --- | --- | --- | --- |")
+        logdir = args.keep or Path(tmp)
+        logdir.mkdir(parents=True, exist_ok=True)
+        for text in args.sizes:
+            row = await run_size(Size.parse(text), args.workers, args.latency_samples, logdir)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    print("\n| " + " | ".join(title for _, title in COLUMNS) + " |")
+    print("|" + " --- |" * len(COLUMNS))
     for r in rows:
-        print(
-            f"| {r['exports']} | {r['converged_seconds']} | {r['exports_per_second']} | "
-            f"{r['writes_per_export']} | {r['controller_peak_rss_mib']} |"
-        )
+        print("| " + " | ".join(str(r.get(k, "")) for k, _ in COLUMNS) + " |")
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
+from prometheus_client.parser import text_string_to_metric_families
 
 from mcs.mesh import binaries
 from mcs.mesh.mesh import Mesh, MeshState
@@ -233,6 +234,19 @@ class Controllers:
                 if line.startswith((metric + "{", metric + " ")) and all(w in line for w in wanted):
                     total += float(line.rsplit(" ", 1)[1])
         return total
+
+    def samples_of(self, name: str, metric: str) -> list[tuple[dict[str, str], float]]:
+        """Every sample of a metric in one process, with its labels."""
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.ports[name][0]}/metrics", timeout=5
+        ) as r:
+            families = text_string_to_metric_families(r.read().decode())
+            return [
+                (dict(s.labels), float(s.value))
+                for family in families
+                for s in family.samples
+                if s.name == metric
+            ]
 
     def log_tail(self, name: str, lines: int = 40) -> str:
         text = (self.logdir / f"{name}.log").read_text(errors="replace").splitlines()

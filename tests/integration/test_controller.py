@@ -9,7 +9,14 @@ import subprocess
 import time
 
 from tests.integration.conftest import Controllers, Kubectl, eventually, holds, kubectl_path
-from tests.integration.mcs_objects import condition, export, get_export, get_import, service
+from tests.integration.mcs_objects import (
+    condition,
+    condition_status,
+    export,
+    get_export,
+    get_import,
+    service,
+)
 
 C0, C1, C2 = "cluster1", "cluster2", "cluster3"
 
@@ -272,3 +279,53 @@ def _derived(kubectl: Kubectl, ctx: str, ns: str) -> set[str]:
 def _count(kubectl: Kubectl, ctx: str, ns: str) -> int:
     out = kubectl(ctx, "get", "serviceimports", "-n", ns, "-o", "name").stdout
     return len(out.split())
+
+
+def _writes_by_kind(controllers: Controllers) -> dict[tuple[str, str, str], float]:
+    """mcs_api_writes_total of every running controller, by (cluster, verb, resource)."""
+    out: dict[tuple[str, str, str], float] = {}
+    for name in controllers.procs:
+        for labels, value in controllers.samples_of(name, "mcs_api_writes_total"):
+            k = (labels["cluster"], labels["verb"], labels["resource"])
+            out[k] = out.get(k, 0.0) + value
+    return out
+
+
+def _quiet(controllers: Controllers, seconds: float = 2.0) -> dict[tuple[str, str, str], float]:
+    """The write counters once they have not moved for ``seconds`` (other tests' cleanup)."""
+    last = _writes_by_kind(controllers)
+    still = time.monotonic()
+    deadline = still + 30
+    while time.monotonic() - still < seconds:
+        assert time.monotonic() < deadline, "the controllers never stopped writing"
+        time.sleep(0.2)
+        now = _writes_by_kind(controllers)
+        if now != last:
+            last, still = now, time.monotonic()
+    return last
+
+
+def test_a_new_export_makes_the_fewest_writes(
+    controllers: Controllers, kubectl: Kubectl, contexts: list[str], namespace: str
+) -> None:
+    """In every cluster: the derived Service, then the import once (with the derived
+    Service's IPs), then the import's status; and the export's status in its own
+    cluster. Nothing else (no second apply of the import, no ownerReference update)."""
+    _apply(kubectl, C0, service(namespace))
+    before = _quiet(controllers)
+    _apply(kubectl, C0, export(namespace))
+    for ctx in contexts:
+        eventually(
+            lambda ctx=ctx: (
+                (condition(get_import(kubectl, ctx, namespace), "Ready") or {}).get("status")
+                == "True"
+            ),
+            what=f"ready import in {ctx}",
+        )
+    eventually(lambda: condition_status(kubectl, C0, namespace, "Ready") == "True")
+    after = _quiet(controllers, seconds=3.0)
+    made = {k: after[k] - before.get(k, 0.0) for k in after if after[k] != before.get(k, 0.0)}
+    expected = {(ctx, "patch", r): 1.0 for ctx in contexts for r in ("services", "serviceimports")}
+    expected |= {(ctx, "patch/status", "serviceimports"): 1.0 for ctx in contexts}
+    expected[(C0, "patch/status", "serviceexports")] = 1.0
+    assert made == expected

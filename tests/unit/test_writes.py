@@ -68,9 +68,7 @@ def service(**spec: Any) -> dict[str, Any]:
     return {"metadata": {"name": NAME, "namespace": NS}, "spec": {"ports": PORTS, **spec}}
 
 
-def run(
-    server: Server, exported: bool = True, blocked: str | None = None, **svc: Any
-) -> list[str]:
+def run(server: Server, exported: bool = True, blocked: str | None = None, **svc: Any) -> list[str]:
     """Plan one reconcile of the key in ``server`` (the exporting cluster when it holds
     the export) and carry it out the way the controller does; returns the writes."""
     exp = server.get("serviceexports", NAME)
