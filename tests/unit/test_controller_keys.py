@@ -1,0 +1,128 @@
+"""The controller's look-ups through the informers' indexes (keys of a namespace, every
+key, a Service's source slices, an import's slices) against brute-force filters over
+whole caches, which is what they replaced."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mcs import endpoints, plan
+from mcs.controller import Controller, Member, MemberConfig
+from mcs.informer import Informer, Key, Obj, key_of
+
+NS = ["a", "b"]
+NAMES = ["x", "y"]
+OURS = {plan.MANAGED_BY: plan.FIELD_MANAGER}
+OUR_SLICE = {endpoints.ENDPOINTSLICE_MANAGED_BY: endpoints.CONTROLLER_NAME, **OURS}
+
+
+def meta(ns: str, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {"metadata": {"namespace": ns, "name": name, "labels": labels}}
+
+
+names = st.sampled_from(NAMES)
+namespaces = st.sampled_from(NS)
+exports = st.builds(lambda ns, n: ("exports", meta(ns, n, {})), namespaces, names)
+services = st.builds(
+    lambda ns, n, ours, svc: (
+        "services",
+        meta(ns, n, ({**OURS, plan.SERVICE_NAME: svc} if ours else {})),
+    ),
+    namespaces,
+    st.sampled_from([*NAMES, "derived-1", "derived-2"]),
+    st.booleans(),
+    names,
+)
+imports = st.builds(
+    lambda ns, n, ours: ("imports", meta(ns, n, OURS if ours else {})),
+    namespaces,
+    names,
+    st.booleans(),
+)
+slices = st.builds(
+    lambda ns, n, ours, svc: (
+        "slices",
+        meta(
+            ns,
+            n,
+            {**OUR_SLICE, plan.SERVICE_NAME: svc, endpoints.KUBE_SERVICE_NAME: "derived-1"}
+            if ours
+            else {endpoints.KUBE_SERVICE_NAME: svc},
+        ),
+    ),
+    namespaces,
+    st.sampled_from(["s1", "s2", "s3"]),
+    st.booleans(),
+    names,
+)
+events = st.lists(
+    st.tuples(
+        st.sampled_from(["ADDED", "DELETED"]),
+        st.one_of(exports, services, imports, slices),
+        st.integers(0, 1),
+    ),
+    max_size=40,
+)
+
+
+def brute_all_keys(members: tuple[Member, ...]) -> set[Key]:
+    """The implementation before the indexes: every cache scanned."""
+    keys: set[Key] = set()
+    for m in members:
+        keys.update(m.exports.keys())
+        keys.update(key_of(o) for o in m.imports.list() if plan.owned(o))
+        for o in m.services.list():
+            labels = o["metadata"].get("labels") or {}
+            if plan.owned(o) and plan.SERVICE_NAME in labels:
+                keys.add((key_of(o)[0], labels[plan.SERVICE_NAME]))
+        for o in m.slices.list():
+            if endpoints.managed_by_us(o):
+                k = endpoints.slice_key(o)
+                if k:
+                    keys.add(k)
+    return keys
+
+
+def controller() -> Controller:
+    configs = [MemberConfig(f"c{i}", f"c{i}", None, local=True) for i in range(2)]
+    return Controller(configs)
+
+
+@settings(max_examples=150, deadline=None)
+@given(events)
+def test_index_lookups_match_full_scans(sequence: list[tuple[str, tuple[str, Obj], int]]) -> None:
+    ctl = controller()
+    for etype, (cache, obj), member in sequence:
+        informer: Informer = getattr(ctl.members[member], cache)
+        informer._apply({"type": etype, "object": obj})
+    everything = brute_all_keys(ctl.members)
+    assert ctl.all_keys() == everything
+    for ns in NS:
+        assert ctl.keys_in(ns) == sorted(k for k in everything if k[0] == ns)
+    for m in ctl.members:
+        for ns in NS:
+            for name in NAMES:
+                assert m.source_slices(ns, name) == [
+                    s
+                    for s in m.slices.list(ns)
+                    if s["metadata"]["labels"].get(endpoints.KUBE_SERVICE_NAME) == name
+                    and not endpoints.managed_by_us(s)
+                ]
+                assert m.imported_slices(ns, name) == [
+                    s
+                    for s in m.slices.list(ns)
+                    if endpoints.managed_by_us(s) and endpoints.slice_key(s) == (ns, name)
+                ]
+
+
+def test_member_is_immutable() -> None:
+    m = controller().members[0]
+    try:
+        m.cluster_id = "other"  # type: ignore[misc]
+    except AttributeError:
+        pass
+    else:
+        raise AssertionError("Member could be changed")
