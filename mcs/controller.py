@@ -149,6 +149,19 @@ class Member:
                     out.update(_as_key(v) for v in informer.values_of(index, k))
         return out
 
+    def cache_of(self, resource: str) -> Informer | None:
+        """The cache of an API resource (plural) we write, None for one we do not cache."""
+        match resource:
+            case "serviceexports":
+                return self.exports
+            case "services":
+                return self.services
+            case "serviceimports":
+                return self.imports
+            case "endpointslices":
+                return self.slices
+        return None
+
     def namespace_exists(self, ns: str) -> bool:
         obj = self.namespaces.get("", ns)
         return obj is not None and obj.get("status", {}).get("phase") != "Terminating"
@@ -530,25 +543,31 @@ class Controller:
                 log.warning("left untouched", detail=warning)
             derived = p.derived_observed
             for w in p.derived:
-                result = await _write(writer, w)
-                derived = result if w.verb == "apply" else None
+                derived = await _write(writer, m, w)
             for w in p.then(derived):
-                await _write(writer, w)
+                await _write(writer, m, w)
 
 
-async def _write(writer: Writer, w: writes.Write) -> Obj | None:
-    """One planned write; the server's answer for an apply, else None."""
+async def _write(writer: Writer, m: Member, w: writes.Write) -> Obj | None:
+    """One planned write. The server's answer to an apply or a status patch goes into
+    the member's cache at once (``Informer.assume``): a reconcile of the key that
+    runs before the watch delivers it must not repeat the write. Returns that answer
+    (None for a delete or a create)."""
     obj = dict(w.obj)
+    answer: Obj | None = None
     if w.verb == "apply":
-        return await writer.apply(w.resource, obj)
-    if w.verb == "delete":
-        await writer.delete(w.resource, obj)
+        answer = await writer.apply(w.resource, obj)
     elif w.verb == "status":
         assert w.status is not None
-        await writer.patch_status(w.resource, obj, dict(w.status))
+        answer = await writer.patch_status(w.resource, obj, dict(w.status))
+    elif w.verb == "delete":
+        await writer.delete(w.resource, obj)
     else:
         await writer.create(w.resource, obj)
-    return None
+    cache = m.cache_of(w.resource)
+    if answer is not None and cache is not None:
+        cache.assume(answer)
+    return answer
 
 
 async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:

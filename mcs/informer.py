@@ -357,6 +357,7 @@ class Informer:
         self._backoff_cap = backoff_cap
         self._initial_watch_rv = initial_watch_resource_version
         self._cache = Store(indexers)
+        self._assumed: dict[Key, int] = {}  # resourceVersion of our own writes not yet watched
         self._rv: str | None = None  # where the next watch starts; None: relist first
         self._failures = 0  # consecutive, reset by any event
         self._task: asyncio.Task[None] | None = None
@@ -402,6 +403,23 @@ class Informer:
     def values_of(self, index: str, key: Key) -> tuple[Hashable, ...]:
         """The values the cached object at ``key`` is indexed under by ``index``."""
         return self._cache.values_of(index, key)
+
+    def assume(self, obj: Obj) -> None:
+        """Cache the server's answer to a write of ours now, before the watch delivers it
+        (client-go's ``MutationCache``), so that a reconcile that runs in between does
+        not repeat the write. No event is emitted: the writer knows. Until the watch
+        reaches that resourceVersion, older events of the object are skipped; a relist
+        or a delete forgets the assumption. Objects without an integer
+        resourceVersion are ignored."""
+        rv = _int_rv(obj)
+        if rv is None:
+            return
+        key = key_of(obj)
+        cached = self._cache.get(key)
+        if max(self._assumed.get(key, -1), (_int_rv(cached) if cached else None) or -1) >= rv:
+            return  # we hold as new or newer already
+        self._assumed[key] = rv
+        self._cache.upsert(key, self._trim(obj))
 
     # -------------------------------------------------------------- lifecycle
 
@@ -487,6 +505,7 @@ class Informer:
         items, rv = await self._list()
         fresh = {key_of(obj): obj for obj in items}
         old = self._cache.replace(fresh)
+        self._assumed.clear()
         self._rv = rv
         self.relists += 1
         for key, obj in old.items():
@@ -572,14 +591,16 @@ class Informer:
         rv = (obj.get("metadata") or {}).get("resourceVersion")
         if etype in ("ADDED", "MODIFIED"):
             key = key_of(obj)
-            new = self._trim(obj)
-            old = self._cache.upsert(key, new)
-            if old is None:
-                self._emit("ADDED", None, new)
-            elif old != new:
-                self._emit("MODIFIED", old, new)
+            if not self._older_than_assumed(key, rv):
+                new = self._trim(obj)
+                old = self._cache.upsert(key, new)
+                if old is None:
+                    self._emit("ADDED", None, new)
+                elif old != new:
+                    self._emit("MODIFIED", old, new)
         elif etype == "DELETED":
             key = key_of(obj)
+            self._assumed.pop(key, None)
             old = self._cache.delete(key)
             self._emit("DELETED", old if old is not None else self._trim(obj), None)
         elif etype != "BOOKMARK":
@@ -589,6 +610,20 @@ class Informer:
         if rv:
             self._rv = str(rv)
         self._failures = 0
+
+    def _older_than_assumed(self, key: Key, rv: object) -> bool:
+        """True for an event older than our own write of the object (then skipped);
+        an event as new or newer ends the assumption."""
+        assumed = self._assumed.get(key)
+        if assumed is None:
+            return False
+        try:
+            if int(str(rv)) < assumed:
+                return True
+        except ValueError:
+            pass
+        del self._assumed[key]
+        return False
 
     def _trim(self, obj: Obj) -> Obj:
         return strip_managed_fields(obj) if self._transform is None else self._transform(obj)
@@ -638,6 +673,14 @@ class Informer:
         except (ValueError, AttributeError):
             reason = response.reason or text[:200]
         raise ApiException(status=response.status, reason=reason)
+
+
+def _int_rv(obj: Obj) -> int | None:
+    """The object's resourceVersion as an integer (what etcd gives), or None."""
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or "")
+    except ValueError:
+        return None
 
 
 def _describe(exc: Exception) -> str:
