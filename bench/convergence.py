@@ -478,7 +478,12 @@ COLUMNS = [
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sizes", nargs="*", default=["100", "1000"], help="N or KxM")
-    parser.add_argument("--workers", type=int, default=16, help="controller --workers")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=CONCURRENCY,
+        help="controller --workers (default: as many as the floor has exports in flight)",
+    )
     parser.add_argument("--latency-samples", type=int, default=50)
     parser.add_argument("--keep", type=Path, help="keep logs in this directory")
     args = parser.parse_args()

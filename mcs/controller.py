@@ -425,16 +425,20 @@ class Controller:
         else:
             sources = {m.cluster_id: await self._trusted_sources(m, key) for m in self.members}
         state = writes.KeyState(ns, name, evaluation, sources, blocked, self._clock())
+        plans: list[tuple[Member, writes.Plan]] = []
+        failed: list[Exception] = []
+        for m in self.members:
+            if m.local:
+                try:
+                    plans.append((m, writes.plan_local(state, self._local_state(m, views, key))))
+                except writes.DerivedServiceInTheWay as e:
+                    failed.append(e)  # this cluster only: the others are still written
         results = await asyncio.gather(
-            *(
-                self._reconcile_member(m, state, views[m.cluster_id])
-                for m in self.members
-                if m.local
-            ),
+            *(self._carry_out(m, p) for m, p in plans),
             *(self._sync_global(m, key, views, state.now) for m in self.members if m.local),
             return_exceptions=True,
         )
-        for result in results:
+        for result in [*failed, *results]:
             if isinstance(result, BaseException):
                 raise result
 
@@ -477,7 +481,7 @@ class Controller:
             for warning in warnings:
                 log.warning("left untouched", detail=warning)
             for w in slice_writes:
-                await _write(writer, w)
+                await _write(writer, member, w)
             service = local.service
             for note in planned.notes if service is not None else ():
                 assert service is not None
@@ -527,18 +531,20 @@ class Controller:
                 raise
         return kept
 
-    async def _reconcile_member(
-        self, m: Member, state: writes.KeyState, view: plan.ClusterView
-    ) -> None:
-        ns, name = state.namespace, state.name
+    @staticmethod
+    def _local_state(
+        m: Member, views: Mapping[str, plan.ClusterView], key: Key
+    ) -> writes.LocalState:
+        ns, name = key
+        return writes.LocalState(
+            views[m.cluster_id], m.imported_slices(ns, name), functools.partial(m.slices.get, ns)
+        )
+
+    async def _carry_out(self, m: Member, p: writes.Plan) -> None:
+        """The writes of one local cluster, in order: the derived Service's first, then
+        the rest, planned with the derived Service the server returned."""
         writer = self._writers[m.cluster_id]
         with structlog.contextvars.bound_contextvars(cluster=m.cluster_id):
-            local = writes.LocalState(
-                view,
-                m.imported_slices(ns, name),
-                functools.partial(m.slices.get, ns),
-            )
-            p = writes.plan_local(state, local)
             for warning in p.warnings:
                 log.warning("left untouched", detail=warning)
             derived = p.derived_observed
