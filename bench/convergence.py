@@ -48,6 +48,7 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from mcs import plan
+from mcs.informer import Informer, Obj, ResourceKind, key_of
 from mcs.kubeapi import request_json
 from mcs.mesh.mesh import Mesh, free_port
 from mcs.model import format_time
@@ -154,6 +155,8 @@ class Controller:
                     f"127.0.0.1:{self.metrics}",
                     "--health-addr",
                     f"127.0.0.1:{self.health}",
+                    "--log-level",
+                    os.environ.get("MCS_BENCH_LOG_LEVEL", "info"),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -243,15 +246,6 @@ def _correct(item: dict[str, Any]) -> bool:
     )
 
 
-async def _count(api: client.ApiClient, plural: str, namespaces: set[str]) -> int:
-    """Correct objects of ``plural`` in ``namespaces`` (from the API server's watch cache)."""
-    got = await request_json(
-        api, "GET", f"/apis/{GROUP}/{VERSION}/{plural}", query={"resourceVersion": "0"}
-    )
-    check = _correct if plural == "serviceimports" else _ready_export
-    return sum(1 for i in got["items"] if i["metadata"]["namespace"] in namespaces and check(i))
-
-
 def _ready_export(item: dict[str, Any]) -> bool:
     return any(
         c.get("type") == "Ready" and c.get("status") == "True"
@@ -259,11 +253,51 @@ def _ready_export(item: dict[str, Any]) -> bool:
     )
 
 
-async def _converged(apis: Apis, namespaces: set[str], n: int) -> bool:
-    for api in apis.values():
-        if await _count(api, "serviceimports", namespaces) < n:
-            return False
-    return await _count(apis["cluster1"], "serviceexports", namespaces) >= n
+class Convergence:
+    """Watches (mcs's own informer) the imports of every cluster and the exports of
+    cluster1 in ``namespaces``; ``done`` is set once every cluster has ``n`` correct,
+    Ready imports and cluster1 has ``n`` Ready exports. Event-driven, so it neither
+    polls the API servers nor adds a polling interval to the figure."""
+
+    def __init__(self, apis: Apis, namespaces: set[str], n: int) -> None:
+        self.namespaces, self.n = namespaces, n
+        self.done = asyncio.Event()
+        self.good: dict[str, set[tuple[str, str]]] = {}
+        self.informers: list[Informer] = []
+        for cluster, api in apis.items():
+            self._watch(api, cluster, "serviceimports", _correct)
+        self._watch(apis["cluster1"], "exports", "serviceexports", _ready_export)
+
+    def _watch(
+        self, api: client.ApiClient, name: str, plural: str, check: Callable[[Obj], bool]
+    ) -> None:
+        good = self.good.setdefault(name, set())
+
+        def on_event(_t: str, _old: Obj | None, new: Obj | None) -> None:
+            obj = new or _old
+            assert obj is not None
+            key = key_of(obj)
+            if key[0] not in self.namespaces:
+                return
+            if new is not None and check(new):
+                good.add(key)
+            else:
+                good.discard(key)
+            if all(len(g) >= self.n for g in self.good.values()):
+                self.done.set()
+
+        kind = ResourceKind(GROUP, VERSION, plural)
+        self.informers.append(Informer(api, cluster=name, kind=kind, on_event=on_event))
+
+    async def __aenter__(self) -> Convergence:
+        for i in self.informers:
+            i.start()
+        await asyncio.gather(*(i.synced.wait() for i in self.informers))
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        for i in self.informers:
+            await i.stop()
 
 
 # ---------------------------------------------------------------- the phases
@@ -285,17 +319,16 @@ async def controller_phase(
     out: dict[str, Any] = {}
     try:
         await ctl.ready()
-        writes0, cpu0, mesh0 = ctl.metric("mcs_api_writes_total"), ctl.cpu(), meter.read()
-        started = time.monotonic()
-        await _bounded(
-            CONCURRENCY,
-            [partial(_create_export, apis["cluster1"], ns, n) for ns, n in names],
-        )
-        out["create_seconds"] = round(time.monotonic() - started, 1)
-        poll = 0.5 if size.exports <= 2000 else 2.0  # a poll lists every import
-        while not await _converged(apis, namespaces, size.exports):
-            await asyncio.sleep(poll)
-        took = time.monotonic() - started
+        async with Convergence(apis, namespaces, size.exports) as converged:
+            writes0, cpu0, mesh0 = ctl.metric("mcs_api_writes_total"), ctl.cpu(), meter.read()
+            started = time.monotonic()
+            await _bounded(
+                CONCURRENCY,
+                [partial(_create_export, apis["cluster1"], ns, n) for ns, n in names],
+            )
+            out["create_seconds"] = round(time.monotonic() - started, 1)
+            await converged.done.wait()
+            took = time.monotonic() - started
         cpu = ctl.cpu() - cpu0
         out |= CpuMeter.since(mesh0, meter.read(), "controller_run")
         await asyncio.sleep(3)  # trailing writes, if any, count too
