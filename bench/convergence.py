@@ -405,6 +405,18 @@ async def restart_phase(
         ctl.stop()
 
 
+async def _apply(api: client.ApiClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Server-side apply, as the controller's writer does it."""
+    return await request_json(
+        api,
+        "PATCH",
+        path,
+        body=body,
+        content_type=APPLY,
+        query={"fieldManager": plan.FIELD_MANAGER, "force": "true"},
+    )
+
+
 async def floor_phase(apis: Apis, size: Size, meter: CpuMeter) -> dict[str, Any]:
     """The minimal writes, made by a bare client at full concurrency."""
     names = size.names(f"floor-{size}")
@@ -422,24 +434,10 @@ async def floor_phase(apis: Apis, size: Size, meter: CpuMeter) -> dict[str, Any]
             derived = plan.desired_derived_service(ns, name, merged)
             assert derived is not None
             path = f"/api/v1/namespaces/{ns}/services/{derived['metadata']['name']}"
-            got = await request_json(
-                api,
-                "PATCH",
-                path,
-                body=derived,
-                content_type=APPLY,
-                query={"fieldManager": plan.FIELD_MANAGER, "force": "true"},
-            )
+            got = await _apply(api, path, derived)
             imp = plan.desired_import(ns, name, merged, got)
             ipath = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/serviceimports/{name}"
-            await request_json(
-                api,
-                "PATCH",
-                ipath,
-                body=imp,
-                content_type=APPLY,
-                query={"fieldManager": plan.FIELD_MANAGER, "force": "true"},
-            )
+            await _apply(api, ipath, imp)
             status = plan.desired_import_status(merged, imp, [], now)
             await request_json(
                 api, "PATCH", ipath + "/status", body={"status": status}, content_type=MERGE

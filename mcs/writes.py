@@ -56,10 +56,6 @@ class Write:
     obj: Obj
     status: Obj | None = None
 
-    def __str__(self) -> str:
-        meta = self.obj.get("metadata", {})
-        return f"{self.verb} {self.resource} {meta.get('namespace')}/{meta.get('name')}"
-
 
 @dataclass(frozen=True, slots=True)
 class KeyState:
@@ -95,11 +91,6 @@ class Plan:
     then: Callable[[Obj | None], tuple[Write, ...]] = field(repr=False)
     derived_observed: Obj | None = None
     warnings: tuple[str, ...] = ()
-
-    def writes(self) -> tuple[Write, ...]:
-        """Every write, assuming the derived Service comes out as planned (for tests
-        and dry runs; the controller feeds the server's answer to ``then``)."""
-        return self.derived + self.then(self.derived_observed)
 
 
 class DerivedServiceInTheWay(RuntimeError):
@@ -152,7 +143,7 @@ def _ours(view: plan.ClusterView) -> list[tuple[str, Obj]]:
 
 
 def _import_writes(
-    key: KeyState, view: plan.ClusterView, merged: Any, derived: Obj | None
+    key: KeyState, view: plan.ClusterView, merged: MergeResult, derived: Obj | None
 ) -> list[Write]:
     observed = view.service_import
     desired = plan.desired_import(key.namespace, key.name, merged, derived)
