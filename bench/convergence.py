@@ -52,6 +52,7 @@ from mcs.informer import Informer, Obj, ResourceKind, key_of
 from mcs.kubeapi import request_json
 from mcs.mesh.mesh import Mesh, free_port
 from mcs.model import format_time
+from mcs.observability import configure_logging
 
 PORTS = [
     {"name": "http", "port": 80, "protocol": "TCP"},
@@ -518,6 +519,7 @@ async def main() -> None:
     parser.add_argument("--latency-samples", type=int, default=50)
     parser.add_argument("--keep", type=Path, help="keep logs in this directory")
     args = parser.parse_args()
+    configure_logging("console", "warning")  # the convergence watches' informers
     rows = []
     with tempfile.TemporaryDirectory(prefix="mcs-bench-") as tmp:
         logdir = args.keep or Path(tmp)
