@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcs import endpoints, plan
+from mcs import endpoints, globalsvc, plan
 from mcs.controller import Controller, Member, MemberConfig
 from mcs.informer import Informer, Key, Obj, key_of
 
@@ -26,15 +26,22 @@ def meta(ns: str, name: str, labels: dict[str, str]) -> dict[str, Any]:
 names = st.sampled_from(NAMES)
 namespaces = st.sampled_from(NS)
 exports = st.builds(lambda ns, n: ("exports", meta(ns, n, {})), namespaces, names)
+
+
+def service(ns: str, name: str, ours: bool, svc: str, is_global: bool) -> tuple[str, Obj]:
+    obj = meta(ns, name, ({**OURS, plan.SERVICE_NAME: svc} if ours else {}))
+    if is_global:
+        obj["metadata"]["annotations"] = {"service.cilium.io/global": "true"}
+    return ("services", obj)
+
+
 services = st.builds(
-    lambda ns, n, ours, svc: (
-        "services",
-        meta(ns, n, ({**OURS, plan.SERVICE_NAME: svc} if ours else {})),
-    ),
+    service,
     namespaces,
     st.sampled_from([*NAMES, "derived-1", "derived-2"]),
     st.booleans(),
     names,
+    st.booleans(),
 )
 imports = st.builds(
     lambda ns, n, ours: ("imports", meta(ns, n, OURS if ours else {})),
@@ -73,6 +80,7 @@ def brute_all_keys(members: tuple[Member, ...]) -> set[Key]:
     keys: set[Key] = set()
     for m in members:
         keys.update(m.exports.keys())
+        keys.update(key_of(o) for o in m.services.list() if globalsvc.annotations_of(o).is_global)
         keys.update(key_of(o) for o in m.imports.list() if plan.owned(o))
         for o in m.services.list():
             labels = o["metadata"].get("labels") or {}
@@ -80,7 +88,7 @@ def brute_all_keys(members: tuple[Member, ...]) -> set[Key]:
                 keys.add((key_of(o)[0], labels[plan.SERVICE_NAME]))
         for o in m.slices.list():
             if endpoints.managed_by_us(o):
-                k = endpoints.slice_key(o)
+                k = endpoints.slice_key(o) or globalsvc.global_slice_key(o)
                 if k:
                     keys.add(k)
     return keys
