@@ -56,6 +56,21 @@ def test_quick_start(binaries_ready: binaries.Binaries, tmp_path: Path) -> None:
                 '["10.'
             )
             assert rows["tatooine"][1] == "ClusterSetIP"
+        # the rebel-base Deployments run, and each cluster's CoreDNS answers the clusterset
+        # name with the cluster-set IP behind which stand the pods of both clusters
+        for ctx in ("cluster1", "cluster2"):
+            pods = out.split(f"$ kubectl --context {ctx} get pods -o wide", 1)[1].split("$ ", 1)[0]
+            assert pods.count(" Running ") == 2, pods
+        answers = out.split("==> Who answers rebel-base.default.svc.clusterset.local", 1)[1]
+        for ctx, n in (("cluster1", 1), ("cluster2", 2)):
+            assert f"{ctx}: rebel-base.default.svc.clusterset.local -> A 10.10{n}." in answers
+            behind = [line for line in answers.splitlines() if f"pods of {ctx}: " in line]
+            assert len(behind) == 2, answers  # listed in both clusters
+            for line in behind:
+                ips = line.split(": ", 1)[1].split(", ")
+                assert len(ips) == 4 and all(
+                    ip.startswith((f"10.24{n}.", f"fd00:10:24{n}:")) for ip in ips
+                )
         # the losing export says what disagrees and who won
         assert "Conflict=True PortConflict,SessionAffinityConflict" in out
         assert 'oldest export, in cluster "cluster1"' in out
