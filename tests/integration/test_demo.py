@@ -48,9 +48,8 @@ def test_quick_start(binaries_ready: binaries.Binaries, tmp_path: Path) -> None:
         assert run.returncode == 0, f"{out[-3000:]}\n{run.stderr[-3000:]}"
         # both clusters import rebel-base with a cluster-set IP
         for ctx in ("cluster1", "cluster2"):
-            section = out.split(f"$ kubectl --context {ctx} get serviceimports", 1)[1].split(
-                "$ ", 1
-            )[0]
+            section = out.split(f"$ kubectl --context {ctx} get serviceimports", 1)[1]
+            section = section.split("$ ", 1)[0].split("\n\n", 1)[0]
             rows = {line.split()[0]: line.split() for line in section.strip().splitlines()[1:]}
             assert rows["rebel-base"][1] == "ClusterSetIP" and rows["rebel-base"][2].startswith(
                 '["10.'
