@@ -82,8 +82,9 @@ def build_all(
     times = _load_times(times_file)
     redraw = live(out)
     total = sum(times.get(t.name, TYPICAL.get(t.name, 0)) for t in missing)
+    count = f"{len(missing)} binar{'y' if len(missing) == 1 else 'ies'}"
     out.write(
-        f"[mcs build] {len(missing)} binaries into {cache} (~{fmt(total)}); "
+        f"[mcs build] {count} into {cache} (~{fmt(total)}); "
         f"Go output in {logs}/build-<binary>.log\n"
     )
     width = max(len(t.name) for t in want)
