@@ -130,9 +130,9 @@ async def drop_namespace(api: client.ApiClient, name: str) -> None:
     in the background. A test may have deleted it already."""
     try:
         await client.CustomObjectsApi(api).delete_collection_namespaced_custom_object(
-            "multicluster.x-k8s.io", "v1beta1", name, "serviceexports", _request_timeout=10
+            "multicluster.x-k8s.io", "v1beta1", name, "serviceexports", _request_timeout=60
         )
-        await client.CoreV1Api(api).delete_namespace(name, _request_timeout=10)
+        await client.CoreV1Api(api).delete_namespace(name, _request_timeout=60)
     except ApiException as e:
         if e.status != 404:
             raise
