@@ -1,4 +1,8 @@
-"""``mcs mesh``: one etcd and N kube-apiservers on loopback, one kubeconfig.
+"""``mcs mesh``: one etcd and N member clusters on loopback, one kubeconfig.
+
+Each member is a kube-apiserver and, unless ``workloads=False``, the
+kube-controller-manager, kube-scheduler and kwok nodes of :mod:`mcs.mesh.workloads`;
+with ``dns=True`` also a CoreDNS (:mod:`mcs.mesh.dns`).
 
 The state of a mesh lives in one directory (``.mcs-mesh/`` by default): the PKI,
 etcd's data, the logs, ``state.json`` (what runs, with pids and ports) and
