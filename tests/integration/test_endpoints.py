@@ -2,9 +2,9 @@
 (one per member, reading that member's API server), in both deployment modes.
 
 Where the point is how Kubernetes behaves, the endpoints are real Pods of a Deployment
-(here and in test_workloads.py). Hand-written slices remain only where a test needs a
-state kube would not produce on its own: targetPorts differing per cluster, a not-ready
-endpoint that keeps its hostname, exact addresses in DNS answers.
+(here and in test_workloads.py). Hand-written slices remain only in the DNS tests, which
+need exact addresses and a not-ready endpoint that keeps its hostname in several
+clusters at once (test_workloads.py covers a real headless StatefulSet).
 """
 
 from __future__ import annotations
@@ -134,20 +134,18 @@ def test_strict_port_conflict_slices(
 ) -> None:
     c0_ports = [{"name": "tcp", "port": 42, "protocol": "TCP"}]
     other = "tcp" if case == "20-same-name" else "tcp2"
-    c1_ports = [{"name": other, "port": 4242, "protocol": "TCP"}]
+    # cluster2 serves 4242 on its pods' port 42: kube's slices there say 42, named `other`
+    c1_ports = [{"name": other, "port": 4242, "targetPort": 42, "protocol": "TCP"}]
     kubectl(C0, "apply", "-f", "-", stdin=service(namespace, ports=c0_ports))
-    kubectl(
-        C0, "apply", "-f", "-", stdin=source_slice(namespace, "hello", ["10.1.0.1"], ports=c0_ports)
-    )
+    kubectl(C0, "apply", "-f", "-", stdin=deployment(namespace, replicas=1))
     kubectl(C0, "apply", "-f", "-", stdin=export(namespace))
     eventually(lambda: get_import(kubectl, C0, namespace))
     time.sleep(1.1)
-    target = [{"name": other, "port": 42, "protocol": "TCP"}]  # targetPort 42 on c1's pods
     kubectl(C1, "apply", "-f", "-", stdin=service(namespace, ports=c1_ports))
-    kubectl(
-        C1, "apply", "-f", "-", stdin=source_slice(namespace, "hello", ["10.2.0.1"], ports=target)
-    )
+    kubectl(C1, "apply", "-f", "-", stdin=deployment(namespace, replicas=1))
     kubectl(C1, "apply", "-f", "-", stdin=export(namespace))
+    wait_running(kubectl, C0, namespace, 1)
+    wait_running(kubectl, C1, namespace, 1)
 
     def port_names() -> dict[str, set[str]]:
         out: dict[str, set[str]] = {}
