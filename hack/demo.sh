@@ -54,7 +54,7 @@ step "Global services (examples/global-services): rebel-base annotated service.c
 G=examples/global-services; SEL=kubernetes.io/service-name=rebel-base
 remote() { kubectl --context "$1" get endpointslices -l "$SEL,multicluster.kubernetes.io/source-cluster=$2" -o name; }
 backends() { for c in cluster1 cluster2; do show kubectl --context $c get endpointslices -l $SEL -L multicluster.kubernetes.io/source-cluster; done; }
-for i in 1 2; do kubectl --context cluster$i apply -f $G/global-service.yaml -f $G/mesh-endpointslice-cluster$i.yaml >/dev/null; done
+for i in 1 2; do kubectl --context cluster$i apply -f $G/global-service.yaml >/dev/null; done
 for _ in $(seq 150); do [ -n "$(remote cluster2 cluster1)" ] && [ -n "$(remote cluster1 cluster2)" ] && break; sleep 0.2; done
 backends
 step "cluster1 stops sharing (service.cilium.io/shared=false): cluster2 keeps only its own backends"
