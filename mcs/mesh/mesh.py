@@ -1,4 +1,8 @@
-"""``mcs mesh``: one etcd and N kube-apiservers on loopback, one kubeconfig.
+"""``mcs mesh``: one etcd and N member clusters on loopback, one kubeconfig.
+
+Each member is a kube-apiserver and, unless ``workloads=False``, the
+kube-controller-manager, kube-scheduler and kwok nodes of :mod:`mcs.mesh.workloads`;
+with ``dns=True`` also a CoreDNS (:mod:`mcs.mesh.dns`).
 
 The state of a mesh lives in one directory (``.mcs-mesh/`` by default): the PKI,
 etcd's data, the logs, ``state.json`` (what runs, with pids and ports) and
@@ -62,6 +66,10 @@ class Member:
     service_cidr: str
     dns_port: int | None = None
     dns_pid: int | None = None
+    pod_cidr: str = ""
+    nodes: int = 0
+    #: kube-controller-manager, kube-scheduler and kwok when the mesh runs workloads
+    components: list[Proc] = field(default_factory=list)
 
     @property
     def server(self) -> str:
@@ -92,7 +100,10 @@ class MeshState:
         return cls(
             dir=raw["dir"],
             etcd=Proc(**raw["etcd"]),
-            members=[Member(**m) for m in raw["members"]],
+            members=[
+                Member(**{**m, "components": [Proc(**c) for c in m.get("components", [])]})
+                for m in raw["members"]
+            ],
             detached=raw.get("detached", True),
             started_at=raw.get("started_at", 0.0),
         )
@@ -103,6 +114,7 @@ class MeshState:
             out.append(m.pid)
             if m.dns_pid:
                 out.append(m.dns_pid)
+            out.extend(c.pid for c in m.components)
         return out
 
 
@@ -112,11 +124,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-_OUR_EXECUTABLES = {"etcd", "kube-apiserver", "coredns"}
+_OUR_EXECUTABLES = {
+    "etcd",
+    "kube-apiserver",
+    "coredns",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+}
 
 
 def _owns(pid: int, directory: Path) -> bool:
-    """True when ``pid`` is a live etcd, kube-apiserver, coredns or ``mcs run`` of ``directory``."""
+    """True when ``pid`` is a live process of the mesh in ``directory`` (one of
+    ``_OUR_EXECUTABLES``) or an ``mcs run`` against it."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -133,6 +153,17 @@ def _is_controller(argv: list[str]) -> bool:
     """``mcs run`` (console script or ``python -m mcs.cli``): a controller on this mesh
     (its ``--kubeconfig`` names the mesh directory) is stopped with it."""
     return "run" in argv[1:4] and any(Path(a).name in ("mcs", "mcs.cli") for a in argv[:3])
+
+
+def mesh_rss_mib(pid: int) -> int:
+    """Resident memory of ``pid`` in MiB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _die_with_parent() -> None:
@@ -277,11 +308,23 @@ class Mesh:
         self.say(f"removing stale mesh state in {self.dir}")
         shutil.rmtree(self.dir)
 
-    async def up(self, clusters: int = 2, *, detach: bool = True, dns: bool = False) -> MeshState:
+    async def up(
+        self,
+        clusters: int = 2,
+        *,
+        detach: bool = True,
+        dns: bool = False,
+        workloads: bool = True,
+        nodes: int = 2,
+    ) -> MeshState:
+        """Start the mesh: etcd, per member a kube-apiserver, and with ``workloads`` (the
+        default) kube-controller-manager, kube-scheduler and kwok with ``nodes`` Nodes."""
         if not 1 <= clusters <= 9:
             raise MeshError("--clusters must be between 1 and 9")
+        if workloads and not 1 <= nodes <= 250:
+            raise MeshError("--nodes must be between 1 and 250")
         self._clear_stale()
-        bins = binaries.ensure(coredns=dns)
+        bins = binaries.ensure(coredns=dns, workloads=workloads)
         self.dir.mkdir(parents=True)
         names = [f"cluster{i}" for i in range(1, clusters + 1)]
         pki = create_pki(self.dir / "pki", names)
@@ -346,6 +389,8 @@ class Mesh:
             )
             state.kubeconfig.chmod(0o600)
             await asyncio.gather(*(self._bootstrap(state, m.name) for m in state.members))
+            if workloads:
+                started += await self._start_workloads(bins, pki, state, nodes, detach)
             if dns:
                 from mcs.mesh.dns import start_dns
 
@@ -375,12 +420,52 @@ class Mesh:
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
             f"--service-cluster-ip-range={cidr}",
-            "--disable-admission-plugins=ServiceAccount",
+            # TaintNodesByCondition taints a new Node not-ready until the node-lifecycle
+            # controller lifts it; the mesh runs no such controller: kwok's Nodes are Ready
+            "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition",
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
             "--profiling=false",
             "--v=0",
         ]
+
+    async def _start_workloads(
+        self, bins: binaries.Binaries, pki: Pki, state: MeshState, nodes: int, detach: bool
+    ) -> list[subprocess.Popen[bytes]]:
+        """kube-controller-manager, kube-scheduler and kwok for every member, then its Nodes."""
+        from mcs.mesh import workloads as wl
+
+        started: list[subprocess.Popen[bytes]] = []
+        waits = []
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # self-signed serving certs of /healthz
+        try:
+            for index, m in enumerate(state.members, start=1):
+                v4, v6 = wl.pod_cidrs(index)
+                m.pod_cidr, m.nodes = f"{v4},{v6}", nodes
+                kubeconfigs = wl.write_kubeconfigs(self.dir, pki, m.name, m.server)
+                ports = {c: free_port() for c in wl.COMPONENTS}
+                cmds = wl.commands(bins, self.dir, pki, m.name, kubeconfigs, ports)
+                urls = wl.health_urls(ports)
+                for component, args in cmds.items():
+                    log = self.dir / "logs" / f"{m.name}-{component}.log"
+                    proc = _spawn(args, log, detach)
+                    started.append(proc)
+                    m.components.append(Proc(component, proc.pid, ports[component], str(log)))
+                    waits.append(_wait_http(urls[component], ctx, proc, log, 60))
+            state.save()
+            await asyncio.gather(*waits)
+            await asyncio.gather(
+                *(
+                    wl.create_nodes(state.kubeconfig, m.name, index, nodes)
+                    for index, m in enumerate(state.members, start=1)
+                )
+            )
+        except BaseException:
+            stop_pids([p.pid for p in started], self.dir, grace=5)
+            raise
+        return started
 
     async def _bootstrap(self, state: MeshState, context: str) -> None:
         """Install the CRDs, wait for them, and create the cluster-id ClusterProperty."""

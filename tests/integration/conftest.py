@@ -1,5 +1,6 @@
-"""The integration harness: a session-wide mesh of three real kube-apiservers and a
-fresh namespace per test in every cluster.
+"""The integration harness: a session-wide mesh of three member clusters (each a real
+kube-apiserver, kube-controller-manager and kube-scheduler, kwok with two simulated
+nodes, and CoreDNS) and a fresh namespace per test in every cluster.
 
 A missing binary or tool is a test *failure* naming what is missing, never a skip:
 CI must not pass by running nothing.
@@ -72,7 +73,7 @@ class Kubectl:
 @pytest.fixture(scope="session")
 def binaries_ready() -> binaries.Binaries:
     try:
-        return binaries.ensure(coredns=True)
+        return binaries.ensure(coredns=True, workloads=True)
     except binaries.BinariesUnavailable as e:
         pytest.fail(f"control-plane binaries unavailable: {e}")
 
@@ -82,7 +83,7 @@ async def mesh(
     binaries_ready: binaries.Binaries, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[MeshState]:
     m = Mesh(tmp_path_factory.mktemp("mesh"), say=lambda s: None)
-    state = await m.up(CLUSTERS, detach=False, dns=True)
+    state = await m.up(CLUSTERS, detach=False, dns=True, workloads=True, nodes=2)
     try:
         yield state
     finally:
@@ -125,25 +126,14 @@ async def namespace(apis: dict[str, client.ApiClient]) -> AsyncIterator[str]:
 
 
 async def drop_namespace(api: client.ApiClient, name: str) -> None:
-    """Delete what the test made (orphans would outlive the namespace), then the namespace."""
-    core = client.CoreV1Api(api)
-    custom = client.CustomObjectsApi(api)
-    for plural in ("serviceexports", "serviceimports"):
-        await custom.delete_collection_namespaced_custom_object(
-            "multicluster.x-k8s.io", "v1beta1", name, plural
-        )
-    await client.DiscoveryV1Api(api).delete_collection_namespaced_endpoint_slice(name)
-    for svc in (await core.list_namespaced_service(name)).items:
-        try:  # the controller may be deleting its derived Services at the same moment
-            await core.delete_namespaced_service(svc.metadata.name, name)
-        except ApiException as e:
-            if e.status != 404:
-                raise
+    """Unexport (so controllers withdraw while the namespace still exists), then delete the
+    namespace: the mesh's kube-controller-manager deletes what is in it, Pods included,
+    in the background. A test may have deleted it already."""
     try:
-        await core.delete_namespace(name)
-        await core.replace_namespace_finalize(
-            name, {"metadata": {"name": name}, "spec": {"finalizers": []}}
+        await client.CustomObjectsApi(api).delete_collection_namespaced_custom_object(
+            "multicluster.x-k8s.io", "v1beta1", name, "serviceexports", _request_timeout=60
         )
+        await client.CoreV1Api(api).delete_namespace(name, _request_timeout=60)
     except ApiException as e:
         if e.status != 404:
             raise

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.integration.conftest import Kubectl
+from tests.integration.conftest import Kubectl, eventually
 
 HELLO_PORTS: list[dict[str, Any]] = [
     {"name": "tcp", "port": 42, "protocol": "TCP"},
@@ -86,3 +86,68 @@ def condition_status(
 ) -> str | None:
     cond = condition(get_export(kubectl, ctx, ns, name), ctype)
     return cond["status"] if cond else None
+
+
+def deployment(ns: str, name: str = "hello", replicas: int = 2) -> str:
+    """conformance's helloDeployment: pods labelled ``app: <name>`` (kwok runs them)."""
+    return json.dumps(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "hello-tcp", "image": "alpine/socat"}]},
+                },
+            },
+        }
+    )
+
+
+def statefulset(ns: str, name: str = "hello", replicas: int = 2) -> str:
+    """conformance's newStatefulSet: pods ``<name>-0..`` with hostnames under Service ``name``."""
+    return json.dumps(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {
+                "serviceName": name,
+                "replicas": replicas,
+                "podManagementPolicy": "Parallel",
+                "selector": {"matchLabels": {"app": name}},
+                "template": {
+                    "metadata": {"labels": {"app": name}},
+                    "spec": {"containers": [{"name": "hello-tcp", "image": "alpine/socat"}]},
+                },
+            },
+        }
+    )
+
+
+def running_pod_ips(kubectl: Kubectl, ctx: str, ns: str, app: str = "hello") -> set[str]:
+    """Every IP (both families) of the Running, Ready, not deleting pods labelled ``app``."""
+    pods = kubectl.json(ctx, "get", "pods", "-n", ns, "-l", f"app={app}")["items"]
+    out: set[str] = set()
+    for pod in pods:
+        status = pod.get("status", {})
+        ready = any(
+            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or []
+        )
+        deleting = "deletionTimestamp" in pod["metadata"]
+        if status.get("phase") == "Running" and ready and not deleting:
+            out |= {p["ip"] for p in status.get("podIPs") or []}
+    return out
+
+
+def wait_running(kubectl: Kubectl, ctx: str, ns: str, pods: int, app: str = "hello") -> set[str]:
+    """The IPs of ``app``'s pods in ``ctx`` once exactly ``pods`` run (two IPs each)."""
+
+    def check() -> set[str]:
+        ips = running_pod_ips(kubectl, ctx, ns, app)
+        return ips if len(ips) == 2 * pods else set()
+
+    return set(eventually(check, timeout=60, what=f"{pods} running {app} pods in {ctx}"))

@@ -48,22 +48,37 @@ def test_quick_start(binaries_ready: binaries.Binaries, tmp_path: Path) -> None:
         assert run.returncode == 0, f"{out[-3000:]}\n{run.stderr[-3000:]}"
         # both clusters import rebel-base with a cluster-set IP
         for ctx in ("cluster1", "cluster2"):
-            section = out.split(f"$ kubectl --context {ctx} get serviceimports", 1)[1].split(
-                "$ ", 1
-            )[0]
+            section = out.split(f"$ kubectl --context {ctx} get serviceimports", 1)[1]
+            section = section.split("$ ", 1)[0].split("\n\n", 1)[0]
             rows = {line.split()[0]: line.split() for line in section.strip().splitlines()[1:]}
             assert rows["rebel-base"][1] == "ClusterSetIP" and rows["rebel-base"][2].startswith(
                 '["10.'
             )
             assert rows["tatooine"][1] == "ClusterSetIP"
+        # the rebel-base Deployments run, and each cluster's CoreDNS answers the clusterset
+        # name with the cluster-set IP behind which stand the pods of both clusters
+        for ctx in ("cluster1", "cluster2"):
+            pods = out.split(f"$ kubectl --context {ctx} get pods -o wide", 1)[1].split("$ ", 1)[0]
+            assert pods.count(" Running ") == 2, pods
+        answers = out.split("==> Who answers rebel-base.default.svc.clusterset.local", 1)[1]
+        for ctx, n in (("cluster1", 1), ("cluster2", 2)):
+            assert f"{ctx}: rebel-base.default.svc.clusterset.local -> A 10.10{n}." in answers
+            behind = [line for line in answers.splitlines() if f"pods of {ctx}: " in line]
+            assert len(behind) == 2, answers  # listed in both clusters
+            for line in behind:
+                ips = line.split(": ", 1)[1].split(", ")
+                assert len(ips) == 4 and all(
+                    ip.startswith((f"10.24{n}.", f"fd00:10:24{n}:")) for ip in ips
+                )
         # the losing export says what disagrees and who won
         assert "Conflict=True PortConflict,SessionAffinityConflict" in out
         assert 'oldest export, in cluster "cluster1"' in out
         # global services: cluster2 uses cluster1's backends, then not after shared=false
         before, after = out.split("service.cilium.io/shared=false --overwrite", 1)
         in_c2 = "$ kubectl --context cluster2 get endpointslices"
-        assert "10.244.1.10" in before.rsplit(in_c2, 1)[1].split("$ ", 1)[0]
-        assert "10.244.1.10" not in after.split(in_c2, 1)[1].split("$ ", 1)[0]
+        # (cluster1's pods have IPs in 10.241.0.0/16)
+        assert "10.241." in before.rsplit(in_c2, 1)[1].split("$ ", 1)[0]
+        assert "10.241." not in after.split(in_c2, 1)[1].split("$ ", 1)[0]
         # mcs status shows the members and the conflict
         status = out.split("$ mcs status", 1)[1]
         assert "cluster1" in status and "cluster2" in status and "tatooine" in status

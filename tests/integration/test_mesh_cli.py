@@ -22,6 +22,16 @@ def _mcs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+MESH_EXECUTABLES = {
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "coredns",
+}
+
+
 def _processes_naming(directory: Path) -> list[str]:
     out = []
     for entry in Path("/proc").iterdir():
@@ -31,30 +41,40 @@ def _processes_naming(directory: Path) -> list[str]:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if str(directory) in cmd and ("kube-apiserver" in cmd or "etcd" in cmd):
+        exe = Path(cmd.split(" ", 1)[0]).name
+        if str(directory) in cmd and exe in MESH_EXECUTABLES:
             out.append(f"{entry.name}: {cmd[:120]}")
     return out
 
 
 def test_mesh_up_use_down(binaries_ready: binaries.Binaries, tmp_path: Path) -> None:
     state_dir = tmp_path / "m"
-    up = _mcs("mesh", "up", "--clusters", "3", "--dir", str(state_dir), cwd=tmp_path)
+    up = _mcs(
+        "mesh", "up", "--clusters", "2", "--nodes", "3", "--dir", str(state_dir), cwd=tmp_path
+    )
     try:
         assert up.returncode == 0, up.stderr
         kubeconfig = state_dir / "kubeconfig"
         assert f"export KUBECONFIG={kubeconfig.resolve()}" in up.stdout
-        ns = subprocess.run(
-            [kubectl_path(), "--context", "cluster3", "get", "ns"],
+        nodes = subprocess.run(
+            [kubectl_path(), "--context", "cluster2", "get", "nodes", "--no-headers"],
             env={**os.environ, "KUBECONFIG": str(kubeconfig)},
             capture_output=True,
             text=True,
             check=False,
         )
-        assert ns.returncode == 0, ns.stderr
-        assert "kube-system" in ns.stdout
+        assert nodes.returncode == 0, nodes.stderr
+        rows = [line.split() for line in nodes.stdout.splitlines()]
+        assert sorted((r[0], r[1]) for r in rows) == [
+            (f"cluster2-node{i}", "Ready") for i in (1, 2, 3)
+        ], nodes.stdout
+        # etcd, and per cluster kube-apiserver, -controller-manager, -scheduler and kwok
         status = _mcs("mesh", "status", "--dir", str(state_dir), cwd=tmp_path)
-        assert status.returncode == 0 and status.stdout.count("running") == 4, status.stdout
-        assert len(_processes_naming(state_dir.resolve())) == 4
+        assert status.returncode == 0 and status.stdout.count("running") == 9, status.stdout
+        for component in ("kube-controller-manager", "kube-scheduler", "kwok"):
+            assert f"cluster2 {component}" in status.stdout
+        assert "cluster1 total" in status.stdout and "MiB" in status.stdout
+        assert len(_processes_naming(state_dir.resolve())) == 9
     finally:
         down = _mcs("mesh", "down", "--dir", str(state_dir), cwd=tmp_path)
     assert down.returncode == 0, down.stderr
@@ -64,12 +84,17 @@ def test_mesh_up_use_down(binaries_ready: binaries.Binaries, tmp_path: Path) -> 
 
 def test_stale_state_is_cleaned(binaries_ready: binaries.Binaries, tmp_path: Path) -> None:
     state_dir = tmp_path / "m"
-    up = _mcs("mesh", "up", "--clusters", "1", "--dir", str(state_dir), cwd=tmp_path)
+    up = _mcs(
+        "mesh", "up", "--clusters", "1", "--no-workloads", "--dir", str(state_dir), cwd=tmp_path
+    )
     assert up.returncode == 0, up.stderr
+    assert len(_processes_naming(state_dir.resolve())) == 2  # the lighter mesh
     # a killed run: processes killed hard, state left behind
     for line in _processes_naming(state_dir.resolve()):
         os.kill(int(line.split(":")[0]), 9)
-    again = _mcs("mesh", "up", "--clusters", "1", "--dir", str(state_dir), cwd=tmp_path)
+    again = _mcs(
+        "mesh", "up", "--clusters", "1", "--no-workloads", "--dir", str(state_dir), cwd=tmp_path
+    )
     try:
         assert again.returncode == 0, again.stderr
         assert "stale mesh state" in again.stdout
