@@ -14,6 +14,8 @@ import signal
 import time
 from typing import Any
 
+import pytest
+
 from mcs.mesh.mesh import MeshState
 from tests.integration.conftest import Controllers, Kubectl, eventually, holds
 from tests.integration.mcs_objects import condition, export, get_export, get_import
@@ -277,8 +279,11 @@ def test_namespace_filter(controllers: Controllers, kubectl: Kubectl, namespace:
     )
 
 
-def test_deny_list(controllers: Controllers, kubectl: Kubectl, contexts: list[str]) -> None:
-    ns, name = "kube-public", f"probe-{controllers.mode}"
+@pytest.mark.parametrize("ns", ["kube-system", "kube-public"])
+def test_deny_list(
+    controllers: Controllers, kubectl: Kubectl, contexts: list[str], ns: str
+) -> None:
+    name = f"probe-{controllers.mode}"
     svc = json.loads(rebel_base(ns, {GLOBAL: "true"}))
     svc["metadata"]["name"] = name
     try:
