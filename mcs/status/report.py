@@ -9,6 +9,7 @@ verdict with the conditions written on each ServiceExport (``in_sync``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -262,20 +263,7 @@ def _global_services(
             m.cluster_id: policy.not_taking_part(m.namespace_objects, m.cluster_id) for m in members
         },
     )
-    return [
-        GlobalServiceReport(
-            cluster=r.cluster,
-            namespace=r.namespace,
-            name=r.name,
-            is_global=r.is_global,
-            shared=r.shared,
-            affinity=r.affinity,
-            backends=dict(r.backends),
-            held_back=list(r.held_back),
-            notes=list(r.notes),
-        )
-        for r in rows
-    ]
+    return [GlobalServiceReport.model_validate(dataclasses.asdict(r)) for r in rows]
 
 
 @dataclass(frozen=True)
