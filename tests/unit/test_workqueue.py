@@ -248,17 +248,22 @@ async def test_workers_terminal_error_is_not_retried_and_requeue_after_is() -> N
     """TerminalError drops the key; a returned delay processes it again later."""
     queue: WorkQueue[Key] = WorkQueue()
     calls: list[Key] = []
+    again = asyncio.Event()
 
     async def handler(key: Key) -> float | None:
         calls.append(key)
         if key == A:
             raise TerminalError("unknown cluster")
+        if calls.count(B) == 2:
+            again.set()
         return 0.02 if calls.count(B) == 1 else None
 
     workers = asyncio.create_task(run_workers(queue, handler, concurrency=1))
     queue.add(A)
     queue.add(B)
-    await asyncio.sleep(0.1)
+    # An event, not a fixed sleep: logging A's traceback may take a while on a busy machine.
+    await asyncio.wait_for(again.wait(), 5)
+    await asyncio.sleep(0.1)  # room for a wrong third call of B, or a retry of A
     queue.shutdown()
     await asyncio.wait_for(workers, 1)
     assert calls == [A, B, B]
