@@ -9,8 +9,12 @@ writer (``mcs.writer``). Central and per-cluster deployments run this same code;
 they differ only in which members are local. No path run per event or per reconcile
 scans a whole cache: lookups go through the informers' indexes.
 
-Nothing is decided before every cache has listed once (``ready``). A periodic
-resync re-queues every known key; a steady state makes no writes.
+Nothing is decided before every cache has listed once (``ready``), or before
+``member_grace`` seconds have passed: a member that has not joined by then is left
+out (``mcs.health``) and joins when it comes up. A member unreachable for longer than
+``member_grace`` is withdrawn: the merge sees it as empty (for imports and global
+services alike). A periodic resync re-queues every known key; a steady state makes
+no writes.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-from collections.abc import Callable, Coroutine, Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -26,7 +30,7 @@ from typing import Any, cast
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
-from mcs import cachefields, endpoints, globalsvc, plan, trust, writes
+from mcs import cachefields, endpoints, globalsvc, health, plan, trust, writes
 from mcs.informer import (
     ENDPOINT_SLICES,
     NAMESPACES,
@@ -219,6 +223,10 @@ class Controller:
         watch_timeout: int = 300,
         endpoint_policy: trust.EndpointPolicy | None = None,
         namespace_policy: NamespacePolicy | None = None,
+        member_grace: float = health.DEFAULT_GRACE,
+        resolve_id: Callable[[Member], Awaitable[str]] | None = None,
+        pending_ids: Iterable[str] = (),
+        drain_timeout: float = 10.0,
     ) -> None:
         ids = [m.cluster_id for m in members]
         if len(set(ids)) != len(ids):
@@ -236,7 +244,18 @@ class Controller:
         self._noted: dict[tuple[str, str, str, str], str] = {}
         self._watch_timeout = watch_timeout
         self.members: tuple[Member, ...] = tuple(self._member(c) for c in members)
-        self._writers = {m.cluster_id: Writer(m.api, m.cluster_id) for m in self.members if m.local}
+        # By context: a member's cluster id can still change (read after start-up).
+        self._writers = {m.context: Writer(m.api, m.cluster_id) for m in self.members if m.local}
+        self.drain_timeout = drain_timeout
+        self._joined = asyncio.Event()
+        self._resolve_id = resolve_id
+        self.health: health.MemberHealth[Member] = health.MemberHealth(
+            self.members,
+            grace=member_grace,
+            on_change=self._member_changed,
+            resolve_id=self._read_id if resolve_id is not None else None,
+            pending=pending_ids,
+        )
 
     def _member(self, c: MemberConfig) -> Member:
         make = functools.partial(self._informer, c)
@@ -337,7 +356,34 @@ class Controller:
             for i in m.informers
             if not i.has_synced()
         ]
+        missing = self.health.describe()
+        if missing:
+            return "; ".join(missing)
         return f"caches not synced: {', '.join(waiting)}" if waiting else None
+
+    async def _read_id(self, m: Member) -> Member:
+        """Read the cluster id of a member that started without one, and replace the
+        (immutable) member by one with that id; returns the new member."""
+        assert self._resolve_id is not None
+        cid = await self._resolve_id(m)
+        if cid == m.cluster_id:
+            return m
+        new = dataclasses.replace(m, cluster_id=cid)
+        self.members = tuple(new if o.context == m.context else o for o in self.members)
+        if new.local:
+            self._writers[new.context].cluster = cid
+        return new
+
+    def _member_changed(self, m: Member, withdrawn: bool) -> None:
+        """A member joined, was withdrawn or returned: reconcile each key it bears on once."""
+        if self.health.joined_all():
+            self._joined.set()
+        if not self._joined.is_set():
+            return  # still starting: the first reconciles will cover it
+        # Its keys (exports, global Services, ours); every key when it is local: its
+        # imports were not written while it was out.
+        for key in self.all_keys() if m.local else m.keys():
+            self.queue.add(key)
 
     async def run(self, stop: asyncio.Event, elector: LeaderElector | None = None) -> None:
         """Run until ``stop`` is set; then drain the current reconciles and stop every task.
@@ -349,40 +395,61 @@ class Controller:
         for m in self.members:
             for informer in m.informers:
                 informer.start()
+        health_task = asyncio.create_task(self.health.run(), name="member health")
         try:
-            if not await _unless_stopped(self._wait_synced(), stop):
+            if not await _unless_stopped(self._wait_joined(), stop):
                 return
+            self._joined.set()
             log.info(
                 "caches synced",
-                clusters=[m.cluster_id for m in self.members],
+                clusters=[m.cluster_id for m in self.members if not self.health.withdrawn(m)],
                 local=[m.cluster_id for m in self.members if m.local],
+                missing=self.health.describe(),
             )
             if elector is not None:
                 log.info("waiting to become leader", identity=elector.identity)
                 if not await _unless_stopped(elector.acquire(), stop):
                     return
+                for writer in self._writers.values():
+                    writer.budget = elector.write_budget
             try:
                 async with asyncio.TaskGroup() as tg:
                     workers = run_workers(self.queue, self.reconcile, concurrency=self.workers)
-                    tg.create_task(workers, name="workers")
-                    background = [tg.create_task(self._resync_loop(), name="resync")]
+                    worker_task = tg.create_task(workers, name="workers")
+                    resync = tg.create_task(self._resync_loop(), name="resync")
+                    lease = None
                     if elector is not None:
-                        background.append(tg.create_task(elector.keep(), name="lease"))
+                        lease = tg.create_task(elector.keep(), name="lease")
                     await stop.wait()
-                    log.info("stopping: draining the work queue")
-                    for task in background:
-                        task.cancel()
+                    # The lease is renewed while the workers finish their keys (bounded).
+                    log.info("stopping: draining the work queue", timeout=self.drain_timeout)
+                    resync.cancel()
                     self.queue.shutdown()
+                    _, pending = await asyncio.wait({worker_task}, timeout=self.drain_timeout)
+                    if pending:
+                        log.warning("drain timed out; interrupting the reconciles in flight")
+                        worker_task.cancel()
+                    if lease is not None:
+                        lease.cancel()
             finally:
                 if elector is not None:
                     await elector.release()
         finally:
+            health_task.cancel()
+            (outcome,) = await asyncio.gather(health_task, return_exceptions=True)
+            if isinstance(outcome, Exception):
+                log.error("member health tracking failed", error=repr(outcome))
             for m in self.members:
                 for informer in m.informers:
                     await informer.stop()
 
-    async def _wait_synced(self) -> None:
-        await asyncio.gather(*(i.synced.wait() for m in self.members for i in m.informers))
+    async def _wait_joined(self) -> None:
+        """Until every member has joined, or ``member_grace`` seconds (then go without)."""
+        try:
+            async with asyncio.timeout(self.health.grace):
+                await self._joined.wait()
+        except TimeoutError:
+            log.warning("starting without some members", missing=self.health.describe())
 
     async def _resync_loop(self) -> None:
         while True:
@@ -415,34 +482,77 @@ class Controller:
                 and v.service_import is not None
                 and not plan.owned(v.service_import)
             ]
+            if evaluation.merged.spec.type == "ClusterSetIP":
+                derived = plan.derived_name(ns, name)
+                clashes += [
+                    f'Service "{ns}/{derived}" in cluster "{c}" was not created by '
+                    f"mcs-controller (no {plan.MANAGED_BY}={plan.FIELD_MANAGER} label) and "
+                    "holds the name of the derived Service; it is left untouched"
+                    for c, v in views.items()
+                    if v.takes_part and v.derived is not None and not plan.owned(v.derived)
+                ]
             if clashes:
                 blocked = "; ".join(clashes)
-                log.warning("unowned ServiceImport in the way", detail=blocked)
+                log.warning("unowned object in the way", detail=blocked)
         sources: dict[str, list[Obj]] = {}
         if evaluation.merged is None:
             for m in self.members:
                 self._dropped.pop((key, m.cluster_id), None)
         else:
-            sources = {m.cluster_id: await self._trusted_sources(m, key) for m in self.members}
-        state = writes.KeyState(ns, name, evaluation, sources, blocked, self._clock())
+            sources = {
+                m.cluster_id: await self._trusted_sources(m, key)
+                for m in self.members
+                if not self.health.withdrawn(m)
+            }
+        # What the imports' Ready condition says of withdrawn members that exported it.
+        withdrawn = tuple(
+            (m.cluster_id, self.health.withdrawn_since(m))
+            for m in self.members
+            if self.health.withdrawn(m) and m.exports.get(ns, name) is not None
+        )
+        state = writes.KeyState(
+            ns, name, evaluation, sources, blocked, self._clock(), withdrawn=withdrawn
+        )
+        # A withdrawn member cannot be written to: it is reconciled when it returns. One
+        # that is unreachable now is not tried either (a hung write would hold a worker
+        # for the whole call timeout): the key is retried with backoff.
+        local = [m for m in self.members if m.local and not self.health.withdrawn(m)]
+        unreachable = [m.cluster_id for m in local if self.health.unreachable_since(m)]
+        local = [m for m in local if m.cluster_id not in unreachable]
         plans: list[tuple[Member, writes.Plan]] = []
-        failed: list[Exception] = []
-        for m in self.members:
-            if m.local:
-                try:
-                    plans.append((m, writes.plan_local(state, self._local_state(m, views, key))))
-                except writes.DerivedServiceInTheWay as e:
-                    failed.append(e)  # this cluster only: the others are still written
+        failed: list[tuple[Member, BaseException]] = []
+        for m in local:
+            try:
+                plans.append((m, writes.plan_local(state, self._local_state(m, views, key))))
+            except writes.DerivedServiceInTheWay as e:
+                failed.append((m, e))  # this cluster only: the others are still written
         results = await asyncio.gather(
             *(self._carry_out(m, p) for m, p in plans),
-            *(self._sync_global(m, key, views, state.now) for m in self.members if m.local),
+            *(self._sync_global(m, key, views, state.now) for m in local),
             return_exceptions=True,
         )
-        for result in [*failed, *results]:
-            if isinstance(result, BaseException):
-                raise result
+        done = [m for m, _ in plans] + local
+        failed += [
+            (m, r) for m, r in zip(done, results, strict=True) if isinstance(r, BaseException)
+        ]
+        for m, error in failed[1:]:  # the first is logged by the worker that retries the key
+            log.warning(
+                "reconcile failed in cluster",
+                cluster=m.cluster_id,
+                error=f"{type(error).__name__}: {error}",
+            )
+        if failed:
+            m, error = failed[0]
+            error.add_note(f"in cluster {m.cluster_id}")
+            raise error
+        if unreachable:
+            raise health.MemberUnreachable(f"not written to unreachable {', '.join(unreachable)}")
 
     def _view(self, m: Member, ns: str, name: str) -> plan.ClusterView:
+        """``m``'s view of a key; empty (as if it exported nothing and had no Service)
+        while it is withdrawn, for imports and global services alike."""
+        if self.health.withdrawn(m):
+            return plan.ClusterView(cluster=m.cluster_id, namespace_exists=False)
         exclusion = self.namespace_policy.exclusion(ns, m.namespaces.get("", ns), m.cluster_id)
         return dataclasses.replace(m.view(ns, name), exclusion=exclusion)
 
@@ -456,7 +566,7 @@ class Controller:
         """Make ``member`` hold exactly the remote backends of global Service ``key``
         (`mcs.globalsvc`), and tell the user what they should know about it."""
         ns, name = key
-        writer = self._writers[member.cluster_id]
+        writer = self._writers[member.context]
         observed = member.global_slices(ns, name)
         if not observed and not any(
             globalsvc.annotations_of(v.service).is_global for v in views.values()
@@ -467,8 +577,13 @@ class Controller:
                 m.cluster_id,
                 views[m.cluster_id].service,
                 views[m.cluster_id].takes_part,
-                # Remote endpoints pass the endpoint trust policy, as for imports.
-                m.source_slices(ns, name) if m is member else await self._trusted_sources(m, key),
+                # Remote endpoints pass the endpoint trust policy, as for imports; a
+                # withdrawn member has none.
+                []
+                if self.health.withdrawn(m)
+                else m.source_slices(ns, name)
+                if m is member
+                else await self._trusted_sources(m, key),
             )
             for m in self.members
         }
@@ -521,7 +636,7 @@ class Controller:
                 dropped=sorted(seen),
             )
         export = m.exports.get(*key)
-        writer = self._writers.get(m.cluster_id)
+        writer = self._writers.get(m.context)
         if dropped and export is not None and writer is not None:
             event = trust.dropped_event(export, dropped, m.cluster_id, format_time(self._clock()))
             try:
@@ -543,7 +658,7 @@ class Controller:
     async def _carry_out(self, m: Member, p: writes.Plan) -> None:
         """The writes of one local cluster, in order: the derived Service's first, then
         the rest, planned with the derived Service the server returned."""
-        writer = self._writers[m.cluster_id]
+        writer = self._writers[m.context]
         with structlog.contextvars.bound_contextvars(cluster=m.cluster_id):
             for warning in p.warnings:
                 log.warning("left untouched", detail=warning)

@@ -9,6 +9,14 @@ racing for an expired lease, one gets a 409 and stays standby.
 
 A leader that fails to renew within ``renew_deadline`` raises ``LeadershipLost``;
 the process should then exit (and be restarted) rather than keep writing.
+
+No write may land after a standby could have taken over. A renewal that succeeds
+keeps the lease ours until ``renew_deadline`` after the moment it was *sent* (a
+standby waits ``lease_duration`` > ``renew_deadline`` from the moment it *saw* the
+new record, which is later). ``write_budget()`` is the time left until then; the
+writer refuses to start a write with no budget and bounds each write by it, and each
+renewal is itself bounded by it, so a hung API server cannot keep a deposed leader
+writing: client-go checks its deadline only between renew calls.
 """
 
 from __future__ import annotations
@@ -18,9 +26,12 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import structlog
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+
+from mcs.kubeapi import CALL_TIMEOUT
 
 log = structlog.get_logger(__name__)
 
@@ -53,34 +64,52 @@ class LeaderElector:
         self.renew_deadline = renew_deadline
         self.retry_period = retry_period
         self.leading = False
+        self._valid_until = 0.0  # monotonic time until which the lease is surely ours
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
+
+    def write_budget(self) -> float:
+        """Seconds for which this process surely still holds the lease (<= 0: stop writing)."""
+        if not self.leading:
+            return 0.0
+        return self._valid_until - time.monotonic()
+
+    async def _attempt(self, limit: float) -> bool:
+        """One bounded acquire-or-renew; True if the lease is ours. Failures are logged."""
+        sent = time.monotonic()
+        try:
+            async with asyncio.timeout(limit):
+                ok = await self._try_acquire_or_renew(limit)
+        except (ApiException, OSError, TimeoutError, aiohttp.ClientError) as e:
+            log.warning(
+                "lease update failed",
+                lease=f"{self.namespace}/{self.name}",
+                error=str(e) or type(e).__name__,
+            )
+            return False
+        if ok:
+            self._valid_until = sent + self.renew_deadline
+        return ok
 
     async def acquire(self) -> None:
         """Return once this instance holds the lease."""
         while True:  # polling a remote record: there is no local event to wait on
-            try:
-                if await self._try_acquire_or_renew():
-                    break
-            except (ApiException, OSError, TimeoutError) as e:
-                log.warning("lease acquisition failed", error=str(e))
+            if await self._attempt(min(CALL_TIMEOUT, self.renew_deadline)):
+                break
             await asyncio.sleep(self.retry_period)
         self.leading = True
         log.info("became leader", lease=f"{self.namespace}/{self.name}", identity=self.identity)
 
     async def keep(self) -> None:
-        """Renew the lease every ``retry_period`` while leading; raise ``LeadershipLost``."""
-        last_renew = time.monotonic()
+        """Renew the lease every ``retry_period`` while leading; raise ``LeadershipLost``
+        as soon as the renew deadline has passed (not when a hung renewal returns)."""
         while True:
-            await asyncio.sleep(self.retry_period)
-            try:
-                renewed = await self._try_acquire_or_renew()
-            except (ApiException, OSError, TimeoutError) as e:
-                log.warning("lease renewal failed", error=str(e))
-                renewed = False
-            if renewed:
-                last_renew = time.monotonic()
-            elif time.monotonic() - last_renew > self.renew_deadline:
+            left = self._valid_until - time.monotonic()
+            await asyncio.sleep(max(0.0, min(self.retry_period, left)))
+            left = self._valid_until - time.monotonic()
+            if left > 0 and await self._attempt(left):
+                continue
+            if time.monotonic() >= self._valid_until:
                 self.leading = False
                 raise LeadershipLost(f"lease {self.namespace}/{self.name} not renewed in time")
 
@@ -89,16 +118,24 @@ class LeaderElector:
         if not self.leading:
             return
         self.leading = False
+        limit = min(CALL_TIMEOUT, self.renew_deadline)
         try:
-            lease = await self._api.read_namespaced_lease(self.name, self.namespace)
-            if lease.spec.holder_identity == self.identity:
-                lease.spec.holder_identity = None
-                lease.spec.lease_duration_seconds = 1
-                await self._api.replace_namespaced_lease(self.name, self.namespace, lease)
-        except (ApiException, OSError) as e:
-            log.warning("could not release the lease", error=str(e))
+            async with asyncio.timeout(limit):
+                lease = await self._api.read_namespaced_lease(
+                    self.name, self.namespace, _request_timeout=limit
+                )
+                if lease.spec.holder_identity == self.identity:
+                    lease.spec.holder_identity = None
+                    lease.spec.lease_duration_seconds = 1
+                    await self._api.replace_namespaced_lease(
+                        self.name, self.namespace, lease, _request_timeout=limit
+                    )
+        except (ApiException, OSError, TimeoutError, aiohttp.ClientError) as e:
+            log.warning("could not release the lease", error=str(e) or type(e).__name__)
+        else:
+            log.info("released the lease", lease=f"{self.namespace}/{self.name}")
 
-    async def _try_acquire_or_renew(self) -> bool:
+    async def _try_acquire_or_renew(self, limit: float) -> bool:
         now = datetime.now(UTC)
         spec: dict[str, Any] = {
             "holderIdentity": self.identity,
@@ -106,7 +143,9 @@ class LeaderElector:
             "renewTime": _micro_time(now),
         }
         try:
-            lease = await self._api.read_namespaced_lease(self.name, self.namespace)
+            lease = await self._api.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=limit
+            )
         except ApiException as e:
             if e.status != 404:
                 raise
@@ -115,7 +154,9 @@ class LeaderElector:
                 "spec": {**spec, "acquireTime": _micro_time(now), "leaseTransitions": 0},
             }
             try:
-                await self._api.create_namespaced_lease(self.namespace, body)
+                await self._api.create_namespaced_lease(
+                    self.namespace, body, _request_timeout=limit
+                )
             except ApiException as e2:
                 if e2.status == 409:
                     return False
@@ -146,7 +187,9 @@ class LeaderElector:
             },
         }
         try:
-            await self._api.replace_namespaced_lease(self.name, self.namespace, body)
+            await self._api.replace_namespaced_lease(
+                self.name, self.namespace, body, _request_timeout=limit
+            )
         except ApiException as e:
             if e.status == 409:
                 return False

@@ -13,7 +13,9 @@ from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient
 
 from mcs import statemetrics, trust
-from mcs.controller import Controller, MemberConfig
+from mcs.controller import Controller, Member, MemberConfig
+from mcs.credentials import CredentialReloader
+from mcs.health import DEFAULT_GRACE
 from mcs.leader import LeaderElector, LeadershipLost
 from mcs.members import (
     ConfigError,
@@ -22,6 +24,7 @@ from mcs.members import (
     member_contexts,
     parse_cluster_ids,
     resolve_cluster_id,
+    validate_cluster_id,
 )
 from mcs.namespaces import DEFAULT_EXCLUDED, NamespacePolicy, parse_namespace_list
 from mcs.observability import HealthServer, configure_logging
@@ -79,6 +82,21 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="seconds a standby waits after the leader's last renewal (default 15)",
     )
     add_trust_arguments(p)
+    p.add_argument(
+        "--member-grace",
+        type=float,
+        default=DEFAULT_GRACE,
+        metavar="SECONDS",
+        help="seconds a member may be unreachable before its exports are withdrawn, and "
+        f"how long start-up waits for a member (default {DEFAULT_GRACE:.0f})",
+    )
+    p.add_argument(
+        "--credentials-reload-period",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how often the kubeconfig and its token/cert files are re-read (default 10)",
+    )
     p.add_argument(
         "--exclude-namespaces",
         default=None,
@@ -148,7 +166,14 @@ def endpoint_policy(args: argparse.Namespace) -> trust.EndpointPolicy:
     )
 
 
-async def build_members(args: argparse.Namespace) -> list[MemberConfig]:
+CLUSTER_ID_TIMEOUT = 10.0
+"""Seconds start-up waits for a member's ClusterProperty before going on without it."""
+
+
+async def build_members(args: argparse.Namespace) -> tuple[list[MemberConfig], set[str]]:
+    """The members, and the contexts whose cluster id could not be read in time
+    (``CLUSTER_ID_TIMEOUT``): those start with their context (or ``--cluster-id``) as a
+    provisional id and join once their ClusterProperty has been read (``mcs.health``)."""
     contexts = member_contexts(args.kubeconfig, args.contexts)
     local = set(c for c in args.local.split(",") if c) or set(contexts)
     if not local <= set(contexts):
@@ -161,15 +186,33 @@ async def build_members(args: argparse.Namespace) -> list[MemberConfig]:
                 config_file=args.kubeconfig, context=ctx, persist_config=False
             )
             check_tls(apis[ctx], ctx, args.allow_insecure_skip_tls_verify)
-        return [
+
+        async def resolve(ctx: str, api: ApiClient) -> str | None:
+            try:
+                async with asyncio.timeout(CLUSTER_ID_TIMEOUT):
+                    return await resolve_cluster_id(api, ctx, overrides)
+            except ConfigError:
+                raise
+            except Exception as e:
+                log.warning(
+                    "cannot read the member's cluster id; starting without it",
+                    context=ctx,
+                    error=str(e) or type(e).__name__,
+                )
+                return None
+
+        ids = await asyncio.gather(*(resolve(ctx, api) for ctx, api in apis.items()))
+        pending = {ctx for ctx, cid in zip(apis, ids, strict=True) if cid is None}
+        members = [
             MemberConfig(
                 context=ctx,
-                cluster_id=await resolve_cluster_id(api, ctx, overrides),
+                cluster_id=cid or validate_cluster_id(overrides.get(ctx, ctx)),
                 api=api,
                 local=ctx in local,
             )
-            for ctx, api in apis.items()
+            for (ctx, api), cid in zip(apis.items(), ids, strict=True)
         ]
+        return members, pending
     except BaseException:
         for api in apis.values():
             await api.close()
@@ -178,38 +221,59 @@ async def build_members(args: argparse.Namespace) -> list[MemberConfig]:
 
 async def run(args: argparse.Namespace) -> int:
     policy = endpoint_policy(args)
-    members = await build_members(args)
+    namespaces = namespace_policy(args)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    controller: Controller | None = None
+
+    def ready() -> str | None:
+        return controller.ready() if controller is not None else "starting: reading cluster ids"
+
+    members: list[MemberConfig] = []
     try:
-        controller = Controller(
-            members,
-            workers=args.workers,
-            resync_period=args.resync_period,
-            endpoint_policy=policy,
-            namespace_policy=namespace_policy(args),
-        )
-        log.info(
-            "starting",
-            members={m.context: m.cluster_id for m in members},
-            local=[m.cluster_id for m in members if m.local],
-        )
-        elector = None
-        if args.leader_elect:
-            elector = _elector(args, members)
-        async with (
-            HealthServer(
-                ready=controller.ready,
-                health_addr=_address(args.health_addr),
-                metrics_addr=_address(args.metrics_addr),
-            ),
-            statemetrics.registered(controller, elector),
+        # /healthz is served from the start: an unreachable member must not look like a
+        # dead process (and /readyz names what is missing).
+        async with HealthServer(
+            ready=ready,
+            health_addr=_address(args.health_addr),
+            metrics_addr=_address(args.metrics_addr),
         ):
+            members, pending = await build_members(args)
+            overrides = parse_cluster_ids(args.cluster_id)
+
+            async def resolve_id(m: Member) -> str:
+                return await resolve_cluster_id(m.api, m.context, overrides)
+
+            elector = _elector(args, members) if args.leader_elect else None
+            controller = Controller(
+                members,
+                workers=args.workers,
+                resync_period=args.resync_period,
+                endpoint_policy=policy,
+                namespace_policy=namespaces,
+                member_grace=args.member_grace,
+                resolve_id=resolve_id,
+                pending_ids=pending,
+                drain_timeout=elector.renew_deadline / 2 if elector else 10.0,
+            )
+            log.info(
+                "starting",
+                members={m.context: m.cluster_id for m in members},
+                local=[m.cluster_id for m in members if m.local],
+                cluster_id_pending=sorted(pending),
+                member_grace=args.member_grace,
+            )
+            reloader = CredentialReloader(
+                args.kubeconfig,
+                {m.context: m.api for m in members},
+                period=args.credentials_reload_period,
+            )
             code = 0
             try:
-                await controller.run(stop, elector)
+                async with reloader, statemetrics.registered(controller, elector):
+                    await controller.run(stop, elector)
             except* LeadershipLost as lost:
                 log.error(
                     "leadership lost; exiting so that a restart starts as a standby",

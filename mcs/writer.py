@@ -4,11 +4,19 @@ wants, status patches, and guarded deletes. Every write is counted in
 
 Deletes carry a ``uid`` precondition: the object removed is exactly the one the
 caller saw (and checked for our ownership label), never a replacement.
+
+Every write is bounded in time (``mcs.kubeapi.CALL_TIMEOUT``) and, under leader
+election, by ``budget()``: the seconds for which this process is still sure to hold
+the lease. With no budget left the write is not sent (``NotLeading``); a write in
+flight is abandoned when the budget runs out, so a deposed leader stops writing
+before a standby can take the lease. A write that fails or times out raises, and the
+work queue retries its key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -17,7 +25,7 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from mcs.informer import ENDPOINT_SLICES, SERVICES, ResourceKind
-from mcs.kubeapi import request_json
+from mcs.kubeapi import CALL_TIMEOUT, request_json
 from mcs.observability import API_WRITES
 from mcs.plan import FIELD_MANAGER, GROUP, VERSION
 
@@ -35,6 +43,14 @@ EXPORTS = ResourceKind(GROUP, VERSION, "serviceexports")
 KINDS = {k.plural: k for k in (IMPORTS, EXPORTS, SERVICES, ENDPOINT_SLICES, EVENTS)}
 
 
+class NotLeading(RuntimeError):
+    """A write was refused because this process may no longer hold the lease."""
+
+
+def unlimited() -> float:
+    return math.inf
+
+
 class Writer:
     """Writes to one cluster through its ``ApiClient`` (owned by the caller).
 
@@ -43,8 +59,11 @@ class Writer:
     and would turn answers into model objects we do not use.
     """
 
-    def __init__(self, api: ApiClient, cluster: str) -> None:
+    def __init__(
+        self, api: ApiClient, cluster: str, budget: Callable[[], float] = unlimited
+    ) -> None:
         self.cluster = cluster
+        self.budget = budget
         self._api = api
 
     async def _call(
@@ -58,6 +77,12 @@ class Writer:
         **query: str,
     ) -> Obj:
         meta = obj["metadata"]
+        budget = self.budget()
+        if budget <= 0:
+            raise NotLeading(
+                f"not writing {plural} {meta.get('namespace')}/{meta.get('name')} "
+                f"to {self.cluster}: the lease may have passed to another instance"
+            )
         API_WRITES.labels(
             cluster=self.cluster, verb=method.lower() + subresource, resource=plural
         ).inc()
@@ -73,7 +98,13 @@ class Writer:
         if method != "POST":
             path += f"/{quote(meta['name'], safe='')}{subresource}"
         return await request_json(
-            self._api, method, path, query=query, body=body, content_type=content_type
+            self._api,
+            method,
+            path,
+            query=query,
+            body=body,
+            content_type=content_type,
+            time_limit=min(CALL_TIMEOUT, budget),
         )
 
     async def apply(self, plural: str, obj: Obj) -> Obj:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from mcs import endpoints, plan
+from mcs import endpoints, health, plan
 from mcs.merge import MergeResult
 
 __all__ = ["KeyState", "LocalState", "Plan", "Write", "plan_local", "slice_writes"]
@@ -67,8 +67,11 @@ class KeyState:
     sources: Mapping[str, Sequence[Obj]]
     """Each exporting cluster's own EndpointSlices of the Service."""
     blocked: str | None
-    """Why the import cannot be written in some cluster (an unowned import), or None."""
+    """Why the import cannot be written in some cluster (an unowned import or derived
+    Service), or None."""
     now: datetime
+    withdrawn: Sequence[tuple[str, str | None]] = ()
+    """The withdrawn members (``mcs.health``) that export the key: (cluster id, since)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +159,14 @@ def _import_writes(
     # previous conditions' transition times.
     previous = (observed or {}).get("status", {}).get("conditions") or []
     status = plan.desired_import_status(merged, desired, previous, key.now)
+    status = health.annotate_import_status(status, key.withdrawn)
     if observed is None or _status_differs(status, observed.get("status") or {}):
         out.append(Write("status", "serviceimports", desired, status))
+        event = health.withdrawal_event(
+            observed or desired, previous, status["conditions"], view.cluster, key.now
+        )
+        if event is not None:
+            out.append(Write("create", "events", event))
     return out
 
 
