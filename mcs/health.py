@@ -217,7 +217,11 @@ class MemberHealth(Generic[M]):
                 continue
             if not all(i.has_synced() and i.connected for i in m.informers):
                 continue
-            clash = [o.context for o in self.members if o is not m and o.cluster_id == m.cluster_id]
+            clash = [
+                o.context
+                for o in self.members
+                if o is not m and o.cluster_id == m.cluster_id and not self.withdrawn(o)
+            ]
             if clash:
                 st.last_error = f"cluster id {m.cluster_id!r} is also the id of {clash}"
                 continue

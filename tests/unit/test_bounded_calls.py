@@ -1,0 +1,90 @@
+"""Every call is bounded: a request to a server that accepts and never answers fails in
+time, a leader whose renewal hangs gives up at its renew deadline (not when the call
+returns), and a writer with no lease budget left sends nothing.
+
+The hanging server is a real TCP listener that reads and never answers, which is what a
+SIGSTOPped API server looks like from the client's side."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from kubernetes_asyncio.client import ApiClient, Configuration
+
+from mcs.kubeapi import request_json
+from mcs.leader import LeaderElector, LeadershipLost
+from mcs.writer import NotLeading, Writer
+
+
+@pytest.fixture
+async def hanging_api() -> AsyncIterator[ApiClient]:
+    connections: list[asyncio.StreamWriter] = []
+
+    async def accept(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)  # read nothing, answer nothing
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    cfg = Configuration(host=f"http://127.0.0.1:{port}")
+    api = ApiClient(cfg)
+    try:
+        yield api
+    finally:
+        await api.close()
+        for w in connections:
+            w.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_request_to_a_hanging_server_times_out(hanging_api: ApiClient) -> None:
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await request_json(hanging_api, "GET", "/api/v1/namespaces", time_limit=0.3)
+    assert time.monotonic() - started < 1.0
+
+
+async def test_a_hung_write_fails_and_can_be_retried(hanging_api: ApiClient) -> None:
+    writer = Writer(hanging_api, "c1", budget=lambda: 0.3)
+    obj = {"metadata": {"name": "x", "namespace": "ns"}}
+    for _ in range(2):  # the work queue retries the key: the second try is bounded too
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await writer.apply("serviceimports", obj)
+        assert time.monotonic() - started < 1.0
+
+
+async def test_no_write_without_lease_budget() -> None:
+    class Unreachable:
+        async def call_api(self, *args: object, **kwargs: object) -> None:
+            raise AssertionError("a write was sent")
+
+    writer = Writer(Unreachable(), "c1", budget=lambda: 0.0)  # type: ignore[arg-type]
+    with pytest.raises(NotLeading):
+        await writer.apply("serviceimports", {"metadata": {"name": "x", "namespace": "ns"}})
+
+
+async def test_a_hung_renewal_loses_the_lease_at_the_deadline(hanging_api: ApiClient) -> None:
+    elector = LeaderElector(
+        hanging_api,
+        namespace="default",
+        name="l",
+        identity="me",
+        lease_duration=1.5,
+        renew_deadline=1.0,
+        retry_period=0.2,
+    )
+    # as if a renewal had just succeeded; every further one hangs on the server
+    elector.leading = True
+    elector._valid_until = time.monotonic() + elector.renew_deadline
+    assert 0.9 < elector.write_budget() <= 1.0
+    started = time.monotonic()
+    with pytest.raises(LeadershipLost):
+        await asyncio.wait_for(elector.keep(), 5)
+    took = time.monotonic() - started
+    assert 0.9 < took < 1.3, f"gave up after {took:.2f}s, deadline 1.0s"
+    assert elector.write_budget() <= 0
+    assert not elector.leading

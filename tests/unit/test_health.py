@@ -1,0 +1,180 @@
+"""Unit tests for mcs.health: when a member joins, is withdrawn and returns, and what
+the affected ServiceImports show. A fake clock and fake informers drive the state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from mcs.health import (
+    WITHDRAWN_REASON,
+    MemberHealth,
+    annotate_import_status,
+    withdrawal_event,
+)
+
+GRACE = 10.0
+
+
+@dataclass
+class FakeInformer:
+    connected: bool = True
+    synced: bool = True
+    disconnected_since: float | None = None
+    last_error: str | None = None
+
+    def has_synced(self) -> bool:
+        return self.synced
+
+
+@dataclass
+class FakeMember:
+    context: str
+    cluster_id: str = ""
+    api: Any = None
+    informers: dict[str, Any] = field(default_factory=lambda: {"exports": FakeInformer()})
+
+    def __post_init__(self) -> None:
+        self.cluster_id = self.cluster_id or self.context
+
+    @property
+    def informer(self) -> FakeInformer:
+        return self.informers["exports"]  # type: ignore[no-any-return]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def setup(
+    n: int = 2, pending: tuple[str, ...] = ()
+) -> tuple[MemberHealth[FakeMember], list[FakeMember], Clock, list[tuple[str, bool]]]:
+    members = [FakeMember(f"c{i}") for i in range(1, n + 1)]
+    clock = Clock()
+    changes: list[tuple[str, bool]] = []
+    h = MemberHealth(
+        members,
+        grace=GRACE,
+        clock=clock,
+        pending=pending,
+        on_change=lambda m, w: changes.append((m.context, w)),
+    )
+    return h, members, clock, changes
+
+
+def test_members_start_withdrawn_and_join_once_listed_and_connected() -> None:
+    h, (a, b), _, changes = setup()
+    b.informer.synced = False
+    h.evaluate()
+    assert changes == [("c1", False)]
+    assert not h.withdrawn(a) and h.withdrawn(b) and not h.joined_all()
+    assert any("c2 not joined: caches not listed yet" in line for line in h.describe())
+    b.informer.synced = True
+    h.evaluate()
+    h.evaluate()
+    assert changes == [("c1", False), ("c2", False)] and h.joined_all()
+
+
+def test_withdrawn_exactly_after_the_grace_period_then_returns() -> None:
+    h, (a, _), clock, changes = setup()
+    h.evaluate()
+    changes.clear()
+    a.informer.connected = False
+    a.informer.disconnected_since = clock.now
+    clock.now += GRACE - 0.01
+    h.evaluate()
+    assert changes == [] and not h.withdrawn(a)
+    clock.now += 0.02
+    h.evaluate()
+    assert changes == [("c1", True)] and h.withdrawn(a)
+    assert h.withdrawn_since(a) is not None
+    h.evaluate()
+    assert changes == [("c1", True)], "a withdrawal is reported once"
+    a.informer.connected = True
+    a.informer.disconnected_since = None
+    h.evaluate()
+    assert changes == [("c1", True), ("c1", False)] and not h.withdrawn(a)
+
+
+def test_a_blip_shorter_than_the_grace_changes_nothing() -> None:
+    h, (a, _), clock, changes = setup()
+    h.evaluate()
+    changes.clear()
+    for _ in range(5):
+        a.informer.connected = False
+        a.informer.disconnected_since = clock.now
+        clock.now += GRACE / 2
+        h.evaluate()
+        a.informer.connected = True
+        a.informer.disconnected_since = None
+        h.evaluate()
+    assert changes == []
+
+
+def test_a_member_whose_cluster_id_is_pending_does_not_join() -> None:
+    h, _, _, changes = setup(pending=("c2",))
+    h.evaluate()
+    assert changes == [("c1", False)]
+    assert h.describe() == ["member c2 not joined: cluster id not read yet"]
+
+
+def test_a_clashing_cluster_id_keeps_the_member_out() -> None:
+    h, (_, b), _, changes = setup()
+    b.cluster_id = "c1"
+    h.evaluate()
+    assert changes == [("c1", False)] and h.withdrawn(b)
+    assert "also the id of" in h.describe()[0]
+
+
+def test_negative_grace_is_refused() -> None:
+    with pytest.raises(ValueError):
+        MemberHealth([], grace=-1)
+
+
+def ready_status(reason: str = "Ready", message: str = "ServiceImport is ready") -> Any:
+    return {
+        "clusters": [{"cluster": "c1"}],
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        ],
+    }
+
+
+def test_import_status_names_the_withdrawn_members() -> None:
+    plain = ready_status()
+    assert annotate_import_status(plain, []) is plain
+    out = annotate_import_status(plain, [("c2", "2026-01-01T00:01:00Z"), ("c3", None)])
+    ready = out["conditions"][0]
+    assert ready["reason"] == WITHDRAWN_REASON and ready["status"] == "True"
+    assert "c2 (since 2026-01-01T00:01:00Z), c3" in ready["message"]
+    assert ready["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert plain["conditions"][0]["reason"] == "Ready", "the input is not modified"
+
+
+def test_events_on_withdrawal_and_return_only() -> None:
+    imp = {"metadata": {"name": "web", "namespace": "ns", "uid": "u1"}}
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    plain = ready_status()["conditions"]
+    out = annotate_import_status(ready_status(), [("c2", "t")])["conditions"]
+    assert withdrawal_event(imp, plain, plain, "c1", now) is None
+    went = withdrawal_event(imp, plain, out, "c1", now)
+    assert went is not None and went["reason"] == WITHDRAWN_REASON and went["type"] == "Warning"
+    assert "c2" in went["message"]
+    assert withdrawal_event(imp, out, out, "c1", now) is None
+    back = withdrawal_event(imp, out, plain, "c1", now)
+    assert back is not None and back["reason"] == "MemberReturned"
+    assert back["metadata"]["name"] != went["metadata"]["name"]
+    assert withdrawal_event(imp, plain, out, "c1", now) == went, "same transition, same name"
