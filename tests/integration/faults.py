@@ -1,0 +1,165 @@
+"""Fault injection for the fault suite: freeze (SIGSTOP), thaw, kill (SIGKILL) and restart
+a member's real kube-apiserver, start a second API server of the same cluster, and run
+``mcs run`` without waiting for it to be ready.
+
+A restarted API server is the same binary with the same arguments (so the same port,
+certificates and etcd prefix: the cluster's data stays); the mesh's state is updated
+with its new pid, and ``mcs mesh down`` finds it by its command line as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mcs.mesh.mesh import Member, MeshState, _spawn, free_port
+from tests.integration.conftest import Controllers, Kubectl, eventually
+
+
+def argv_of(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().rstrip("\0").split("\0")
+
+
+@dataclass
+class ApiServer:
+    """One member's kube-apiserver, as the fault tests drive it."""
+
+    mesh: MeshState
+    member: Member
+    kubectl: Kubectl
+
+    def freeze(self) -> None:
+        os.kill(self.member.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.member.pid, signal.SIGCONT)
+
+    def kill(self) -> list[str]:
+        """SIGKILL it; returns its command line (for ``restart``)."""
+        argv = argv_of(self.member.pid)
+        os.kill(self.member.pid, signal.SIGCONT)  # harmless if it was not frozen
+        os.kill(self.member.pid, signal.SIGKILL)
+        _wait_gone(self.member.pid)
+        return argv
+
+    def restart(self, argv: list[str]) -> None:
+        log = Path(self.mesh.dir) / "logs" / f"{self.member.name}.log"
+        proc = _spawn(argv, log, detach=False)
+        self.member.pid = proc.pid
+        self.mesh.save()
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        def ok() -> bool:
+            out = self.kubectl(self.member.name, "get", "--raw", "/readyz", check=False)
+            return out.returncode == 0
+
+        eventually(ok, timeout=timeout, interval=0.5, what=f"{self.member.name} ready")
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        self.freeze()
+        try:
+            yield
+        finally:
+            self.thaw()
+
+
+def _wait_gone(pid: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"pid {pid} did not die")
+
+
+@contextmanager
+def second_apiserver(
+    mesh: MeshState, member: Member
+) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+    """Another kube-apiserver of ``member``'s cluster (same etcd prefix) on a new port,
+    as in an HA control plane; yields ``(port, process)`` and kills it afterwards."""
+    port = free_port()
+    argv = [
+        f"--secure-port={port}" if a.startswith("--secure-port=") else a
+        for a in argv_of(member.pid)
+    ]
+    log = Path(mesh.dir) / "logs" / f"{member.name}-b.log"
+    proc = _spawn(argv, log, detach=False)
+    try:
+        yield port, proc
+    finally:
+        proc.kill()  # SIGKILL ends a frozen process too, without running what it holds
+        proc.wait(timeout=30)
+
+
+def kubeconfig_with_server(src: Path, dst: Path, context: str, port: int) -> Path:
+    """A copy of ``src`` whose ``context`` talks to ``https://127.0.0.1:<port>``."""
+    cfg: dict[str, Any] = yaml.safe_load(src.read_text())
+    cluster = next(c["context"]["cluster"] for c in cfg["contexts"] if c["name"] == context)
+    for c in cfg["clusters"]:
+        if c["name"] == cluster:
+            c["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    dst.write_text(yaml.safe_dump(cfg))
+    dst.chmod(0o600)
+    return dst
+
+
+def spawn_controller(ctl: Controllers, name: str, *extra: str) -> None:
+    """Start ``mcs run`` like ``Controllers.start`` without waiting for /readyz."""
+    from tests.integration.conftest import free_port as port
+
+    metrics, health = port(), port()
+    log = (ctl.logdir / f"{name}.log").open("ab")
+    ctl.procs[name] = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mcs.cli",
+            "run",
+            "--kubeconfig",
+            str(ctl.kubeconfig),
+            "--metrics-addr",
+            f"127.0.0.1:{metrics}",
+            "--health-addr",
+            f"127.0.0.1:{health}",
+            "--log-level",
+            "debug",
+            *extra,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    ctl.ports[name] = (metrics, health)
+
+
+def log_events(ctl: Controllers, name: str) -> list[dict[str, Any]]:
+    """The JSON log lines of controller ``name``."""
+    out = []
+    for line in (ctl.logdir / f"{name}.log").read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out

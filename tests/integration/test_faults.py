@@ -1,0 +1,325 @@
+"""The fault suite: a member's API server frozen (SIGSTOP) or killed (SIGKILL), in central
+and per-cluster mode; a deposed leader's API server frozen; a member unreachable at
+start-up. Marked ``faults`` (CI runs it: ``make test`` runs every marker).
+
+Each test restores what it broke (thaws or restarts the API server with the same
+arguments and etcd prefix), so the session's mesh stays usable for the tests after it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcs.mesh.mesh import MeshState
+from tests.integration.conftest import Controllers, Kubectl, eventually
+from tests.integration.faults import (
+    ApiServer,
+    kubeconfig_with_server,
+    log_events,
+    second_apiserver,
+    spawn_controller,
+)
+from tests.integration.mcs_objects import condition, export, get_import, service
+from tests.integration.test_endpoints import SOURCE, by_source, mcs_slices, source_slice
+
+pytestmark = pytest.mark.faults
+
+GRACE = 6.0
+
+
+def _clusters(imp: dict[str, Any] | None) -> list[str]:
+    return [c["cluster"] for c in ((imp or {}).get("status") or {}).get("clusters") or []]
+
+
+def _http(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _apply_all(kubectl: Kubectl, ctx: str, *docs: str) -> None:
+    for doc in docs:
+        kubectl(ctx, "apply", "-f", "-", stdin=doc)
+
+
+def _events(kubectl: Kubectl, ctx: str, ns: str, reason: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = kubectl.json(ctx, "get", "events", "-n", ns)["items"]
+    return [e for e in items if e.get("reason") == reason]
+
+
+@pytest.mark.parametrize("mode", ["central", "per-cluster"])
+@pytest.mark.parametrize("fault", ["sigstop", "sigkill"])
+def test_member_death_withdraws_after_grace_and_returns(
+    mesh: MeshState,
+    kubectl: Kubectl,
+    contexts: list[str],
+    namespace: str,
+    tmp_path: Path,
+    mode: str,
+    fault: str,
+) -> None:
+    ns = namespace
+    victim = ApiServer(mesh, mesh.members[2], kubectl)  # cluster3
+    ctl = Controllers(mode, mesh.kubeconfig, tmp_path)
+    ctl.start_all(contexts, "--member-grace", str(GRACE), "--resync-period", "5")
+    watchers = [n for n in ctl.procs if n != "cluster3"]  # the processes that stay up
+    try:
+        _apply_all(
+            kubectl,
+            "cluster1",
+            service(ns, "web"),
+            export(ns, "web"),
+            source_slice(ns, "web", ["10.1.0.1"]),
+        )
+        _apply_all(
+            kubectl,
+            "cluster3",
+            service(ns, "web"),
+            export(ns, "web"),
+            source_slice(ns, "web", ["10.3.0.1"]),
+            service(ns, "solo"),
+            export(ns, "solo"),
+            source_slice(ns, "solo", ["10.3.0.2"]),
+        )
+
+        def converged() -> bool:
+            for ctx in ("cluster1", "cluster2"):
+                if sorted(_clusters(get_import(kubectl, ctx, ns, "web"))) != [
+                    "cluster1",
+                    "cluster3",
+                ]:
+                    return False
+                if _clusters(get_import(kubectl, ctx, ns, "solo")) != ["cluster3"]:
+                    return False
+                if set(by_source(mcs_slices(kubectl, ctx, ns, "web"))) != {"cluster1", "cluster3"}:
+                    return False
+            return True
+
+        eventually(converged, timeout=30, what="the exports of cluster1 and cluster3 imported")
+        before = {ctx: mcs_slices(kubectl, ctx, ns, "web") for ctx in ("cluster1", "cluster2")}
+
+        # ---- the fault
+        argv: list[str] = []
+        t0 = time.monotonic()
+        if fault == "sigstop":
+            victim.freeze()
+        else:
+            argv = victim.kill()
+        try:
+            eventually(
+                lambda: _clusters(get_import(kubectl, "cluster2", ns, "web")) == ["cluster1"],
+                timeout=GRACE + 10,
+                interval=0.1,
+                what="cluster3 withdrawn from the import",
+            )
+            took = time.monotonic() - t0
+            assert GRACE - 2 <= took <= GRACE + 2, f"withdrawn after {took:.1f}s, grace {GRACE}s"
+
+            def withdrawn_everywhere() -> bool:
+                for ctx in ("cluster1", "cluster2"):
+                    if _clusters(get_import(kubectl, ctx, ns, "web")) != ["cluster1"]:
+                        return False
+                    if get_import(kubectl, ctx, ns, "solo") is not None:
+                        return False  # cluster3 was its only exporter
+                    if set(by_source(mcs_slices(kubectl, ctx, ns, "web"))) != {"cluster1"}:
+                        return False
+                    if mcs_slices(kubectl, ctx, ns, "solo"):
+                        return False
+                return True
+
+            eventually(withdrawn_everywhere, timeout=10, what="cluster3 withdrawn everywhere")
+            ready = condition(get_import(kubectl, "cluster2", ns, "web"), "Ready")
+            assert ready is not None and ready["reason"] == "MemberWithdrawn"
+            assert "cluster3" in ready["message"]
+            assert _events(kubectl, "cluster2", ns, "MemberWithdrawn")
+            for name in watchers:
+                assert ctl.metric_of(name, "mcs_member_withdrawn", cluster="cluster3") == 1
+                code, text = _http(f"http://127.0.0.1:{ctl.ports[name][1]}/readyz")
+                assert code == 503 and "cluster3" in text, text
+                assert any(
+                    e.get("event", "").startswith("member withdrawn")
+                    and e.get("cluster") == "cluster3"
+                    for e in log_events(ctl, name)
+                )
+            writes = sum(ctl.metric_of(n, "mcs_api_writes_total") for n in watchers)
+        finally:
+            # ---- the return
+            if fault == "sigstop":
+                victim.thaw()
+            else:
+                victim.restart(argv)
+        eventually(converged, timeout=60, what="cluster3's exports back")
+        eventually(
+            lambda: (
+                (condition(get_import(kubectl, "cluster2", ns, "web"), "Ready") or {}).get("reason")
+                == "Ready"
+            ),
+            what="Ready again",
+        )
+        assert _events(kubectl, "cluster2", ns, "MemberReturned")
+        after = {ctx: mcs_slices(kubectl, ctx, ns, "web") for ctx in ("cluster1", "cluster2")}
+        for ctx in after:  # nothing lost: the same endpoints as before the fault
+            assert {
+                (s["metadata"]["labels"][SOURCE], e["addresses"][0])
+                for s in after[ctx]
+                for e in s["endpoints"]
+            } == {
+                (s["metadata"]["labels"][SOURCE], e["addresses"][0])
+                for s in before[ctx]
+                for e in s["endpoints"]
+            }
+        time.sleep(2)
+        returned = sum(ctl.metric_of(n, "mcs_api_writes_total") for n in watchers) - writes
+        # two keys came back: a handful of writes each per cluster, not a storm
+        assert returned <= 40, f"{returned} writes for the return of 2 keys"
+    finally:
+        codes = {name: ctl.stop(name) for name in list(ctl.procs)}
+    assert set(codes.values()) == {0}, codes
+
+
+def test_member_unreachable_at_start_up(
+    mesh: MeshState, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    """A frozen member does not stop the others: /healthz at once, /readyz names the
+    member, the others converge after the grace, and the member joins when it thaws."""
+    ns = namespace
+    victim = ApiServer(mesh, mesh.members[2], kubectl)
+    ctl = Controllers("central", mesh.kubeconfig, tmp_path)
+    _apply_all(kubectl, "cluster1", service(ns, "web"), export(ns, "web"))
+    try:
+        with victim.frozen():
+            started = time.monotonic()
+            spawn_controller(ctl, "central", "--member-grace", "4", "--resync-period", "5")
+            health = ctl.ports["central"][1]
+            eventually(
+                lambda: _http(f"http://127.0.0.1:{health}/healthz")[0] == 200,
+                timeout=10,
+                what="/healthz",
+            )
+            assert time.monotonic() - started < 10
+            eventually(
+                lambda: "cluster3" in _http(f"http://127.0.0.1:{health}/readyz")[1],
+                timeout=20,
+                what="/readyz naming cluster3",
+            )
+            assert _http(f"http://127.0.0.1:{health}/readyz")[0] == 503
+            eventually(
+                lambda: _clusters(get_import(kubectl, "cluster2", ns, "web")) == ["cluster1"],
+                timeout=30,
+                what="cluster2 served without cluster3",
+            )
+            assert ctl.procs["central"].poll() is None, ctl.log_tail("central")
+        eventually(
+            lambda: get_import(kubectl, "cluster3", ns, "web") is not None,
+            timeout=60,
+            what="cluster3 joined",
+        )
+        eventually(lambda: _http(f"http://127.0.0.1:{health}/readyz")[0] == 200, timeout=30)
+    finally:
+        codes = {name: ctl.stop(name) for name in list(ctl.procs)}
+    assert set(codes.values()) == {0}, codes
+
+
+# --------------------------------------------------------------------------- leader
+
+
+LEASE = 6.0
+
+
+def _holder(kubectl: Kubectl) -> str:
+    lease = kubectl.json("cluster1", "get", "lease", "mcs-controller", "-n", "default")
+    return str(lease["spec"].get("holderIdentity") or "")
+
+
+def _ts(event: dict[str, Any]) -> float:
+    return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
+
+
+def test_frozen_leader_stops_writing_before_the_standby_leads(
+    mesh: MeshState, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
+    """Leader A reaches cluster1 (where the Lease is) through its own API server, which is
+    frozen; standby B reaches cluster1 through another. A must stop writing (to every
+    cluster) before B can take the Lease, although its renew call never returns."""
+    ns = namespace
+    args = (
+        "--leader-elect",
+        "--leader-elect-namespace",
+        "default",
+        "--leader-elect-lease-duration",
+        str(LEASE),
+        "--member-grace",
+        "300",
+    )
+    with second_apiserver(mesh, mesh.members[0]) as (port, a_server):
+        a_ctl = Controllers(
+            "central",
+            kubeconfig_with_server(mesh.kubeconfig, tmp_path / "a.kubeconfig", "cluster1", port),
+            tmp_path,
+        )
+        b_ctl = Controllers("central", mesh.kubeconfig, tmp_path)
+        ApiServer(mesh, mesh.members[0], kubectl).wait_ready()
+        eventually(
+            lambda: (
+                a_server.poll() is None
+                and kubectl(
+                    "cluster1",
+                    "get",
+                    "--raw",
+                    "/readyz",
+                    "--server",
+                    f"https://127.0.0.1:{port}",
+                    check=False,
+                ).returncode
+                == 0
+            ),
+            timeout=90,
+            what="the second API server of cluster1",
+        )
+        try:
+            a_ctl.start("a", *args)
+            eventually(lambda: _holder(kubectl).endswith(f"_{a_ctl.procs['a'].pid}"))
+            b_ctl.start("b", *args)
+            counter = iter(range(10_000))
+
+            def load() -> None:  # new work for whoever leads, in cluster2
+                i = next(counter)
+                _apply_all(kubectl, "cluster2", service(ns, f"s{i}"), export(ns, f"s{i}"))
+
+            load()
+            eventually(lambda: get_import(kubectl, "cluster3", ns, "s0"))
+            os.kill(a_server.pid, signal.SIGSTOP)
+            frozen_at = time.time()
+            deadline = time.monotonic() + LEASE + 15
+            while not _holder(kubectl).endswith(f"_{b_ctl.procs['b'].pid}"):
+                assert time.monotonic() < deadline, "B never took over"
+                load()
+                time.sleep(0.3)
+            for _ in range(5):
+                load()
+                time.sleep(0.3)
+            eventually(lambda: a_ctl.procs["a"].poll() is not None, timeout=30, what="A exits")
+            assert a_ctl.procs.pop("a").returncode == 1
+            a_events = log_events(a_ctl, "a")
+            b_leads = min(_ts(e) for e in log_events(b_ctl, "b") if e["event"] == "became leader")
+            writes = [_ts(e) for e in a_events if e["event"] == "write"]
+            assert writes, "A wrote nothing: the test exercised nothing"
+            late = [w - b_leads for w in writes if w >= b_leads]
+            assert not late, f"A started {len(late)} writes after B led (+{max(late):.2f}s)"
+            assert any(e["event"].startswith("leadership lost") for e in a_events)
+            assert max(writes) > frozen_at, "A did not try to write while frozen"
+            eventually(lambda: get_import(kubectl, "cluster3", ns, f"s{next(counter) - 1}"))
+        finally:
+            for c in (a_ctl, b_ctl):
+                for name in list(c.procs):
+                    c.stop(name)
