@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -163,3 +164,11 @@ def log_events(ctl: Controllers, name: str) -> list[dict[str, Any]]:
             except ValueError:
                 continue
     return out
+
+
+def seed_for(test: str) -> int:
+    """A random seed for ``test``, printed (pytest shows it on failure); the environment
+    variable ``MCS_CHAOS_SEED`` replays a run."""
+    seed = int(os.environ.get("MCS_CHAOS_SEED") or random.randrange(2**32))
+    print(f"{test}: seed {seed} (replay with MCS_CHAOS_SEED={seed})")
+    return seed
