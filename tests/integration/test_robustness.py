@@ -80,10 +80,10 @@ def test_rotated_token_is_picked_up_without_restart(
     token = tmp_path / "token"
     token.write_text(new_token())
     cfg = yaml.safe_load(mesh.kubeconfig.read_text())
-    user = next(c["context"]["user"] for c in cfg["contexts"] if c["name"] == "cluster2")
-    for u in cfg["users"]:
-        if u["name"] == user:
-            u["user"] = {"tokenFile": str(token)}
+    cfg["users"].append({"name": "rotating", "user": {"tokenFile": str(token)}})
+    for c in cfg["contexts"]:
+        if c["name"] == "cluster2":
+            c["context"]["user"] = "rotating"
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(cfg))
     ctl = Controllers("central", kubeconfig, tmp_path)
