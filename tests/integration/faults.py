@@ -60,7 +60,11 @@ class ApiServer:
         proc = _spawn(argv, log, detach=False)
         self.member.pid = proc.pid
         self.mesh.save()
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except AssertionError as e:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+            raise AssertionError(f"{e}; exit code {proc.poll()}; log:\n{tail}") from None
 
     def wait_ready(self, timeout: float = 90) -> None:
         def ok() -> bool:
