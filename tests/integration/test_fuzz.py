@@ -244,7 +244,10 @@ def test_fuzz_bad_input(mesh: MeshState, kubectl: Kubectl, namespace: str, tmp_p
             e
             for e in log_events(ctl, "central")
             if e.get("event", "").startswith("reconcile failed")
-            and any(f"({code})" in str(e.get("exception", "")) for code in (400, 422))
+            and any(
+                f"({code})" in str(e.get("exception", "")) + str(e.get("error", ""))
+                for code in (400, 422)
+            )
         ]
         print(
             f"test_fuzz_bad_input: {generated} objects generated, {accepted} exports accepted "
@@ -255,7 +258,7 @@ def test_fuzz_bad_input(mesh: MeshState, kubectl: Kubectl, namespace: str, tmp_p
             f"{len(unclear)} exports without a clear Valid condition: {unclear[:20]}"
         )
         assert not rejected, "writes rejected by the API server:\n" + "\n".join(
-            str(e.get("exception", ""))[-600:] for e in rejected[:5]
+            (str(e.get("exception", "")) + str(e.get("error", "")))[-600:] for e in rejected[:5]
         )
     finally:
         for name in list(ctl.procs):
