@@ -55,16 +55,41 @@ class ApiServer:
         _wait_gone(self.member.pid)
         return argv
 
-    def restart(self, argv: list[str]) -> None:
+    def restart(self, argv: list[str], attempts: int = 20) -> None:
+        """Start it again with ``argv``. Its port is an ephemeral one (the mesh picks free
+        ports), so while it was down another socket may have taken the port: then it
+        exits with "address already in use" and is started again a moment later."""
         log = Path(self.mesh.dir) / "logs" / f"{self.member.name}.log"
-        proc = _spawn(argv, log, detach=False)
-        self.member.pid = proc.pid
-        self.mesh.save()
-        try:
-            self.wait_ready()
-        except AssertionError as e:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-            raise AssertionError(f"{e}; exit code {proc.poll()}; log:\n{tail}") from None
+        for _ in range(attempts):
+            start = log.stat().st_size if log.exists() else 0
+            proc = _spawn(argv, log, detach=False)
+            self.member.pid = proc.pid
+            self.mesh.save()
+            try:
+                eventually(
+                    lambda p=proc: p.poll() is not None or self.ready(),
+                    timeout=90,
+                    interval=0.5,
+                    what=f"{self.member.name} ready",
+                )
+            except AssertionError as e:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+                raise AssertionError(f"{e}; log:\n{tail}") from None
+            if proc.poll() is None:
+                return
+            with log.open(errors="replace") as f:
+                f.seek(start)
+                said = f.read()
+            if "address already in use" not in said:
+                raise AssertionError(
+                    f"{self.member.name} exited ({proc.returncode}):\n{said[-3000:]}"
+                )
+            time.sleep(1)
+        raise AssertionError(f"{self.member.name}: its port stayed taken")
+
+    def ready(self) -> bool:
+        out = self.kubectl(self.member.name, "get", "--raw", "/readyz", check=False)
+        return out.returncode == 0
 
     def wait_ready(self, timeout: float = 90) -> None:
         def ok() -> bool:
