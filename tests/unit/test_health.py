@@ -3,6 +3,8 @@ the affected ServiceImports show. A fake clock and fake informers drive the stat
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -35,14 +37,14 @@ class FakeMember:
     context: str
     cluster_id: str = ""
     api: Any = None
-    informers: dict[str, Any] = field(default_factory=lambda: {"exports": FakeInformer()})
+    informers: tuple[Any, ...] = field(default_factory=lambda: (FakeInformer(),))
 
     def __post_init__(self) -> None:
         self.cluster_id = self.cluster_id or self.context
 
     @property
     def informer(self) -> FakeInformer:
-        return self.informers["exports"]  # type: ignore[no-any-return]
+        return self.informers[0]  # type: ignore[no-any-return]
 
 
 class Clock:
@@ -123,6 +125,46 @@ def test_a_member_whose_cluster_id_is_pending_does_not_join() -> None:
     h.evaluate()
     assert changes == [("c1", False)]
     assert h.describe() == ["member c2 not joined: cluster id not read yet"]
+
+
+@dataclass(frozen=True)
+class FrozenMember:
+    context: str
+    cluster_id: str
+    api: Any = None
+    informers: tuple[Any, ...] = field(default_factory=lambda: (FakeInformer(),))
+
+
+async def test_a_pending_member_is_replaced_by_the_one_with_its_cluster_id() -> None:
+    """Members are immutable (``mcs.controller.Member``): reading the id of a pending
+    member hands back a new one, which the tracker keeps and reports on joining."""
+    members = [FrozenMember("c1", "c1"), FrozenMember("ctx2", "ctx2")]
+    changes: list[tuple[str, str, bool]] = []
+
+    async def resolve(m: FrozenMember) -> FrozenMember:
+        return dataclasses.replace(m, cluster_id="real2")
+
+    h = MemberHealth(
+        members,
+        grace=GRACE,
+        pending=("ctx2",),
+        resolve_id=resolve,
+        on_change=lambda m, w: changes.append((m.context, m.cluster_id, w)),
+    )
+    h.evaluate()
+    assert changes == [("c1", "c1", False)]
+    probe = asyncio.create_task(h._probe_loop("ctx2"))
+    try:
+        async with asyncio.timeout(5):
+            while not changes[1:]:
+                await asyncio.sleep(0.01)
+                h.evaluate()
+    finally:
+        probe.cancel()
+        await asyncio.gather(probe, return_exceptions=True)
+    assert changes[1:] == [("ctx2", "real2", False)]
+    assert [m.cluster_id for m in h.members] == ["c1", "real2"]
+    assert members[1].cluster_id == "ctx2"  # the original is untouched
 
 
 def test_a_clashing_cluster_id_keeps_the_member_out() -> None:
