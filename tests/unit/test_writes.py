@@ -68,7 +68,13 @@ def service(**spec: Any) -> dict[str, Any]:
     return {"metadata": {"name": NAME, "namespace": NS}, "spec": {"ports": PORTS, **spec}}
 
 
-def run(server: Server, exported: bool = True, blocked: str | None = None, **svc: Any) -> list[str]:
+def run(
+    server: Server,
+    exported: bool = True,
+    blocked: str | None = None,
+    withdrawn: tuple[tuple[str, str | None], ...] = (),
+    **svc: Any,
+) -> list[str]:
     """Plan one reconcile of the key in ``server`` (the exporting cluster when it holds
     the export) and carry it out the way the controller does; returns the writes."""
     exp = server.get("serviceexports", NAME)
@@ -84,7 +90,7 @@ def run(server: Server, exported: bool = True, blocked: str | None = None, **svc
     )
     views = [source] if mine or not exported else [source, view]
     evaluation = plan.evaluate(views if exported else [plan.ClusterView("c1", True)])
-    key = writes.KeyState(NS, NAME, evaluation, {}, blocked, NOW)
+    key = writes.KeyState(NS, NAME, evaluation, {}, blocked, NOW, withdrawn=withdrawn)
     local = writes.LocalState(view, [], lambda _name: None)
     p = writes.plan_local(key, local)
     server.log.clear()
@@ -177,3 +183,18 @@ def test_derived_service_not_ours_stops_the_plan() -> None:
     }
     with pytest.raises(writes.DerivedServiceInTheWay):
         run(server)
+
+
+def test_a_withdrawn_exporter_shows_on_the_import_once_with_one_event_each_way() -> None:
+    server = Server()
+    run(server)
+    since = "2026-11-01T11:59:00Z"
+    assert run(server, withdrawn=(("c3", since),)) == ["status serviceimports", "create events"]
+    imp = server.get("serviceimports", NAME)
+    assert imp is not None
+    ready = next(c for c in imp["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "MemberWithdrawn" and f"c3 (since {since})" in ready["message"]
+    assert run(server, withdrawn=(("c3", since),)) == []  # steady: no second Event
+    assert run(server) == ["status serviceimports", "create events"]  # returned
+    reasons = sorted(o["reason"] for (r, _), o in server.objects.items() if r == "events")
+    assert reasons == ["MemberReturned", "MemberWithdrawn"]
