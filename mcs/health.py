@@ -31,7 +31,6 @@ endpoints of an unreachable node turn not-ready.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from prometheus_client import Counter, Gauge
 
 from mcs.model import format_time
 from mcs.observability import REGISTRY
-from mcs.plan import API_VERSION, FIELD_MANAGER
+from mcs.plan import API_VERSION, event
 
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient
@@ -348,28 +347,10 @@ def withdrawal_event(
     if was == now_w and (not now_w or before.get("message") == after.get("message")):
         return None
     meta = service_import["metadata"]
-    digest = hashlib.sha256(
-        f"{meta.get('uid')}/{after.get('reason')}/{after.get('message')}".encode()
-    ).hexdigest()[:12]
-    stamp = format_time(now)
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": f"{meta['name']}.{digest}", "namespace": meta["namespace"]},
-        "involvedObject": {
-            "apiVersion": API_VERSION,
-            "kind": "ServiceImport",
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta.get("uid"),
-        },
-        "type": "Warning" if now_w else "Normal",
-        "reason": WITHDRAWN_REASON if now_w else "MemberReturned",
-        "message": after.get("message", "") if now_w else "Every exporting member is reachable.",
-        "source": {"component": FIELD_MANAGER},
-        "reportingComponent": FIELD_MANAGER,
-        "reportingInstance": cluster,
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-    }
+    what = (
+        ("Warning", WITHDRAWN_REASON, after.get("message", ""))
+        if now_w
+        else ("Normal", "MemberReturned", "Every exporting member is reachable.")
+    )
+    identity = f"{meta.get('uid')}/{after.get('reason')}/{after.get('message')}"
+    return event(service_import, API_VERSION, "ServiceImport", identity, what, cluster, now)
