@@ -4,8 +4,10 @@ Every Service, ServiceExport and Namespace of every member is cached, and their
 tenants choose how big they are (a Service's annotations alone may hold 256 KiB, its
 selector and labels more). These transforms bound what one object costs the
 controller to the fields it reads, whatever the tenant writes. EndpointSlices have
-their own (`mcs.endpoints.transform`), ServiceImports keep ``managedFields`` (the
-plan reads which keys it applied) and are ours anyway.
+their own (`mcs.endpoints.transform`). ServiceImports are ours: they keep their
+labels, annotations, spec and status, and of ``managedFields`` only the label and
+annotation keys our apply owns (`mcs.plan.applied_keys`; the whole entries were half
+of a cached import).
 
 Dropping ``resourceVersion`` (and status the controller does not read) also means
 an update that changes nothing kept here is no event.
@@ -20,9 +22,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mcs.endpoints import KUBE_SERVICE_NAME, SOURCE_CLUSTER
-from mcs.plan import MANAGED_BY, SERVICE_NAME
+from mcs.plan import FIELD_MANAGER, MANAGED_BY, SERVICE_NAME, applied_keys
 
-__all__ = ["KEPT_ANNOTATION_PREFIXES", "export", "namespace", "service"]
+__all__ = ["KEPT_ANNOTATION_PREFIXES", "export", "namespace", "service", "service_import"]
 
 Obj = Mapping[str, Any]
 
@@ -79,6 +81,29 @@ def export(obj: Obj) -> dict[str, Any]:
     """A ServiceExport: identity, spec (exported metadata included) and status."""
     return {
         "metadata": _meta(_mapping(obj.get("metadata")), labels=()),
+        "spec": dict(_mapping(obj.get("spec"))),
+        "status": dict(_mapping(obj.get("status"))),
+    }
+
+
+def service_import(obj: Obj) -> dict[str, Any]:
+    """A ServiceImport: identity, every label and annotation, spec and status, and one
+    ``managedFields`` entry naming the label and annotation keys of our last apply."""
+    meta = _mapping(obj.get("metadata"))
+    out_meta: dict[str, Any] = {k: meta[k] for k in _META if k in meta}
+    for field in ("labels", "annotations"):
+        if value := _mapping(meta.get(field)):
+            out_meta[field] = dict(value)
+    owned: dict[str, dict[str, Any]] = {
+        f"f:{field}": {f"f:{k}": {} for k in sorted(keys)}
+        for field, keys in zip(("labels", "annotations"), applied_keys(obj), strict=True)
+        if keys
+    }
+    if owned:
+        entry = {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:metadata": owned}}
+        out_meta["managedFields"] = [entry]
+    return {
+        "metadata": out_meta,
         "spec": dict(_mapping(obj.get("spec"))),
         "status": dict(_mapping(obj.get("status"))),
     }

@@ -56,18 +56,6 @@ SERVICE_IMPORTS = ResourceKind(plan.GROUP, plan.VERSION, "serviceimports")
 log = structlog.get_logger(__name__)
 
 
-def _slim(obj: Obj, keep_managed_fields: bool = False) -> Obj:
-    """Keep metadata, spec and status; drop managedFields unless asked (imports need them)."""
-    meta = dict(obj.get("metadata") or {})
-    if not keep_managed_fields:
-        meta.pop("managedFields", None)
-    return {"metadata": meta, "spec": obj.get("spec") or {}, "status": obj.get("status") or {}}
-
-
-def _slim_with_fields(obj: Obj) -> Obj:
-    return _slim(obj, keep_managed_fields=True)
-
-
 # Index names (see ``Member``): the value of a label, within a namespace, and the
 # work-queue key an object of ours belongs to.
 BY_KUBE_SERVICE = endpoints.KUBE_SERVICE_NAME
@@ -276,7 +264,7 @@ class Controller:
                     BY_GLOBAL_SERVICE: _global_service_keys,
                 },
             ),
-            imports=make(SERVICE_IMPORTS, _slim_with_fields, lambda o: [key_of(o)], owned),
+            imports=make(SERVICE_IMPORTS, cachefields.service_import, lambda o: [key_of(o)], owned),
             slices=make(
                 ENDPOINT_SLICES,
                 endpoints.transform,

@@ -127,7 +127,13 @@ class Writer:
         would take the version from may lag behind its own last write."""
         meta = {"name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"]}
         return await self._call(
-            "PATCH", plural, obj, {"metadata": meta, "status": status}, "/status", MERGE
+            "PATCH",
+            plural,
+            obj,
+            {"metadata": meta, "status": status},
+            "/status",
+            MERGE,
+            fieldManager=FIELD_MANAGER,
         )
 
     async def delete(self, plural: str, obj: Mapping[str, Any]) -> None:

@@ -118,3 +118,57 @@ def test_namespace_keeps_labels_filter_annotation_and_phase() -> None:
     assert trimmed["metadata"]["labels"] == ns["metadata"]["labels"]
     assert trimmed["metadata"]["annotations"] == {"clustermesh.cilium.io/global": "true"}
     assert trimmed["status"] == {"phase": "Terminating"}
+
+
+def _import(managed_fields: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{plan.GROUP}/{plan.VERSION}",
+        "kind": "ServiceImport",
+        "metadata": {
+            "name": "web",
+            "namespace": "ns",
+            "uid": "i1",
+            "resourceVersion": "9",
+            "labels": {plan.MANAGED_BY: "mcs-controller", "team": "a"},
+            "annotations": {"note": "exported"},
+            "managedFields": managed_fields,
+        },
+        "spec": {"type": "ClusterSetIP", "ips": ["10.96.0.9"], "ports": [{"port": 80}]},
+        "status": {"clusters": [{"cluster": "c1"}]},
+    }
+
+
+def _entry(manager: str, labels: list[str], subresource: str | None = None) -> dict[str, Any]:
+    fields = {
+        "f:metadata": {
+            "f:labels": {f"f:{k}": {} for k in labels},
+            "f:annotations": {"f:note": {}},
+        },
+        "f:spec": {"f:ips": {}, "f:ports": {}, "f:type": {}},
+    }
+    entry = {"manager": manager, "operation": "Apply", "fieldsV1": fields, "time": "t"}
+    return entry | ({"subresource": subresource} if subresource else {})
+
+
+def test_import_keeps_only_the_keys_our_apply_owns() -> None:
+    raw = _import(
+        [
+            _entry(plan.FIELD_MANAGER, [plan.MANAGED_BY, "team"]),
+            _entry("kubectl", ["other"]),
+            _entry(plan.FIELD_MANAGER, ["from-status"], subresource="status"),
+        ]
+    )
+    trimmed = cachefields.service_import(raw)
+    assert plan.applied_keys(trimmed) == plan.applied_keys(raw)
+    assert plan.applied_keys(trimmed) == ({plan.MANAGED_BY, "team"}, {"note"})
+    assert len(trimmed["metadata"]["managedFields"]) == 1
+    assert "f:spec" not in json.dumps(trimmed)
+    assert "resourceVersion" not in trimmed["metadata"]
+    assert (trimmed["spec"], trimmed["status"]) == (raw["spec"], raw["status"])
+    assert trimmed["metadata"]["labels"] == raw["metadata"]["labels"]
+
+
+def test_import_without_our_apply_has_no_managed_fields() -> None:
+    trimmed = cachefields.service_import(_import([_entry("kubectl", ["team"])]))
+    assert "managedFields" not in trimmed["metadata"]
+    assert plan.applied_keys(trimmed) == (set(), set())

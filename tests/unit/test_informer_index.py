@@ -3,13 +3,14 @@ over random sequences of watch events and relists."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Hashable
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcs.informer import SERVICES, Informer, Key, Obj, Store, key_of, label_index
+from mcs.informer import SERVICES, Informer, Key, Obj, Store, compact, key_of, label_index
 
 LABEL = "kubernetes.io/service-name"
 NAMESPACES = ["a", "b", ""]
@@ -161,3 +162,16 @@ def test_assumed_writes_hide_older_events_until_the_watch_catches_up() -> None:
     informer._apply({"type": "DELETED", "object": _svc(10, 5)})
     informer._apply({"type": "ADDED", "object": _svc(11, 6)})  # re-created: seen
     assert informer.get("a", "x") == _svc(11, 6)
+
+
+def test_compact_is_equal_and_shares_strings() -> None:
+    a = json.loads('{"metadata": {"namespace": "team-a", "name": "x"}, "n": [1, "TCP"]}')
+    b = json.loads('{"metadata": {"namespace": "team-a", "name": "y"}, "n": [1, "TCP"]}')
+    ca, cb = compact(a), compact(b)
+    assert (ca, cb) == (a, b)
+    assert a["metadata"]["namespace"] is not b["metadata"]["namespace"]
+    assert ca["metadata"]["namespace"] is cb["metadata"]["namespace"]
+    assert ca["n"][1] is cb["n"][1]
+    assert next(iter(ca)) is next(iter(cb))
+    long = "x" * 65
+    assert compact(json.loads(json.dumps(long))) == long
