@@ -213,15 +213,13 @@ async def _create_export(
     api: client.ApiClient, ns: str, name: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """What a user does: a Service and its ServiceExport (2 writes); returns both."""
-    svc = await request_json(
+    svc = await _post(
         api,
-        "POST",
         f"/api/v1/namespaces/{ns}/services",
         body={"metadata": {"name": name}, "spec": {"selector": {"app": name}, "ports": PORTS}},
     )
-    exp = await request_json(
+    exp = await _post(
         api,
-        "POST",
         f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/serviceexports",
         body={
             "apiVersion": f"{GROUP}/{VERSION}",
@@ -230,6 +228,29 @@ async def _create_export(
         },
     )
     return svc, exp
+
+
+CREATE_RETRIES = 0  # creations retried after a timeout or a 429/5xx (reported per size)
+
+
+async def _post(api: client.ApiClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Create, as a user would: again after a timeout or a 429/5xx answer (a loaded API
+    server may stall); an object that a timed-out attempt did create is read back."""
+    global CREATE_RETRIES
+    retried = False
+    for _ in range(10):
+        try:
+            return await request_json(api, "POST", path, body=body)
+        except ApiException as e:
+            if e.status == 409 and retried:
+                return await request_json(api, "GET", f"{path}/{body['metadata']['name']}")
+            if e.status not in (429, 500, 503, 504):
+                raise
+        except TimeoutError:
+            pass
+        retried = True
+        CREATE_RETRIES += 1
+    raise RuntimeError(f"could not create {path}/{body['metadata']['name']}")
 
 
 def _correct(item: dict[str, Any]) -> bool:
@@ -481,6 +502,7 @@ async def run_size(size: Size, workers: int, samples: int, tmp: Path) -> dict[st
         row |= await controller_phase(state.kubeconfig, apis, size, tmp, workers, samples, meter)
         row |= await floor_phase(apis, size, meter)
         row["ratio_to_floor"] = round(row["controller_seconds"] / row["floor_seconds"], 2)
+        row["create_retries"] = CREATE_RETRIES
         row["at"] = format_time(datetime.now(UTC))
         return row
     finally:
