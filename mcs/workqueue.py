@@ -276,6 +276,10 @@ async def _worker(queue: WorkQueue[K], handler: Handler[K]) -> None:
             finally:
                 RECONCILE_DURATION.observe(time.perf_counter() - started)
                 queue.done(key)
+        # A reconcile that writes nothing never awaits, and ``get`` does not either
+        # while keys are queued: without this, a resync of 10,000 keys held the event
+        # loop for seconds (watches, health probes and lease renewals starved).
+        await asyncio.sleep(0)
 
 
 async def run_workers(queue: WorkQueue[K], handler: Handler[K], *, concurrency: int) -> None:

@@ -302,3 +302,28 @@ async def test_run_workers_rejects_zero_concurrency() -> None:
     with pytest.raises(ValueError):
         await run_workers(queue, lambda key: asyncio.sleep(0), concurrency=0)
     queue.shutdown()
+
+
+async def test_workers_let_other_tasks_run_between_keys() -> None:
+    """Reconciles that never await (a resync that writes nothing) must not hold the
+    event loop for the whole queue: watches, probes and lease renewals run between keys."""
+    queue: WorkQueue[Key] = WorkQueue()
+    for i in range(200):
+        queue.add(("ns", f"k{i}"))
+    order: list[str] = []
+
+    async def handler(key: Key) -> None:
+        order.append("key")
+        if len(order) >= 200 + order.count("tick"):
+            queue.shutdown()
+
+    async def ticker() -> None:
+        while True:
+            order.append("tick")
+            await asyncio.sleep(0)
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.wait_for(run_workers(queue, handler, concurrency=4), 5)
+    tick.cancel()
+    first, last = order.index("key"), len(order) - order[::-1].index("key")
+    assert order[first:last].count("tick") >= 200 / 4 - 1
