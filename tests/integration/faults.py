@@ -15,7 +15,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -156,31 +155,7 @@ def kubeconfig_with_server(src: Path, dst: Path, context: str, port: int) -> Pat
 
 def spawn_controller(ctl: Controllers, name: str, *extra: str) -> None:
     """Start ``mcs run`` like ``Controllers.start`` without waiting for /readyz."""
-    from tests.integration.conftest import free_port as port
-
-    metrics, health = port(), port()
-    log = (ctl.logdir / f"{name}.log").open("ab")
-    ctl.procs[name] = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mcs.cli",
-            "run",
-            "--kubeconfig",
-            str(ctl.kubeconfig),
-            "--metrics-addr",
-            f"127.0.0.1:{metrics}",
-            "--health-addr",
-            f"127.0.0.1:{health}",
-            "--log-level",
-            "debug",
-            *extra,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    ctl.ports[name] = (metrics, health)
+    ctl.spawn(name, *extra)
 
 
 def log_events(ctl: Controllers, name: str) -> list[dict[str, Any]]:

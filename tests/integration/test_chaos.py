@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from mcs.mesh.mesh import MeshState
+from tests.integration.accounts import ServiceAccounts
 from tests.integration.conftest import Controllers, Kubectl
 from tests.integration.faults import ApiServer, log_events, seed_for, spawn_controller
 from tests.integration.oracle import ClusterState, check, read_cluster
@@ -181,7 +182,13 @@ def _kill(ctl: Controllers, name: str) -> None:
     proc.wait(timeout=30)
 
 
-def test_chaos(mesh: MeshState, kubectl: Kubectl, namespace: str, tmp_path: Path) -> None:
+def test_chaos(
+    mesh: MeshState,
+    accounts: ServiceAccounts,
+    kubectl: Kubectl,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
     rng = random.Random(seed_for("test_chaos"))
     kills = int(os.environ.get("MCS_CHAOS_KILLS", "10"))
     restarts = int(os.environ.get("MCS_CHAOS_API_RESTARTS", "2"))
@@ -191,7 +198,7 @@ def test_chaos(mesh: MeshState, kubectl: Kubectl, namespace: str, tmp_path: Path
         for cluster in rng.sample(CLUSTERS, rng.randint(1, 3)):
             work.export(cluster, name)
     work.flush()
-    ctl = Controllers("central", mesh.kubeconfig, tmp_path)
+    ctl = Controllers("central", accounts, tmp_path)
     restart_at = set(rng.sample(range(kills), min(restarts, kills)))
     try:
         spawn_controller(ctl, "central")
@@ -231,12 +238,18 @@ def test_chaos(mesh: MeshState, kubectl: Kubectl, namespace: str, tmp_path: Path
             ctl.stop(name)
 
 
-def test_model(mesh: MeshState, kubectl: Kubectl, namespace: str, tmp_path: Path) -> None:
+def test_model(
+    mesh: MeshState,
+    accounts: ServiceAccounts,
+    kubectl: Kubectl,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
     rng = random.Random(seed_for("test_model"))
     total = int(os.environ.get("MCS_MODEL_OPS", "2000"))
     names = [f"m{i:02d}" for i in range(40)]
     work = Workload(kubectl, namespace, rng)
-    ctl = Controllers("central", mesh.kubeconfig, tmp_path)
+    ctl = Controllers("central", accounts, tmp_path)
     checks = 0
     try:
         spawn_controller(ctl, "central")

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from mcs.mesh.mesh import MeshState
+from tests.integration.accounts import ServiceAccounts
 from tests.integration.conftest import Controllers, Kubectl, eventually
 from tests.integration.faults import (
     ApiServer,
@@ -64,6 +65,7 @@ def _events(kubectl: Kubectl, ctx: str, ns: str, reason: str) -> list[dict[str, 
 @pytest.mark.parametrize("fault", ["sigstop", "sigkill"])
 def test_member_death_withdraws_after_grace_and_returns(
     mesh: MeshState,
+    accounts: ServiceAccounts,
     kubectl: Kubectl,
     contexts: list[str],
     namespace: str,
@@ -73,7 +75,7 @@ def test_member_death_withdraws_after_grace_and_returns(
 ) -> None:
     ns = namespace
     victim = ApiServer(mesh, mesh.members[2], kubectl)  # cluster3
-    ctl = Controllers(mode, mesh.kubeconfig, tmp_path)
+    ctl = Controllers(mode, accounts, tmp_path)
     ctl.start_all(contexts, "--member-grace", str(GRACE), "--resync-period", "5")
     watchers = [n for n in ctl.procs if n != "cluster3"]  # the processes that stay up
     try:
@@ -194,13 +196,17 @@ def test_member_death_withdraws_after_grace_and_returns(
 
 
 def test_member_unreachable_at_start_up(
-    mesh: MeshState, kubectl: Kubectl, namespace: str, tmp_path: Path
+    mesh: MeshState,
+    accounts: ServiceAccounts,
+    kubectl: Kubectl,
+    namespace: str,
+    tmp_path: Path,
 ) -> None:
     """A frozen member does not stop the others: /healthz at once, /readyz names the
     member, the others converge after the grace, and the member joins when it thaws."""
     ns = namespace
     victim = ApiServer(mesh, mesh.members[2], kubectl)
-    ctl = Controllers("central", mesh.kubeconfig, tmp_path)
+    ctl = Controllers("central", accounts, tmp_path)
     _apply_all(kubectl, "cluster1", service(ns, "web"), export(ns, "web"))
     try:
         with victim.frozen():
@@ -243,7 +249,7 @@ LEASE = 6.0
 
 
 def _holder(kubectl: Kubectl) -> str:
-    lease = kubectl.json("cluster1", "get", "lease", "mcs-controller", "-n", "default")
+    lease = kubectl.json("cluster1", "get", "lease", "mcs-controller", "-n", "mcs-system")
     return str(lease["spec"].get("holderIdentity") or "")
 
 
@@ -252,7 +258,11 @@ def _ts(event: dict[str, Any]) -> float:
 
 
 def test_frozen_leader_stops_writing_before_the_standby_leads(
-    mesh: MeshState, kubectl: Kubectl, namespace: str, tmp_path: Path
+    mesh: MeshState,
+    accounts: ServiceAccounts,
+    kubectl: Kubectl,
+    namespace: str,
+    tmp_path: Path,
 ) -> None:
     """Leader A reaches cluster1 (where the Lease is) through its own API server, which is
     frozen; standby B reaches cluster1 through another. A must stop writing (to every
@@ -260,8 +270,6 @@ def test_frozen_leader_stops_writing_before_the_standby_leads(
     ns = namespace
     args = (
         "--leader-elect",
-        "--leader-elect-namespace",
-        "default",
         "--leader-elect-lease-duration",
         str(LEASE),
         "--member-grace",
@@ -270,10 +278,10 @@ def test_frozen_leader_stops_writing_before_the_standby_leads(
     with second_apiserver(mesh, mesh.members[0]) as (port, a_server):
         a_ctl = Controllers(
             "central",
-            kubeconfig_with_server(mesh.kubeconfig, tmp_path / "a.kubeconfig", "cluster1", port),
+            kubeconfig_with_server(accounts.central, tmp_path / "a.kubeconfig", "cluster1", port),
             tmp_path,
         )
-        b_ctl = Controllers("central", mesh.kubeconfig, tmp_path)
+        b_ctl = Controllers("central", accounts, tmp_path)
         ApiServer(mesh, mesh.members[0], kubectl).wait_ready()
         eventually(
             lambda: (

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from mcs.mesh.mesh import MeshState
+from tests.integration.accounts import ServiceAccounts
 from tests.integration.conftest import Controllers, Kubectl
 from tests.integration.faults import log_events, seed_for
 
@@ -194,11 +194,13 @@ def _apply_each(kubectl: Kubectl, ctx: str, items: list[Obj]) -> int:
     return len(items)
 
 
-def test_fuzz_bad_input(mesh: MeshState, kubectl: Kubectl, namespace: str, tmp_path: Path) -> None:
+def test_fuzz_bad_input(
+    accounts: ServiceAccounts, kubectl: Kubectl, namespace: str, tmp_path: Path
+) -> None:
     rng = random.Random(seed_for("test_fuzz_bad_input"))
     total = int(os.environ.get("MCS_FUZZ_OBJECTS", "1000"))
     gen = Gen(rng, namespace)
-    ctl = Controllers("central", mesh.kubeconfig, tmp_path)
+    ctl = Controllers("central", accounts, tmp_path)
     generated = 0
     try:
         ctl.start("central", "--resync-period", "30")

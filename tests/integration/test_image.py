@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from mcs.mesh.mesh import MeshState
+from tests.integration.accounts import ServiceAccounts
 from tests.integration.conftest import Kubectl, _http_ok, eventually, free_port
 from tests.integration.mcs_objects import condition_status, export, get_import, service
 
@@ -147,10 +147,11 @@ def test_entry_point_help_as_the_images_user(image: Image) -> None:
 
 
 @pytest.fixture
-def controller_in_image(image: Image, mesh: MeshState, tmp_path: Path) -> Iterator[str]:
-    # Readable by the image's user, as a Secret volume with fsGroup makes it.
+def controller_in_image(image: Image, accounts: ServiceAccounts, tmp_path: Path) -> Iterator[str]:
+    # Readable by the image's user, as a Secret volume with fsGroup makes it; the central
+    # writer's tokens, as the Deployment would mount them.
     kubeconfig = tmp_path / "kubeconfig"
-    shutil.copy(mesh.kubeconfig, kubeconfig)
+    shutil.copy(accounts.central, kubeconfig)
     kubeconfig.chmod(0o644)
     metrics, health = free_port(), free_port()
     args = [

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from mcs.mesh.mesh import MeshState
+from tests.integration.accounts import ServiceAccounts
 from tests.integration.conftest import Controllers, Kubectl, eventually, kubectl_path
 from tests.integration.mcs_objects import service
 
@@ -22,9 +23,9 @@ C1, C2 = "cluster1", "cluster2"
 
 @pytest.fixture(scope="module")
 def central(
-    mesh: MeshState, contexts: list[str], tmp_path_factory: pytest.TempPathFactory
+    accounts: ServiceAccounts, contexts: list[str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Controllers]:
-    ctl = Controllers("central", mesh.kubeconfig, tmp_path_factory.mktemp("ctl-plugin"))
+    ctl = Controllers("central", accounts, tmp_path_factory.mktemp("ctl-plugin"))
     ctl.start_all(contexts)
     try:
         yield ctl

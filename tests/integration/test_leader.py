@@ -7,7 +7,7 @@ import signal
 import time
 from pathlib import Path
 
-from mcs.mesh.mesh import MeshState
+from tests.integration.accounts import ServiceAccounts
 from tests.integration.conftest import Controllers, Kubectl, eventually
 from tests.integration.mcs_objects import export, get_import, service
 
@@ -15,18 +15,16 @@ LEASE = 6.0  # seconds; short to keep the test quick
 
 
 def _holder(kubectl: Kubectl) -> str:
-    lease = kubectl.json("cluster1", "get", "lease", "mcs-controller", "-n", "default")
+    lease = kubectl.json("cluster1", "get", "lease", "mcs-controller", "-n", "mcs-system")
     return str(lease["spec"].get("holderIdentity") or "")
 
 
 def test_standby_takes_over(
-    mesh: MeshState, kubectl: Kubectl, namespace: str, tmp_path: Path
+    accounts: ServiceAccounts, kubectl: Kubectl, namespace: str, tmp_path: Path
 ) -> None:
-    ctl = Controllers("central", mesh.kubeconfig, tmp_path)
+    ctl = Controllers("central", accounts, tmp_path)
     args = (
         "--leader-elect",
-        "--leader-elect-namespace",
-        "default",
         "--leader-elect-lease-duration",
         str(LEASE),
     )

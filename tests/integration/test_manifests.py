@@ -13,10 +13,8 @@ Deployments and StatefulSets running.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import json
-import os
 import re
 import subprocess
 import time
@@ -32,38 +30,14 @@ import yaml
 
 from mcs.mesh.mesh import MeshState
 from mcs.run import add_run_parser
-from tests.integration.conftest import Controllers, Kubectl, eventually, kubectl_path
+from tests.integration.accounts import MANIFESTS, ROOT, SYSTEM_NS, ServiceAccounts, kustomize
+from tests.integration.conftest import Controllers, Kubectl, eventually
 from tests.integration.mcs_objects import condition, wait_running
 
-ROOT = Path(__file__).resolve().parents[2]
-MANIFESTS = ROOT / "manifests"
 EXAMPLES = ROOT / "examples"
-SCRIPT = ROOT / "hack" / "make-remote-kubeconfig.sh"
 C1, C2 = "cluster1", "cluster2"
-SYSTEM_NS = "mcs-system"
 REBEL_DNS = "rebel-base.default.svc.clusterset.local"
-RBAC_KINDS = {
-    "Namespace",
-    "ServiceAccount",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "Role",
-    "RoleBinding",
-    "ValidatingAdmissionPolicy",
-    "ValidatingAdmissionPolicyBinding",
-}
 SA_USER = f"system:serviceaccount:{SYSTEM_NS}:mcs-controller"
-
-
-def kustomize(directory: Path) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        [kubectl_path(), "kustomize", str(directory)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
@@ -73,10 +47,6 @@ def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
     raise AssertionError(
         f"no {kind} {name} in {[(d['kind'], d['metadata']['name']) for d in docs]}"
     )
-
-
-def as_yaml(docs: list[dict[str, Any]]) -> str:
-    return yaml.safe_dump_all(docs, sort_keys=False)
 
 
 # --------------------------------------------------------------------------- static checks
@@ -194,30 +164,11 @@ def test_disruption_spread_and_network_policy() -> None:
 
 
 @pytest.fixture(scope="module")
-def system_namespace(kubectl: Kubectl, contexts: list[str]) -> Iterator[str]:
-    """``mcs-system`` for real in every member: a server dry run of a namespaced object
-    needs its namespace to exist, and a dry-run Namespace in the same apply is not
-    created. Removed (content first, then finalized) when the module is done."""
-    for ctx in contexts:
-        kubectl(ctx, "apply", "-f", str(MANIFESTS / "namespace.yaml"))
-    yield SYSTEM_NS
-    for ctx in contexts:
-        kubectl(ctx, "delete", "namespace", SYSTEM_NS, "--wait=false", check=False)
-        for kind in ("secrets", "serviceaccounts", "roles", "rolebindings", "leases"):
-            kubectl(ctx, "delete", kind, "--all", "-n", SYSTEM_NS, check=False)
-        kubectl(
-            ctx,
-            "replace",
-            "--raw",
-            f"/api/v1/namespaces/{SYSTEM_NS}/finalize",
-            "-f",
-            "-",
-            stdin=json.dumps(
-                {"kind": "Namespace", "apiVersion": "v1", "metadata": {"name": SYSTEM_NS}}
-                | {"spec": {"finalizers": []}}
-            ),
-            check=False,
-        )
+def system_namespace(accounts: ServiceAccounts) -> str:
+    """``mcs-system`` for real in every member (the harness's accounts live there): a
+    server dry run of a namespaced object needs its namespace to exist, and a dry-run
+    Namespace in the same apply is not created."""
+    return SYSTEM_NS
 
 
 def _dry_run(kubectl: Kubectl, *args: str) -> str:
@@ -268,63 +219,6 @@ def test_example_dry_run(kubectl: Kubectl, path: Path) -> None:
 # --------------------------------------------------------------------------- RBAC for real
 
 
-def _in_cluster_context(mesh: MeshState, ctx: str, token: str, workdir: Path) -> Path:
-    """The script's --in-cluster kubeconfig, with the Pod's file paths and address
-    replaced by local stand-ins (same token kind: a TokenRequest token of the SA)."""
-    admin = yaml.safe_load(mesh.kubeconfig.read_text())
-    cluster = next(c["cluster"] for c in admin["clusters"] if c["name"] == ctx)
-    ca = workdir / f"{ctx}-ca.crt"
-    ca.write_bytes(base64.b64decode(cluster["certificate-authority-data"]))
-    token_file = workdir / f"{ctx}-token"
-    token_file.write_text(token)
-    text = subprocess.run(
-        [str(SCRIPT), "--in-cluster", ctx], capture_output=True, text=True, check=True
-    ).stdout
-    config = yaml.safe_load(text)
-    assert config["clusters"][0]["cluster"]["server"] == "https://kubernetes.default.svc"
-    sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
-    text = text.replace("https://kubernetes.default.svc", cluster["server"])
-    text = text.replace(f"{sa_dir}/ca.crt", str(ca)).replace(f"{sa_dir}/token", str(token_file))
-    out = workdir / f"{ctx}-in-cluster.yaml"
-    out.write_text(text)
-    return out
-
-
-def _remote_context(mesh: MeshState, ctx: str, workdir: Path) -> Path:
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(mesh.kubeconfig),
-        "KUBECTL": kubectl_path(),
-        "TOKEN_DURATION": "2h",
-    }
-    proc = subprocess.run(
-        [str(SCRIPT), ctx], capture_output=True, text=True, env=env, timeout=60, check=False
-    )
-    assert proc.returncode == 0, proc.stderr
-    # a TokenRequest token, whose expiry the script reports
-    assert "expires at 20" in proc.stderr, proc.stderr
-    config = yaml.safe_load(proc.stdout)
-    assert [c["name"] for c in config["contexts"]] == [ctx]
-    assert config["users"][0]["user"]["token"]
-    out = workdir / f"{ctx}-remote.yaml"
-    out.write_text(proc.stdout)
-    return out
-
-
-def _merge(parts: list[Path], out: Path) -> Path:
-    env = {**os.environ, "KUBECONFIG": ":".join(map(str, parts))}
-    merged = subprocess.run(
-        [kubectl_path(), "config", "view", "--raw"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    ).stdout
-    out.write_text(merged)
-    out.chmod(0o600)
-    return out
-
-
 def _can(kubectl: Kubectl, ctx: str, verb: str, resource: str, *extra: str) -> bool:
     proc = kubectl(ctx, "auth", "can-i", verb, resource, "--all-namespaces", *extra, check=False)
     return proc.stdout.strip() == "yes"
@@ -354,26 +248,15 @@ def _svc(ns: str, affinity: str) -> str:
 
 def test_roles_are_enough_for_a_per_cluster_controller(
     kubectl: Kubectl,
-    mesh: MeshState,
-    system_namespace: str,
+    accounts: ServiceAccounts,
     namespace: str,
     tmp_path: Path,
 ) -> None:
     """cluster1 runs the controller as ``mcs-controller`` (the in-cluster context);
-    cluster2 is read as ``mcs-remote-reader`` through the script's kubeconfig. The
-    controller must import, write endpoints, statuses, Events and its Lease, and
-    delete, without a single 403."""
-    local_rbac = [d for d in kustomize(MANIFESTS) if d["kind"] in RBAC_KINDS]
-    kubectl(C1, "apply", "-f", "-", stdin=as_yaml(local_rbac))
-    kubectl(C2, "apply", "-k", str(MANIFESTS / "remote"))
-    token = kubectl(C1, "create", "token", "mcs-controller", "-n", SYSTEM_NS).stdout.strip()
-    config = _merge(
-        [
-            _in_cluster_context(mesh, C1, token, tmp_path),
-            _remote_context(mesh, C2, tmp_path),
-        ],
-        tmp_path / "kubeconfig",
-    )
+    cluster2 is read as ``mcs-remote-reader`` through the script's kubeconfig (the
+    harness's per-cluster kubeconfig, ``accounts.py``). The controller must import,
+    write endpoints, statuses, Events and its Lease, and delete, without a single 403."""
+    config = accounts.kubeconfig(C1)
     as_sa = Kubectl(config)
     assert _can(as_sa, C1, "create", "serviceimports.multicluster.x-k8s.io")
     assert _can(as_sa, C1, "patch", "serviceexports.multicluster.x-k8s.io", "--subresource=status")
@@ -405,7 +288,7 @@ def test_roles_are_enough_for_a_per_cluster_controller(
     }
     kubectl(C2, "apply", "-f", "-", stdin=yaml.safe_dump(slice_))
 
-    ctl = Controllers("per-cluster", config, tmp_path)
+    ctl = Controllers("per-cluster", accounts, tmp_path)
     ctl.start("rbac", "--local", C1, "--leader-elect", "--resync-period", "5")
     try:
 
@@ -446,12 +329,6 @@ def test_roles_are_enough_for_a_per_cluster_controller(
         assert "forbidden" not in ctl.log_tail("rbac", 100_000).lower(), ctl.log_tail("rbac")
     finally:
         code = ctl.stop("rbac")
-        for doc in reversed(local_rbac):
-            if doc["kind"] not in ("Namespace", "ServiceAccount", "Role", "RoleBinding"):
-                kubectl(C1, "delete", doc["kind"], doc["metadata"]["name"], check=False)
-        kubectl(
-            C2, "delete", "clusterrolebinding,clusterrole", "-l", "app.kubernetes.io/part-of=mcs"
-        )
     assert code == 0, ctl.log_tail("rbac")
 
 
@@ -479,9 +356,7 @@ def test_admission_policy_confines_the_controller(
     """Acting as the controller's ServiceAccount (impersonation), whose ClusterRole alone
     would allow every write below: the ValidatingAdmissionPolicy denies writes to foreign
     Services, EndpointSlices and ServiceImports, and allows the controller's own."""
-    ns = namespace
-    docs = [d for d in kustomize(MANIFESTS) if d["kind"] in RBAC_KINDS]
-    kubectl(C1, "apply", "-f", "-", stdin=as_yaml(docs))
+    ns = namespace  # the shipped RBAC is in place (the ``accounts`` fixture)
 
     def as_sa(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return kubectl(C1, f"--as={SA_USER}", *args, stdin=stdin, check=False)
@@ -495,116 +370,105 @@ def test_admission_policy_confines_the_controller(
 
     apply = ("apply", "--server-side", "--field-manager=mcs-controller", "-f", "-")
     label = ("--type=merge", "-p", '{"metadata":{"labels":{"evil":"yes"}}}')
-    try:
-        foreign_slice = {
-            "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"
-        }
-        kubectl(C1, "apply", "-f", "-", stdin=_obj("Service", "web", ns, {}, spec=PORTS))
-        kubectl(
-            C1,
-            "apply",
-            "-f",
-            "-",
-            stdin=_obj("EndpointSlice", "web-x", ns, foreign_slice, **ENDPOINTS),
-        )
-        kubectl(
-            C1,
-            "apply",
-            "-f",
-            "-",
+    foreign_slice = {"endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io"}
+    kubectl(C1, "apply", "-f", "-", stdin=_obj("Service", "web", ns, {}, spec=PORTS))
+    kubectl(
+        C1,
+        "apply",
+        "-f",
+        "-",
+        stdin=_obj("EndpointSlice", "web-x", ns, foreign_slice, **ENDPOINTS),
+    )
+    kubectl(
+        C1,
+        "apply",
+        "-f",
+        "-",
+        stdin=_obj(
+            "ServiceImport",
+            "web",
+            ns,
+            {},
+            spec={"type": "ClusterSetIP", "ports": [{"port": 80, "protocol": "TCP"}]},
+        ),
+    )
+    # RBAC alone allows the patch; the policy (loaded asynchronously) denies it
+    can = kubectl(C1, "auth", "can-i", "patch", "services", "-n", ns, f"--as={SA_USER}")
+    assert can.stdout.strip() == "yes"
+    eventually(
+        lambda: (
+            "mcs-controller-writes" in as_sa("patch", "service", "web", "-n", ns, *label).stderr
+        ),
+        what="the admission policy in force",
+    )
+    # foreign objects: no patch, no take-over, no delete
+    denied(as_sa("patch", "service", "web", "-n", ns, *label), "labelled")
+    take_over = '{"metadata":{"labels":{"app.kubernetes.io/managed-by":"mcs-controller"}}}'
+    denied(
+        as_sa("patch", "service", "web", "-n", ns, "--type=merge", "-p", take_over),
+        "not its own",
+    )
+    denied(as_sa("patch", "service", "kubernetes", "-n", "default", *label), "labelled")
+    denied(as_sa("delete", "service", "web", "-n", ns), "labelled")
+    denied(as_sa("patch", "endpointslice", "web-x", "-n", ns, *label), "labelled")
+    denied(as_sa("delete", "endpointslice", "web-x", "-n", ns), "labelled")
+    denied(as_sa("patch", "serviceimport", "web", "-n", ns, *label), "labelled")
+    # its own kinds of objects, but not as mcs writes them
+    denied(as_sa(*apply, stdin=_obj("Service", "web2", ns, OURS, spec=PORTS)), "derived-*")
+    node_port = {**PORTS, "type": "NodePort"}
+    denied(as_sa(*apply, stdin=_obj("Service", "derived-b", ns, OURS, spec=node_port)), "ClusterIP")
+    external = {**PORTS, "externalIPs": ["192.0.2.1"]}
+    denied(
+        as_sa(*apply, stdin=_obj("Service", "derived-c", ns, OURS, spec=external)),
+        "externalIPs",
+    )
+    denied(as_sa(*apply, stdin=_obj("EndpointSlice", "s1", ns, OURS, **ENDPOINTS)), "managed by")
+    to_kubernetes = OUR_SLICE | {"kubernetes.io/service-name": "kubernetes"}
+    denied(
+        as_sa(*apply, stdin=_obj("EndpointSlice", "s2", "default", to_kubernetes, **ENDPOINTS)),
+        "default/kubernetes",
+    )
+    # its own writes go through
+    allowed(as_sa(*apply, stdin=_obj("Service", "derived-a", ns, OURS, spec=PORTS)))
+    denied(
+        as_sa(
+            "patch",
+            "service",
+            "derived-a",
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            '{"spec":{"externalIPs":["192.0.2.1"]}}',
+        ),
+        "externalIPs",
+    )
+    allowed(as_sa(*apply, stdin=_obj("EndpointSlice", "s3", ns, OUR_SLICE, **ENDPOINTS)))
+    allowed(
+        as_sa(
+            *apply,
             stdin=_obj(
                 "ServiceImport",
-                "web",
+                "mine",
                 ns,
-                {},
+                OURS,
                 spec={"type": "ClusterSetIP", "ports": [{"port": 80, "protocol": "TCP"}]},
             ),
         )
-        # RBAC alone allows the patch; the policy (loaded asynchronously) denies it
-        can = kubectl(C1, "auth", "can-i", "patch", "services", "-n", ns, f"--as={SA_USER}")
-        assert can.stdout.strip() == "yes"
-        eventually(
-            lambda: (
-                "mcs-controller-writes" in as_sa("patch", "service", "web", "-n", ns, *label).stderr
-            ),
-            what="the admission policy in force",
-        )
-        # foreign objects: no patch, no take-over, no delete
-        denied(as_sa("patch", "service", "web", "-n", ns, *label), "labelled")
-        take_over = '{"metadata":{"labels":{"app.kubernetes.io/managed-by":"mcs-controller"}}}'
-        denied(
-            as_sa("patch", "service", "web", "-n", ns, "--type=merge", "-p", take_over),
-            "not its own",
-        )
-        denied(as_sa("patch", "service", "kubernetes", "-n", "default", *label), "labelled")
-        denied(as_sa("delete", "service", "web", "-n", ns), "labelled")
-        denied(as_sa("patch", "endpointslice", "web-x", "-n", ns, *label), "labelled")
-        denied(as_sa("delete", "endpointslice", "web-x", "-n", ns), "labelled")
-        denied(as_sa("patch", "serviceimport", "web", "-n", ns, *label), "labelled")
-        # its own kinds of objects, but not as mcs writes them
-        denied(as_sa(*apply, stdin=_obj("Service", "web2", ns, OURS, spec=PORTS)), "derived-*")
-        node_port = {**PORTS, "type": "NodePort"}
-        denied(
-            as_sa(*apply, stdin=_obj("Service", "derived-b", ns, OURS, spec=node_port)), "ClusterIP"
-        )
-        external = {**PORTS, "externalIPs": ["192.0.2.1"]}
-        denied(
-            as_sa(*apply, stdin=_obj("Service", "derived-c", ns, OURS, spec=external)),
-            "externalIPs",
-        )
-        denied(
-            as_sa(*apply, stdin=_obj("EndpointSlice", "s1", ns, OURS, **ENDPOINTS)), "managed by"
-        )
-        to_kubernetes = OUR_SLICE | {"kubernetes.io/service-name": "kubernetes"}
-        denied(
-            as_sa(*apply, stdin=_obj("EndpointSlice", "s2", "default", to_kubernetes, **ENDPOINTS)),
-            "default/kubernetes",
-        )
-        # its own writes go through
-        allowed(as_sa(*apply, stdin=_obj("Service", "derived-a", ns, OURS, spec=PORTS)))
-        denied(
-            as_sa(
-                "patch",
-                "service",
-                "derived-a",
-                "-n",
-                ns,
-                "--type=merge",
-                "-p",
-                '{"spec":{"externalIPs":["192.0.2.1"]}}',
-            ),
-            "externalIPs",
-        )
-        allowed(as_sa(*apply, stdin=_obj("EndpointSlice", "s3", ns, OUR_SLICE, **ENDPOINTS)))
-        allowed(
-            as_sa(
-                *apply,
-                stdin=_obj(
-                    "ServiceImport",
-                    "mine",
-                    ns,
-                    OURS,
-                    spec={"type": "ClusterSetIP", "ports": [{"port": 80, "protocol": "TCP"}]},
-                ),
-            )
-        )
-        allowed(as_sa("delete", "endpointslice", "s3", "-n", ns))
-        allowed(as_sa("delete", "service", "derived-a", "-n", ns))
-        allowed(as_sa("delete", "serviceimport", "mine", "-n", ns))
-        # a user is not affected by the policy
-        allowed(kubectl(C1, "patch", "service", "web", "-n", ns, *label, check=False))
-    finally:
-        for doc in reversed(docs):
-            if doc["kind"] not in ("Namespace", "ServiceAccount", "Role", "RoleBinding"):
-                kubectl(C1, "delete", doc["kind"], doc["metadata"]["name"], check=False)
+    )
+    allowed(as_sa("delete", "endpointslice", "s3", "-n", ns))
+    allowed(as_sa("delete", "service", "derived-a", "-n", ns))
+    allowed(as_sa("delete", "serviceimport", "mine", "-n", ns))
+    # a user is not affected by the policy
+    allowed(kubectl(C1, "patch", "service", "web", "-n", ns, *label, check=False))
 
 
 # --------------------------------------------------------------------------- the examples
 
 
 @contextlib.contextmanager
-def central_controller(mesh: MeshState, workdir: Path) -> Iterator[Controllers]:
-    ctl = Controllers("central", mesh.kubeconfig, workdir)
+def central_controller(accounts: ServiceAccounts, workdir: Path) -> Iterator[Controllers]:
+    ctl = Controllers("central", accounts, workdir)
     ctl.start("examples", "--contexts", f"{C1},{C2}", "--resync-period", "5")
     try:
         yield ctl
@@ -638,9 +502,11 @@ def _gone(kubectl: Kubectl, name: str) -> bool:
     )
 
 
-def test_rebel_base_example(kubectl: Kubectl, mesh: MeshState, tmp_path: Path) -> None:
+def test_rebel_base_example(
+    kubectl: Kubectl, mesh: MeshState, accounts: ServiceAccounts, tmp_path: Path
+) -> None:
     applied: dict[str, list[str]] = {}
-    with central_controller(mesh, tmp_path):
+    with central_controller(accounts, tmp_path):
         try:
             for ctx in (C1, C2):
                 applied[ctx] = _apply_example(
@@ -693,10 +559,10 @@ def test_rebel_base_example(kubectl: Kubectl, mesh: MeshState, tmp_path: Path) -
         eventually(lambda: _gone(kubectl, "rebel-base"), what="rebel-base import removed")
 
 
-def test_conflicts_example(kubectl: Kubectl, mesh: MeshState, tmp_path: Path) -> None:
+def test_conflicts_example(kubectl: Kubectl, accounts: ServiceAccounts, tmp_path: Path) -> None:
     """What examples/conflicts/README.md shows: cluster1 (older) wins both disagreements."""
     applied: dict[str, list[str]] = {}
-    with central_controller(mesh, tmp_path):
+    with central_controller(accounts, tmp_path):
         try:
             applied[C1] = _apply_example(kubectl, C1, "conflicts/cluster1.yaml")
             time.sleep(1.1)
@@ -718,9 +584,11 @@ def test_conflicts_example(kubectl: Kubectl, mesh: MeshState, tmp_path: Path) ->
         eventually(lambda: _gone(kubectl, "tatooine"), what="tatooine import removed")
 
 
-def test_headless_example(kubectl: Kubectl, mesh: MeshState, tmp_path: Path) -> None:
+def test_headless_example(
+    kubectl: Kubectl, mesh: MeshState, accounts: ServiceAccounts, tmp_path: Path
+) -> None:
     applied: dict[str, list[str]] = {}
-    with central_controller(mesh, tmp_path):
+    with central_controller(accounts, tmp_path):
         try:
             for ctx in (C1, C2):
                 applied[ctx] = _apply_example(

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mcs import plan
-from mcs.mesh.mesh import MeshState
+from tests.integration.accounts import ServiceAccounts
 from tests.integration.conftest import Controllers, Kubectl, eventually
 from tests.integration.mcs_objects import condition, export, get_export, get_import, service
 
@@ -56,11 +56,14 @@ def test_derived_name_clash_shows_on_the_export(
 
 
 def test_rotated_token_is_picked_up_without_restart(
-    mesh: MeshState, kubectl: Kubectl, namespace: str, tmp_path: Path
+    accounts: ServiceAccounts, kubectl: Kubectl, namespace: str, tmp_path: Path
 ) -> None:
     """cluster2 is reached with a ServiceAccount token read from a file. The account is
     re-created (revoking every token it had) and the file gets a new token: the running
-    controller keeps writing to cluster2."""
+    controller keeps writing to cluster2.
+
+    The account is the test's own, with the shipped writer's ClusterRole: revoking the
+    tokens of the shared ``mcs-central-writer`` would break the other tests' controllers."""
     ns, sa = namespace, "mcs-rotation"
     binding = f"{ns}-rotation"
 
@@ -74,12 +77,12 @@ def test_rotated_token_is_picked_up_without_restart(
         "clusterrolebinding",
         binding,
         "--clusterrole",
-        "cluster-admin",
+        "mcs-controller-local",
         f"--serviceaccount={ns}:{sa}",
     )
     token = tmp_path / "token"
     token.write_text(new_token())
-    cfg = yaml.safe_load(mesh.kubeconfig.read_text())
+    cfg = yaml.safe_load(accounts.central.read_text())
     cfg["users"].append({"name": "rotating", "user": {"tokenFile": str(token)}})
     for c in cfg["contexts"]:
         if c["name"] == "cluster2":

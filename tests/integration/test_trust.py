@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mcs.mesh.mesh import MeshState
+from tests.integration.accounts import ServiceAccounts
 from tests.integration.conftest import Controllers, Kubectl, eventually, holds
 from tests.integration.mcs_objects import condition, export, get_export, get_import, service
 from tests.integration.test_endpoints import addresses, mcs_slices, source_slice
@@ -21,8 +21,10 @@ CIDRS = "10.1.0.0/16,fd00:1::/64"
 
 
 @pytest.fixture(scope="module")
-def central(mesh: MeshState, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controllers]:
-    ctl = Controllers("central", mesh.kubeconfig, tmp_path_factory.mktemp("ctl-trust"))
+def central(
+    accounts: ServiceAccounts, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Controllers]:
+    ctl = Controllers("central", accounts, tmp_path_factory.mktemp("ctl-trust"))
     ctl.start("trust", "--resync-period", "5", "--member-cidrs", f"{C1}={CIDRS}")
     try:
         yield ctl
