@@ -13,8 +13,9 @@ a kubeconfig once, so ``CredentialReloader`` re-loads every member's context eve
   new configuration and connection pool, and the old pool is closed (requests in
   flight on it, such as watches, fail and are retried by their owners on the new one).
 
-A kubeconfig that cannot be read (half-written, a context gone) is logged and the
-clients keep what they have.
+A kubeconfig that cannot be read (half-written, a context gone), or that now sets
+``insecure-skip-tls-verify`` (refused as at start-up unless
+``--allow-insecure-skip-tls-verify``), is logged and the clients keep what they have.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import structlog
 from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.client.rest import RESTClientObject
+
+from mcs.members import check_tls_config
 
 log = structlog.get_logger(__name__)
 
@@ -66,10 +69,15 @@ async def load(kubeconfig: str, context: str) -> Configuration:
     return cfg
 
 
-async def refresh(api: ApiClient, kubeconfig: str, context: str) -> str | None:
+async def refresh(
+    api: ApiClient, kubeconfig: str, context: str, allow_insecure: bool = False
+) -> str | None:
     """Re-read ``context`` and update ``api`` if its credentials changed: returns
-    ``"token"``, ``"tls"`` (new connection pool) or None (unchanged)."""
+    ``"token"``, ``"tls"`` (new connection pool) or None (unchanged). Raises
+    ``ConfigError`` (``api`` unchanged) when the context now skips TLS verification
+    and ``allow_insecure`` is false."""
     fresh = await load(kubeconfig, context)
+    check_tls_config(fresh, context, allow_insecure)
     current = api.configuration
     if tls_material(fresh) != tls_material(current):
         old = api.rest_client
@@ -86,12 +94,20 @@ async def refresh(api: ApiClient, kubeconfig: str, context: str) -> str | None:
 
 class CredentialReloader:
     """Re-reads ``kubeconfig`` for every client in ``clients`` (by context) every
-    ``period`` seconds while entered (``async with``); ``period <= 0`` disables it."""
+    ``period`` seconds while entered (``async with``); ``period <= 0`` disables it.
+    ``allow_insecure``: accept a context that sets ``insecure-skip-tls-verify``."""
 
-    def __init__(self, kubeconfig: str, clients: dict[str, ApiClient], period: float) -> None:
+    def __init__(
+        self,
+        kubeconfig: str,
+        clients: dict[str, ApiClient],
+        period: float,
+        allow_insecure: bool = False,
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.clients = clients
         self.period = period
+        self.allow_insecure = allow_insecure
         self.reloads = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -99,7 +115,7 @@ class CredentialReloader:
         """One pass over every client (exposed for tests)."""
         for context, api in self.clients.items():
             try:
-                changed = await refresh(api, self.kubeconfig, context)
+                changed = await refresh(api, self.kubeconfig, context, self.allow_insecure)
             except Exception as e:  # a bad file must not stop the controller
                 log.warning(
                     "cannot re-read credentials; keeping the current ones",

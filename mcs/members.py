@@ -115,7 +115,12 @@ def check_tls(api: client.ApiClient, context: str, allow_insecure: bool) -> None
     (``insecure-skip-tls-verify``) unless ``--allow-insecure-skip-tls-verify`` was given:
     without them anyone on the path can impersonate that API server and feed the
     clusterset its Services and endpoints."""
-    if not api.configuration.verify_ssl:
+    check_tls_config(api.configuration, context, allow_insecure)
+
+
+def check_tls_config(cfg: client.Configuration, context: str, allow_insecure: bool) -> None:
+    """``check_tls`` of a client configuration (also applied to re-read credentials)."""
+    if not cfg.verify_ssl:
         if not allow_insecure:
             raise ConfigError(
                 f"context {context!r} sets insecure-skip-tls-verify: give it the API server's "

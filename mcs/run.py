@@ -269,6 +269,7 @@ async def run(args: argparse.Namespace) -> int:
                 args.kubeconfig,
                 {m.context: m.api for m in members},
                 period=args.credentials_reload_period,
+                allow_insecure=args.allow_insecure_skip_tls_verify,
             )
             code = 0
             try:

@@ -72,3 +72,33 @@ async def test_a_broken_kubeconfig_keeps_the_current_credentials(tmp_path: Path)
         assert api.configuration.api_key["BearerToken"] == "Bearer t"
     finally:
         await api.close()
+
+
+async def test_a_kubeconfig_that_turns_tls_verification_off_is_refused(tmp_path: Path) -> None:
+    """As at start-up: a context that now sets insecure-skip-tls-verify keeps the current
+    credentials (logged), unless --allow-insecure-skip-tls-verify."""
+    token, kubeconfig = tmp_path / "token", tmp_path / "kubeconfig"
+    token.write_text("t")
+    write_kubeconfig(kubeconfig, "https://127.0.0.1:1", token)
+    api = await config.new_client_from_config(str(kubeconfig), "c1", persist_config=False)
+    try:
+        cfg = yaml.safe_load(kubeconfig.read_text())
+        cfg["clusters"][0]["cluster"] |= {
+            "server": "https://127.0.0.1:2",
+            "insecure-skip-tls-verify": True,
+        }
+        kubeconfig.write_text(yaml.safe_dump(cfg))
+        token.write_text("new")
+        reloader = CredentialReloader(str(kubeconfig), {"c1": api}, period=0)
+        await reloader.check()
+        assert reloader.reloads == 0
+        assert api.configuration.host == "https://127.0.0.1:1"
+        assert api.configuration.verify_ssl
+        assert api.configuration.api_key["BearerToken"] == "Bearer t"
+        allowing = CredentialReloader(str(kubeconfig), {"c1": api}, 0, allow_insecure=True)
+        await allowing.check()
+        assert allowing.reloads == 1
+        assert api.configuration.host == "https://127.0.0.1:2"
+        assert not api.configuration.verify_ssl
+    finally:
+        await api.close()
