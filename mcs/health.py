@@ -42,6 +42,7 @@ import structlog
 from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import Counter, Gauge
 
+from mcs import kubeapi
 from mcs.model import format_time
 from mcs.observability import REGISTRY
 from mcs.plan import API_VERSION, event
@@ -108,20 +109,9 @@ async def probe(api: ApiClient, limit: float) -> None:
     """``GET /readyz`` of the member's API server within ``limit`` seconds; raises
     when it does not answer 200 (``/readyz`` is readable by every user: the
     ``system:public-info-viewer`` role)."""
-    async with asyncio.timeout(limit):
-        response: aiohttp.ClientResponse = await api.call_api(
-            "/readyz",
-            "GET",
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=aiohttp.ClientTimeout(total=limit),
-        )
-        try:
-            text = await response.text()
-        finally:
-            response.release()
-    if response.status != 200:
-        raise ApiException(status=response.status, reason=text[:200])
+    status, text = await kubeapi.request(api, "GET", "/readyz", accept="*/*", time_limit=limit)
+    if status != 200:
+        raise ApiException(status=status, reason=text[:200])
 
 
 class MemberHealth(Generic[M]):

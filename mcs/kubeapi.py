@@ -27,6 +27,39 @@ CALL_TIMEOUT = 30.0
 leader election bounds each renew by the renew deadline; ours bounds everything)."""
 
 
+async def request(
+    api: ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: Mapping[str, str] | None = None,
+    body: Any = None,
+    accept: str = "application/json",
+    content_type: str = "application/json",
+    time_limit: float = CALL_TIMEOUT,
+) -> tuple[int, str]:
+    """Send the request and return the answer's ``(HTTP status, text)``, whatever the
+    status. No answer within ``time_limit`` seconds raises ``TimeoutError`` (the
+    connection is dropped)."""
+    if time_limit <= 0:
+        raise TimeoutError(f"{method} {path}: no time left to send it")
+    async with asyncio.timeout(time_limit):
+        response: aiohttp.ClientResponse = await api.call_api(
+            path,
+            method,
+            query_params=list((query or {}).items()),
+            header_params={"Accept": accept, "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=aiohttp.ClientTimeout(total=time_limit),
+        )
+        try:
+            return response.status, await response.text()
+        finally:
+            response.release()
+
+
 async def request_json(
     api: ApiClient,
     method: str,
@@ -42,29 +75,21 @@ async def request_json(
     An answer of 300 or more raises ``ApiException`` with the HTTP status and, as
     reason, the Status's ``reason: message`` (or the start of the body). No answer
     within ``time_limit`` seconds raises ``TimeoutError`` (the connection is dropped)."""
-    if time_limit <= 0:
-        raise TimeoutError(f"{method} {path}: no time left to send it")
-    async with asyncio.timeout(time_limit):
-        response: aiohttp.ClientResponse = await api.call_api(
-            path,
-            method,
-            query_params=list((query or {}).items()),
-            header_params={"Accept": "application/json", "Content-Type": content_type},
-            body=body,
-            auth_settings=["BearerToken"],
-            _preload_content=False,
-            _request_timeout=aiohttp.ClientTimeout(total=time_limit),
-        )
+    status, text = await request(
+        api,
+        method,
+        path,
+        query=query,
+        body=body,
+        content_type=content_type,
+        time_limit=time_limit,
+    )
+    if status >= 300:
         try:
-            text = await response.text()
-        finally:
-            response.release()
-    if response.status >= 300:
-        try:
-            status = json.loads(text)
-            reason = f"{status.get('reason')}: {status.get('message')}"
+            answer = json.loads(text)
+            reason = f"{answer.get('reason')}: {answer.get('message')}"
         except (ValueError, AttributeError):
-            reason = response.reason or text[:500]
-        raise ApiException(status=response.status, reason=reason)
+            reason = text[:500]
+        raise ApiException(status=status, reason=reason)
     out: dict[str, Any] = json.loads(text) if text else {}
     return out

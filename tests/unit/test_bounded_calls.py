@@ -12,9 +12,12 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from aiohttp import web
 from kubernetes_asyncio.client import ApiClient, Configuration
+from kubernetes_asyncio.client.exceptions import ApiException
 
-from mcs.kubeapi import request_json
+from mcs.health import probe
+from mcs.kubeapi import request, request_json
 from mcs.leader import LeaderElector, LeadershipLost
 from mcs.writer import NotLeading, Writer
 
@@ -45,6 +48,43 @@ async def test_a_request_to_a_hanging_server_times_out(hanging_api: ApiClient) -
     with pytest.raises(TimeoutError):
         await request_json(hanging_api, "GET", "/api/v1/namespaces", time_limit=0.3)
     assert time.monotonic() - started < 1.0
+
+
+async def test_a_probe_of_a_hanging_server_times_out(hanging_api: ApiClient) -> None:
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        await probe(hanging_api, 0.3)
+    assert time.monotonic() - started < 1.0
+
+
+async def test_readyz_answers_are_text() -> None:
+    """/readyz answers text, not JSON: ``request`` gives any status and text; the probe
+    passes on 200 and raises with the answer otherwise."""
+    ready = {"ok": True}
+
+    async def readyz(_request: web.Request) -> web.Response:
+        if ready["ok"]:
+            return web.Response(text="ok")
+        return web.Response(status=500, text="[-]etcd failed: reason withheld")
+
+    app = web.Application()
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    api = ApiClient(Configuration(host=f"http://127.0.0.1:{port}"))
+    try:
+        assert await request(api, "GET", "/readyz", accept="*/*") == (200, "ok")
+        await probe(api, 2.0)
+        ready["ok"] = False
+        with pytest.raises(ApiException) as failed:
+            await probe(api, 2.0)
+        assert failed.value.status == 500 and "etcd failed" in str(failed.value.reason)
+    finally:
+        await api.close()
+        await runner.cleanup()
 
 
 async def test_a_hung_write_fails_and_can_be_retried(hanging_api: ApiClient) -> None:
