@@ -64,7 +64,7 @@ EOF
 [[ $# -ge 1 ]] || usage
 if [[ $1 == --in-cluster ]]; then
   [[ $# -eq 2 ]] || usage
-  # The kubelet keeps this token file fresh; mcs reads it when it starts.
+  # The kubelet keeps this token file fresh; mcs re-reads it (--credentials-reload-period).
   emit "$2" "https://kubernetes.default.svc" \
     "      certificate-authority: $SA_DIR/ca.crt" \
     "      tokenFile: $SA_DIR/token"
