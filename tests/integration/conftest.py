@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +188,9 @@ class Controllers:
         """Start ``mcs run`` without waiting for it to be ready."""
         kubeconfig = self.kubeconfig_for(*extra)
         metrics, health = free_port(), free_port()
-        log = (self.logdir / f"{name}.log").open("ab")
+        path = self.logdir / f"{name}.log"
+        log = path.open("ab")
+        _CONTROLLER_LOGS.setdefault(path, path.stat().st_size)
         self.procs[name] = subprocess.Popen(
             [
                 sys.executable,
@@ -263,6 +267,43 @@ class Controllers:
     def log_tail(self, name: str, lines: int = 40) -> str:
         text = (self.logdir / f"{name}.log").read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
+
+
+_CONTROLLER_LOGS: dict[Path, int] = {}  # every controller's log -> how far it was checked
+# (start, end) wall-clock times while a member's API server was down or starting
+# (faults.ApiServer): it answers 403 to ServiceAccounts until its RBAC cache is filled
+API_SERVER_RESTARTS: list[list[float]] = []
+# an ApiException of a 403 prints "(403)" and "Reason: Forbidden"; request_json's reason
+# is the Status's "Forbidden: ..."
+_REFUSED = re.compile(r"\(403\)|Forbidden")
+
+
+@pytest.fixture(autouse=True)
+def _no_request_refused() -> Iterator[None]:
+    """After each test: no controller was refused a request (403) since the last check.
+    The controllers run with exactly the RBAC and admission policy of ``manifests/``, so
+    a refusal is a missing grant there (or a write the policy rightly denies: a bug)."""
+    yield
+    refused = []
+    for path, offset in list(_CONTROLLER_LOGS.items()):
+        with path.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+            _CONTROLLER_LOGS[path] = f.tell()
+        refused += [
+            f"{path}: {line[:400]}"
+            for line in text.splitlines()
+            if _REFUSED.search(line) and not _while_restarting(line)
+        ]
+    assert not refused, "a controller was refused a request (403):\n" + "\n".join(refused[:10])
+
+
+def _while_restarting(line: str) -> bool:
+    try:
+        stamp = datetime.fromisoformat(json.loads(line)["timestamp"]).timestamp()
+    except (ValueError, KeyError, TypeError):
+        return False
+    return any(start <= stamp <= end for start, end in API_SERVER_RESTARTS)
 
 
 def free_port() -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import random
 import signal
@@ -18,14 +19,14 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mcs.mesh.mesh import Member, MeshState, _spawn, free_port
-from tests.integration.conftest import Controllers, Kubectl, eventually
+from tests.integration.conftest import API_SERVER_RESTARTS, Controllers, Kubectl, eventually
 
 
 def argv_of(pid: int) -> list[str]:
@@ -39,6 +40,7 @@ class ApiServer:
     mesh: MeshState
     member: Member
     kubectl: Kubectl
+    window: list[float] = field(default_factory=lambda: [0.0, 0.0])  # down or starting
 
     def freeze(self) -> None:
         os.kill(self.member.pid, signal.SIGSTOP)
@@ -48,43 +50,61 @@ class ApiServer:
 
     def kill(self) -> list[str]:
         """SIGKILL it; returns its command line (for ``restart``)."""
+        self.window = [time.time(), math.inf]  # closed by restart()
+        API_SERVER_RESTARTS.append(self.window)
         argv = argv_of(self.member.pid)
         os.kill(self.member.pid, signal.SIGCONT)  # harmless if it was not frozen
         os.kill(self.member.pid, signal.SIGKILL)
         _wait_gone(self.member.pid)
         return argv
 
-    def restart(self, argv: list[str], attempts: int = 20) -> None:
-        """Start it again with ``argv``. Its port is an ephemeral one (the mesh picks free
-        ports), so while it was down another socket may have taken the port: then it
-        exits with "address already in use" and is started again a moment later."""
-        log = Path(self.mesh.dir) / "logs" / f"{self.member.name}.log"
-        for _ in range(attempts):
-            start = log.stat().st_size if log.exists() else 0
-            proc = _spawn(argv, log, detach=False)
-            self.member.pid = proc.pid
-            self.mesh.save()
-            try:
-                eventually(
-                    lambda p=proc: p.poll() is not None or self.ready(),
-                    timeout=90,
-                    interval=0.5,
-                    what=f"{self.member.name} ready",
-                )
-            except AssertionError as e:
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-                raise AssertionError(f"{e}; log:\n{tail}") from None
-            if proc.poll() is None:
-                return
-            with log.open(errors="replace") as f:
-                f.seek(start)
-                said = f.read()
-            if "address already in use" not in said:
-                raise AssertionError(
-                    f"{self.member.name} exited ({proc.returncode}):\n{said[-3000:]}"
-                )
-            time.sleep(1)
-        raise AssertionError(f"{self.member.name}: its port stayed taken")
+    def restart(self, argv: list[str]) -> None:
+        """Start it again with ``argv`` and wait until it is ready."""
+        self.spawn(argv)
+        try:
+            eventually(self.started, timeout=120, interval=0.5, what=f"{self.member.name} ready")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; log:\n{self._log_tail(30)}") from None
+
+    def spawn(self, argv: list[str]) -> None:
+        """Start it again with ``argv``, without waiting (``started`` says when it is
+        ready). Call it from the main thread: the mesh's processes die with the thread
+        that started them (PR_SET_PDEATHSIG)."""
+        self._argv = argv
+        self._attempts = getattr(self, "_attempts", 0) + 1
+        log = self._log()
+        self._log_start = log.stat().st_size if log.exists() else 0
+        self._proc = _spawn(argv, log, detach=False)
+        self.member.pid = self._proc.pid
+        self.mesh.save()
+
+    def started(self) -> bool:
+        """True once the server ``spawn`` started is ready. Its port is an ephemeral
+        one (the mesh picks free ports), so while it was down another socket may have
+        taken the port: then it exits with "address already in use", and is started
+        again (by the caller's thread)."""
+        if self._proc.poll() is None:
+            if not self.ready():
+                return False
+            self.window[1] = time.time() + 5  # its authorizer may lag /readyz a moment
+            return True
+        with self._log().open(errors="replace") as f:
+            f.seek(self._log_start)
+            said = f.read()
+        if "address already in use" not in said:
+            code = self._proc.returncode
+            raise RuntimeError(f"{self.member.name} exited ({code}):\n{said[-3000:]}")
+        if self._attempts >= 20:
+            raise RuntimeError(f"{self.member.name}: its port stayed taken")
+        time.sleep(1)
+        self.spawn(self._argv)
+        return False
+
+    def _log(self) -> Path:
+        return Path(self.mesh.dir) / "logs" / f"{self.member.name}.log"
+
+    def _log_tail(self, lines: int) -> str:
+        return "\n".join(self._log().read_text(errors="replace").splitlines()[-lines:])
 
     def ready(self) -> bool:
         out = self.kubectl(self.member.name, "get", "--raw", "/readyz", check=False)
