@@ -8,9 +8,8 @@
   endpoints; kill/restart the controller; partition a member for less than the grace)
   over 3 clusters, compared with the oracle after every quiescence.
 
-Both print their seed (``MCS_CHAOS_SEED`` replays a run). Their sizes are lean for CI and
-can be raised: ``MCS_CHAOS_KILLS`` (default 10), ``MCS_CHAOS_API_RESTARTS`` (2 points, each
-restarting two API servers),
+Both print their seed (``MCS_CHAOS_SEED`` replays a run). Their sizes are the issue's
+and can be changed: ``MCS_CHAOS_KILLS`` (default 50), ``MCS_CHAOS_API_RESTARTS`` (10),
 ``MCS_MODEL_OPS`` (2000).
 """
 
@@ -22,14 +21,15 @@ import random
 import signal
 import time
 import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mcs.mesh.mesh import MeshState
+from mcs.mesh.mesh import Member, MeshState
 from tests.integration.accounts import ServiceAccounts
-from tests.integration.conftest import Controllers, Kubectl
+from tests.integration.conftest import Controllers, Kubectl, _http_ok, eventually
 from tests.integration.faults import ApiServer, log_events, seed_for, spawn_controller
 from tests.integration.oracle import ClusterState, check, read_cluster
 
@@ -113,34 +113,32 @@ class Workload:
             self.delete(cluster, "endpointslices.discovery.k8s.io", f"{name}-src")
 
     def flush(self, skip: str | None = None) -> None:
-        """Send the batched changes (not to ``skip``, a frozen cluster: kept for later)."""
-        for cluster in CLUSTERS:
-            if cluster == skip:
-                continue
-            items, self.applies[cluster] = self.applies[cluster], []
-            if items:
-                self.kubectl(
-                    cluster,
-                    "apply",
-                    "-f",
-                    "-",
-                    stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
-                )
-            by_kind: dict[str, list[str]] = {}
-            for kind, name in self.deletes[cluster]:
-                by_kind.setdefault(kind, []).append(name)
-            self.deletes[cluster] = []
-            for kind, names in by_kind.items():
-                self.kubectl(
-                    cluster,
-                    "delete",
-                    kind,
-                    *sorted(set(names)),
-                    "-n",
-                    self.ns,
-                    "--ignore-not-found",
-                    "--wait=false",
-                )
+        """Send the batched changes (not to ``skip``, a cluster that is down: kept for
+        later): one apply and one delete per cluster, the clusters in parallel."""
+        with ThreadPoolExecutor(len(CLUSTERS)) as pool:
+            list(pool.map(self._flush, [c for c in CLUSTERS if c != skip]))
+
+    def _flush(self, cluster: str) -> None:
+        items, self.applies[cluster] = self.applies[cluster], []
+        if items:
+            self.kubectl(
+                cluster,
+                "apply",
+                "-f",
+                "-",
+                stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+            )
+        deletes, self.deletes[cluster] = self.deletes[cluster], []
+        if deletes:
+            self.kubectl(
+                cluster,
+                "delete",
+                *sorted({f"{kind}/{name}" for kind, name in deletes}),
+                "-n",
+                self.ns,
+                "--ignore-not-found",
+                "--wait=false",
+            )
 
 
 def read_state(kubectl: Kubectl, ns: str) -> dict[str, ClusterState]:
@@ -182,6 +180,51 @@ def _kill(ctl: Controllers, name: str) -> None:
     proc.wait(timeout=30)
 
 
+class Restarter:
+    """Kills a member's API server (SIGKILL, then an etcd compaction: resumed watches get
+    410 Gone) and starts it again, without waiting: the controller keeps being killed
+    meanwhile. ``poll`` (called between kills) notices when it is ready; ``down`` is the
+    member being restarted, if any."""
+
+    def __init__(self, mesh: MeshState, kubectl: Kubectl) -> None:
+        self.mesh, self.kubectl = mesh, kubectl
+        self.victim: ApiServer | None = None
+        self.done = 0
+
+    @property
+    def down(self) -> str | None:
+        return self.victim.member.name if self.victim else None
+
+    def start(self, member: Member) -> None:
+        self.wait()
+        self.victim = ApiServer(self.mesh, member, self.kubectl)
+        argv = self.victim.kill()
+        compact_etcd(self.mesh)
+        self.victim.spawn(argv)
+
+    def poll(self) -> bool:
+        """True when no restart is under way (any more)."""
+        if self.victim is not None and self.victim.started():
+            self.victim = None
+            self.done += 1
+        return self.victim is None
+
+    def wait(self) -> None:
+        eventually(self.poll, timeout=120, interval=0.5, what=f"{self.down} restarted")
+
+
+def _started(ctl: Controllers, name: str) -> None:
+    """Wait until ``mcs run`` serves /healthz (Python has imported it and it is
+    reading its members), so that a kill lands somewhere in the controller's work."""
+    health = ctl.ports[name][1]
+    eventually(
+        lambda: _http_ok(f"http://127.0.0.1:{health}/healthz"),
+        timeout=30,
+        interval=0.05,
+        what=f"{name} serving /healthz",
+    )
+
+
 def test_chaos(
     mesh: MeshState,
     accounts: ServiceAccounts,
@@ -189,9 +232,16 @@ def test_chaos(
     namespace: str,
     tmp_path: Path,
 ) -> None:
+    """``kills`` SIGKILLs of the controller at random points (0-2 s after it serves
+    /healthz: reading members, listing, reconciling or idle), 10 random operations
+    after each kill (sent while the next controller starts), and ``restarts`` member
+    API-server restarts running concurrently with the kills. The controller survives
+    every fifth restart (synced, then frozen until the API server is ready again), so
+    that a watch resumes from a compacted revision (410 Gone). Convergence is awaited
+    once, at the end."""
     rng = random.Random(seed_for("test_chaos"))
-    kills = int(os.environ.get("MCS_CHAOS_KILLS", "10"))
-    restarts = int(os.environ.get("MCS_CHAOS_API_RESTARTS", "2"))
+    kills = int(os.environ.get("MCS_CHAOS_KILLS", "50"))
+    restarts = min(int(os.environ.get("MCS_CHAOS_API_RESTARTS", "10")), kills)
     names = [f"svc{i:03d}" for i in range(200)]
     work = Workload(kubectl, namespace, rng)
     for name in names:
@@ -199,28 +249,46 @@ def test_chaos(
             work.export(cluster, name)
     work.flush()
     ctl = Controllers("central", accounts, tmp_path)
-    restart_at = set(rng.sample(range(kills), min(restarts, kills)))
+    restart_at = sorted(rng.sample(range(kills), restarts))
+    survive = set(restart_at[1::5])  # the controller lives through these restarts
+    apis = Restarter(mesh, kubectl)
+    sender = ThreadPoolExecutor(1)  # sends each batch of changes while the controller runs
+    sent: Future[None] = sender.submit(lambda: None)
+    started = time.monotonic()
     try:
         spawn_controller(ctl, "central")
         for i in range(kills):
-            time.sleep(rng.uniform(0.0, 3.0))  # a random point: listing, reconciling, idle
+            _started(ctl, "central")
+            time.sleep(rng.uniform(0.0, 2.0))
+            apis.poll()
+            if i in restart_at:
+                sent.result()  # no batch in flight to the API server about to be killed
+            if i in restart_at and i in survive:
+                # Synced, it watches every member; frozen while one API server restarts,
+                # it resumes that watch from a compacted revision once it is ready (had
+                # it reconnected earlier, the starting server's 403s would make it relist).
+                apis.wait()
+                eventually(lambda: ctl._ready("central"), timeout=60, what="caches synced")
+                controller = ctl.procs["central"]
+                controller.send_signal(signal.SIGSTOP)
+                try:
+                    apis.start(rng.choice(mesh.members))
+                    apis.wait()
+                finally:
+                    controller.send_signal(signal.SIGCONT)
+                time.sleep(rng.uniform(1.0, 3.0))
+            elif i in restart_at:
+                apis.start(rng.choice(mesh.members))
             _kill(ctl, "central")
+            spawn_controller(ctl, "central")
+            sent.result()
             for _ in range(10):
                 work.random_op(rng.choice(CLUSTERS), names)
-            work.flush()
-            if i in restart_at:
-                victim = ApiServer(mesh, rng.choice(mesh.members), kubectl)
-                argv = victim.kill()
-                compact_etcd(mesh)  # resumed watches now ask for a compacted revision
-                victim.restart(argv)
-                spawn_controller(ctl, "central")
-                time.sleep(rng.uniform(3.0, 6.0))  # let it list and watch before the next fault
-                victim = ApiServer(mesh, rng.choice(mesh.members), kubectl)
-                argv = victim.kill()
-                compact_etcd(mesh)
-                victim.restart(argv)
-            else:
-                spawn_controller(ctl, "central")
+            sent = sender.submit(work.flush, apis.down)  # lands while it starts and lists
+        sent.result()
+        apis.wait()
+        work.flush()
+        faults_took = time.monotonic() - started
         problems, took = wait_quiescent(kubectl, namespace, timeout=300)
         gone = sum(
             1
@@ -228,12 +296,16 @@ def test_chaos(
             if e.get("event", "").startswith("resource version expired")
         )
         print(
-            f"test_chaos: {kills} kills, {len(restart_at) * 2} API-server restarts, "
-            f"{gone} relists after 410 Gone, {work.ops} operations; converged in {took:.1f}s"
+            f"test_chaos: {kills} kills, {apis.done} API-server restarts, "
+            f"{gone} relists after 410 Gone, {work.ops} operations in {faults_took:.1f}s; "
+            f"converged in {took:.1f}s"
         )
         assert not problems, "\n".join(problems[:50])
+        assert apis.done == restarts
         assert gone > 0, "no watch was resumed from a compacted revision: 410 not exercised"
     finally:
+        sender.shutdown()
+        apis.wait()
         for name in list(ctl.procs):
             ctl.stop(name)
 
