@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -238,23 +240,26 @@ CREATE_RETRIES = 0  # creations retried after a timeout or a 429/5xx (reported p
 
 
 async def _post(api: client.ApiClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Create, as a user would: again after a timeout or a 429/5xx answer (a loaded API
-    server may stall); an object that a timed-out attempt did create is read back."""
+    """Create, as a user would: again, after a growing pause, on a timeout or a 429/5xx
+    answer (a loaded API server stalls or sheds load), for up to 5 minutes; an object
+    that a timed-out attempt did create is read back."""
     global CREATE_RETRIES
-    retried = False
-    for _ in range(10):
+    retried, deadline = False, time.monotonic() + 300
+    for attempt in itertools.count():
         try:
             return await request_json(api, "POST", path, body=body)
         except ApiException as e:
             if e.status == 409 and retried:
                 return await request_json(api, "GET", f"{path}/{body['metadata']['name']}")
-            if e.status not in (429, 500, 503, 504):
+            if e.status not in (429, 500, 503, 504) or time.monotonic() > deadline:
                 raise
         except TimeoutError:
-            pass
+            if time.monotonic() > deadline:
+                raise
         retried = True
         CREATE_RETRIES += 1
-    raise RuntimeError(f"could not create {path}/{body['metadata']['name']}")
+        await asyncio.sleep(min(0.25 * 2**attempt, 10) * random.uniform(0.5, 1))
+    raise AssertionError("unreachable")
 
 
 def _correct(item: dict[str, Any]) -> bool:
