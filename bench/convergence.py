@@ -529,7 +529,9 @@ def _cpu_total(row: dict[str, Any], phase: str) -> float:
     own client and, for the controller's phase, the controller. Unlike wall time, this
     hardly moves with what else runs on the machine."""
     own = row["controller_cpu_seconds"] if phase == "controller" else 0.0
-    return own + sum(row[f"{phase}_run_{p}_cpu_seconds"] for p in ("apiservers", "etcd", "bench"))
+    return float(
+        own + sum(row[f"{phase}_run_{p}_cpu_seconds"] for p in ("apiservers", "etcd", "bench"))
+    )
 
 
 COLUMNS = [
