@@ -8,6 +8,7 @@ CI must not pass by running nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -156,6 +157,11 @@ def _path_has_venv_bin() -> Iterator[None]:
 # --------------------------------------------------------------------------- the controller
 
 
+# How long a starting controller may take to list every member's caches and probe them:
+# seconds when the machine is idle, much more when CI shares its cores with other work.
+READY_TIMEOUT = 120
+
+
 @dataclass
 class Controllers:
     """``mcs run`` processes against the mesh: one central, or one per cluster.
@@ -181,8 +187,15 @@ class Controllers:
         return path
 
     def start(self, name: str, *extra: str) -> None:
+        """Start ``mcs run`` and wait until it is ready; one that does not get ready is
+        killed (a controller left running would act on every later test's objects)."""
         self.spawn(name, *extra)
-        eventually(lambda: self._ready(name), timeout=30, what=f"controller {name} ready")
+        try:
+            eventually(lambda: self._ready(name), timeout=READY_TIMEOUT, what=f"{name} ready")
+        except BaseException as e:
+            tail = self.log_tail(name)
+            self.kill(name)
+            raise AssertionError(f"controller {e}; its log ends:\n{tail}") from None
 
     def spawn(self, name: str, *extra: str) -> None:
         """Start ``mcs run`` without waiting for it to be ready."""
@@ -220,16 +233,29 @@ class Controllers:
         return _http_ok(f"http://127.0.0.1:{self.ports[name][1]}/readyz")
 
     def start_all(self, contexts: list[str], *extra: str) -> None:
-        if self.mode == "central":
-            self.start("central", *extra)
-        else:
-            for ctx in contexts:
-                self.start(ctx, "--local", ctx, *extra)
+        """Start the mode's controllers; if one does not get ready, none is left running."""
+        try:
+            if self.mode == "central":
+                self.start("central", *extra)
+            else:
+                for ctx in contexts:
+                    self.start(ctx, "--local", ctx, *extra)
+        except BaseException:
+            for name in list(self.procs):
+                self.kill(name)
+            raise
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> int:
         proc = self.procs.pop(name)
         proc.send_signal(sig)
         return proc.wait(timeout=30)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a controller and its children, if it is still running."""
+        proc = self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
 
     def stop_all(self) -> None:
         for name in list(self.procs):

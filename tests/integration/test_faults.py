@@ -113,12 +113,12 @@ def test_member_death_withdraws_after_grace_and_returns(
                     return False
             return behind(kubectl, "cluster1", ns) == ADDRS["cluster1"] | ADDRS["cluster3"]
 
-        eventually(converged, timeout=30, what="the exports of cluster1 and cluster3 imported")
+        eventually(converged, timeout=60, what="the exports of cluster1 and cluster3 imported")
         before = {ctx: mcs_slices(kubectl, ctx, ns, "web") for ctx in ("cluster1", "cluster2")}
 
         # ---- the fault
         argv: list[str] = []
-        t0 = time.monotonic()
+        t0 = time.time()
         if fault == "sigstop":
             victim.freeze()
         else:
@@ -126,12 +126,17 @@ def test_member_death_withdraws_after_grace_and_returns(
         try:
             eventually(
                 lambda: _clusters(get_import(kubectl, "cluster2", ns, "web")) == ["cluster1"],
-                timeout=GRACE + 10,
-                interval=0.1,
+                timeout=GRACE + 60,
                 what="cluster3 withdrawn from the import",
             )
-            took = time.monotonic() - t0
-            assert GRACE - 2 <= took <= GRACE + 2, f"withdrawn after {took:.1f}s, grace {GRACE}s"
+            # On time: each watcher decided GRACE ± 2 s after the fault, by its own log
+            # (what kubectl shows lags that decision by a reconcile and a read, which on
+            # a loaded machine are seconds).
+            for name in watchers:
+                took = withdrawn_after(ctl, name, "cluster3", t0)
+                assert GRACE - 2 <= took <= GRACE + 2, (
+                    f"{name} withdrew cluster3 {took:.1f}s after the fault, grace {GRACE}s"
+                )
 
             def withdrawn_everywhere() -> bool:
                 for ctx in ("cluster1", "cluster2"):
@@ -145,7 +150,7 @@ def test_member_death_withdraws_after_grace_and_returns(
                         return False
                 return behind(kubectl, "cluster1", ns) == ADDRS["cluster1"]
 
-            eventually(withdrawn_everywhere, timeout=10, what="cluster3 withdrawn everywhere")
+            eventually(withdrawn_everywhere, timeout=60, what="cluster3 withdrawn everywhere")
             ready = condition(get_import(kubectl, "cluster2", ns, "web"), "Ready")
             assert ready is not None and ready["reason"] == "MemberWithdrawn"
             assert "cluster3" in ready["message"]
@@ -154,11 +159,6 @@ def test_member_death_withdraws_after_grace_and_returns(
                 assert ctl.metric_of(name, "mcs_member_withdrawn", cluster="cluster3") == 1
                 code, text = _http(f"http://127.0.0.1:{ctl.ports[name][1]}/readyz")
                 assert code == 503 and "cluster3" in text, text
-                assert any(
-                    e.get("event", "").startswith("member withdrawn")
-                    and e.get("cluster") == "cluster3"
-                    for e in log_events(ctl, name)
-                )
             writes = sum(ctl.metric_of(n, "mcs_api_writes_total") for n in watchers)
         finally:
             # ---- the return
@@ -193,6 +193,17 @@ def test_member_death_withdraws_after_grace_and_returns(
     finally:
         codes = {name: ctl.stop(name) for name in list(ctl.procs)}
     assert set(codes.values()) == {0}, codes
+
+
+def withdrawn_after(ctl: Controllers, name: str, cluster: str, since: float) -> float:
+    """Seconds from ``since`` (wall clock) to controller ``name``'s first log line that
+    withdraws ``cluster`` after it."""
+    for e in log_events(ctl, name):
+        if e.get("event", "").startswith("member withdrawn") and e.get("cluster") == cluster:
+            at = _ts(e)
+            if at >= since:
+                return at - since
+    raise AssertionError(f"{name} logged no withdrawal of {cluster}:\n{ctl.log_tail(name)}")
 
 
 def test_member_unreachable_at_start_up(
