@@ -157,6 +157,9 @@ class Store:
     clusters: about 110 MiB instead of 360), and no reader can change the cache by
     changing what it got. Objects must be JSON data (dicts, lists, strings, numbers,
     booleans, None): a tuple would come back as a list and compare unequal.
+
+    A relist fills a new store (``empty_like``) page by page and swaps it in;
+    ``changes_from`` says what changed, decoding only what did.
     """
 
     NAMESPACE = "namespace"
@@ -228,17 +231,26 @@ class Store:
         self._reindex(key, None)
         return _decode(old)
 
-    def replace(self, objects: Mapping[Key, Obj]) -> dict[Key, Obj]:
-        """Replace everything (a relist); returns the previous contents."""
-        old = {key: _decode(text) for key, text in self._objects.items()}
-        self._objects = {}
-        self._by_ns = {}
-        for name in self._indexers:
-            self._indices[name] = {}
-            self._indexed[name] = {}
-        for key, obj in objects.items():
-            self.upsert(key, obj)
-        return old
+    def empty_like(self) -> Store:
+        """A new, empty store with the same indexes (a relist fills one, then swaps it in)."""
+        return Store(self._indexers)
+
+    def changes_from(self, old: Store) -> Iterator[tuple[EventType, Obj | None, Obj | None]]:
+        """What turned ``old`` into this store, as watch events would say it: a DELETED
+        for each key only ``old`` has, then an ADDED or MODIFIED for each key whose
+        object is new or different. Compares the stored texts, so an unchanged object
+        (the most of a relist) is never decoded."""
+        for key, text in old._objects.items():
+            if key not in self._objects:
+                yield "DELETED", _decode(text), None
+        for key, text in self._objects.items():
+            before = old._objects.get(key)
+            if before is None:
+                yield "ADDED", None, _decode(text)
+            elif before != text:
+                was, now = _decode(before), _decode(text)
+                if was != now:  # not only a different order of the same keys
+                    yield "MODIFIED", was, now
 
     def _reindex(self, key: Key, obj: Obj | None) -> None:
         for name, func in self._indexers.items():
@@ -518,22 +530,14 @@ class Informer:
     # ------------------------------------------------------------------- list
 
     async def _relist(self) -> None:
-        """List everything, replace the cache and emit what changed."""
-        items, rv = await self._list()
-        fresh = {key_of(obj): obj for obj in items}
-        old = self._cache.replace(fresh)
+        """List everything into a new cache, swap it in and emit what changed."""
+        fresh, rv = await self._list()
+        old, self._cache = self._cache, fresh
         self._assumed.clear()
         self._rv = rv
         self.relists += 1
-        for key, obj in old.items():
-            if key not in fresh:
-                self._emit("DELETED", obj, None)
-        for key, obj in fresh.items():
-            before = old.get(key)
-            if before is None:
-                self._emit("ADDED", None, obj)
-            elif before != obj:
-                self._emit("MODIFIED", before, obj)
+        for etype, before, after in fresh.changes_from(old):
+            self._emit(etype, before, after)
         self.synced.set()
         log.info(
             "listed",
@@ -544,14 +548,15 @@ class Informer:
             relists=self.relists,
         )
 
-    async def _list(self) -> tuple[builtins.list[Obj], str]:
-        """All objects (paginated), trimmed page by page so that a relist never holds
-        more than one page of whole objects, and the list's resourceVersion."""
+    async def _list(self) -> tuple[Store, str]:
+        """All objects (paginated) in a new store, and the list's resourceVersion. Each
+        page is trimmed and stored (as text) as it arrives, so a relist holds one page
+        of decoded objects beside the two caches, never the whole list."""
         params = {"limit": str(self._page_size)}
         if self.kind.label_selector:
             params["labelSelector"] = self.kind.label_selector
         timeout = aiohttp.ClientTimeout(sock_connect=self._connect_timeout, sock_read=60)
-        items: builtins.list[Obj] = []
+        fresh = self._cache.empty_like()
         while True:
             response = await self._request(params, timeout)
             try:
@@ -564,11 +569,12 @@ class Informer:
             for item in body.get("items") or []:
                 item.setdefault("apiVersion", api_version)
                 item.setdefault("kind", kind)
-                items.append(self._trim(item))
+                fresh.upsert(key_of(item), self._trim(item))
             meta = body.get("metadata") or {}
             if not meta.get("continue"):
-                return items, str(meta["resourceVersion"])
+                return fresh, str(meta["resourceVersion"])
             params["continue"] = meta["continue"]
+            del body  # the next page replaces this one
 
     # ------------------------------------------------------------------ watch
 
