@@ -444,7 +444,7 @@ class Controller:
             for m in self.members:
                 CLUSTER_CONNECTED.labels(cluster=m.cluster_id).set(1 if m.connected() else 0)
             for key in self.all_keys():
-                self.queue.add(key)
+                self.queue.add(key, background=True)  # behind every change
             RESYNCS.inc()
             await asyncio.sleep(self.resync_period)
 

@@ -2,17 +2,23 @@
 
 The queue (after client-go ``util/workqueue``) is:
 
-* **fair**: keys are handed out in the order they were first added;
+* **fair**: keys are handed out in the order they were first added, every key
+  added by an event before any *background* key (``add(key, background=True)``:
+  the periodic resync), so that a resync of 10,000 keys never delays a change;
 * **stingy**: a key added many times before it is processed is processed once,
   and a key is never handed to two workers at the same time;
 * **re-entrant**: a key added *while* it is being processed is processed again
   after ``done(key)``, so no change is ever lost;
 * **shut down** explicitly: waiters wake up and get ``None``.
 
-Three structures carry this, each with one invariant:
+Four structures carry this, each with one invariant:
 
 * ``_queue``: the order of work; every key in it is also in ``_dirty`` and
   never in ``_processing``;
+* ``_background`` and ``_in_background``: the order of background work, and the
+  keys waiting in it (each also in ``_dirty``, never in ``_queue`` or
+  ``_processing``); an entry of the deque whose key is not in the set is stale
+  (the key was added by an event meanwhile and moved to ``_queue``) and is skipped;
 * ``_dirty``: every key that needs processing (queued, or in flight and
   re-added meanwhile);
 * ``_processing``: the keys handed out by ``get`` and not yet ``done``. These
@@ -97,6 +103,8 @@ class WorkQueue(Generic[K]):
 
     def __init__(self, *, backoff: ExponentialBackoff[K] | None = None) -> None:
         self._queue: collections.deque[K] = collections.deque()
+        self._background: collections.deque[K] = collections.deque()
+        self._in_background: set[K] = set()
         self._dirty: set[K] = set()
         self._processing: set[K] = set()
         self._timers: dict[K, asyncio.TimerHandle] = {}
@@ -106,14 +114,25 @@ class WorkQueue(Generic[K]):
 
     # ------------------------------------------------------------------ adding
 
-    def add(self, key: K) -> None:
-        """Mark ``key`` as needing processing. Idempotent while it waits."""
-        if self._shutting_down or key in self._dirty:
+    def add(self, key: K, *, background: bool = False) -> None:
+        """Mark ``key`` as needing processing. Idempotent while it waits, except that
+        a background key added without ``background`` moves ahead of every background
+        key (a key re-added while in flight runs again after ``done``, ahead too)."""
+        if self._shutting_down:
+            return
+        if key in self._dirty:
+            if not background and key in self._in_background:
+                self._in_background.discard(key)  # its entry in _background is stale now
+                self._queue.append(key)
             return
         self._dirty.add(key)
         if key in self._processing:
             return  # done() queues it again
-        self._queue.append(key)
+        if background:
+            self._in_background.add(key)
+            self._background.append(key)
+        else:
+            self._queue.append(key)
         self._wake_one()
 
     def add_after(self, key: K, delay: float) -> None:
@@ -163,7 +182,7 @@ class WorkQueue(Generic[K]):
         Returns ``None`` once the queue is shut down. Cancel-safe: a key is
         never lost when the waiting task is cancelled.
         """
-        while not self._queue:
+        while not self._queue and not self._in_background:
             if self._shutting_down:
                 return None
             getter = asyncio.get_running_loop().create_future()
@@ -175,12 +194,18 @@ class WorkQueue(Generic[K]):
                 with contextlib.suppress(ValueError):
                     self._getters.remove(getter)
                 # We were woken for a key we will not take: pass the wake-up on.
-                if self._queue and not getter.cancelled():
+                if (self._queue or self._in_background) and not getter.cancelled():
                     self._wake_one()
                 raise
         if self._shutting_down:
             return None
-        key = self._queue.popleft()
+        if self._queue:
+            key = self._queue.popleft()
+        else:
+            key = self._background.popleft()
+            while key not in self._in_background:  # stale: taken from _queue already
+                key = self._background.popleft()
+            self._in_background.discard(key)
         self._processing.add(key)
         self._dirty.discard(key)
         return key
@@ -220,11 +245,12 @@ class WorkQueue(Generic[K]):
 
     def __len__(self) -> int:
         """Keys waiting to be handed out (not in flight, not delayed)."""
-        return len(self._queue)
+        return len(self._queue) + len(self._in_background)
 
     def __repr__(self) -> str:
         return (
-            f"<WorkQueue queued={len(self._queue)} processing={len(self._processing)} "
+            f"<WorkQueue queued={len(self._queue)} background={len(self._in_background)} "
+            f"processing={len(self._processing)} "
             f"delayed={len(self._timers)} shutting_down={self._shutting_down}>"
         )
 

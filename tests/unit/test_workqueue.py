@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mcs.observability import REGISTRY
 from mcs.workqueue import ExponentialBackoff, TerminalError, WorkQueue, run_workers
@@ -58,6 +60,25 @@ async def test_readd_during_processing_runs_again_once_after_done() -> None:
     assert [await take(queue), await take(queue)] == [B, A]
     queue.done(A)
     queue.done(B)
+    assert len(queue) == 0
+    queue.shutdown()
+
+
+async def test_background_keys_wait_behind_every_change() -> None:
+    """A resync's keys (background) are handed out after every key an event added,
+    even one added later; an event for a waiting background key moves it ahead."""
+    queue: WorkQueue[Key] = WorkQueue()
+    D: Key = ("ns", "d")
+    for key in (A, B, C):
+        queue.add(key, background=True)
+    queue.add(D)
+    queue.add(B)  # an event for B: ahead of the resync, and handed out once
+    queue.add(B, background=True)  # no-op: B already waits
+    assert len(queue) == 4
+    assert [await take(queue) for _ in range(4)] == [D, B, A, C]
+    assert len(queue) == 0
+    for key in (A, B, C, D):
+        queue.done(key)
     assert len(queue) == 0
     queue.shutdown()
 
@@ -327,3 +348,47 @@ async def test_workers_let_other_tasks_run_between_keys() -> None:
     tick.cancel()
     first, last = order.index("key"), len(order) - order[::-1].index("key")
     assert order[first:last].count("tick") >= 200 / 4 - 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["add", "background", "get", "done"]), st.sampled_from([A, B, C])
+        ),
+        max_size=40,
+    )
+)
+async def test_queue_against_a_model(ops: list[tuple[str, Key]]) -> None:
+    """Random adds (event or background), gets and dones against a plain model: each
+    waiting key is handed out once, never while in flight, event keys before background
+    ones (in the order they became event keys), and nothing is lost."""
+    queue: WorkQueue[Key] = WorkQueue()
+    urgent: list[Key] = []  # the model: waiting keys, in the order they must come out
+    background: list[Key] = []
+    flight: set[Key] = set()
+    rerun: set[Key] = set()  # re-added while in flight
+    for op, key in ops:
+        if op in ("add", "background"):
+            if key in flight:
+                rerun.add(key)
+            elif op == "add" and key in background:
+                background.remove(key)
+                urgent.append(key)
+            elif key not in urgent and key not in background:
+                (urgent if op == "add" else background).append(key)
+            queue.add(key, background=op == "background")
+        elif op == "get" and (urgent or background):
+            want = (urgent or background).pop(0)
+            assert await take(queue) == want
+            flight.add(want)
+        elif op == "done" and key in flight:
+            flight.discard(key)
+            queue.done(key)
+            if key in rerun:
+                rerun.discard(key)
+                urgent.append(key)
+        assert len(queue) == len(urgent) + len(background)
+    while urgent or background:
+        assert await take(queue) == (urgent or background).pop(0)
+    queue.shutdown()
