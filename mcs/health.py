@@ -1,10 +1,13 @@
 """Member health: when a member counts as unreachable, and when its exports are withdrawn.
 
-A member is *unreachable* while its health probe fails (``GET /readyz``, bounded by
-``probe_timeout``; this catches a frozen API server whose watches look alive) or
-one of its watches is down (``Informer.connected``; this catches a refused or reset
-connection at once). It is unreachable *since* the start of the first failed probe
-or the first failed watch request, whichever is earlier.
+A member is *unreachable* while its last ``failure_threshold`` (2) health probes
+failed (``GET /readyz``, each bounded by ``probe_timeout``; this catches a frozen API
+server whose watches look alive) or one of its watches is down
+(``Informer.connected``; this catches a refused or reset connection at once). One slow
+answer from a busy API server is not enough: like a kubelet probe's
+``failureThreshold``, it takes consecutive failures. It is unreachable *since* the
+start of the first of those failed probes or the first failed watch request,
+whichever is earlier, so the threshold does not delay a withdrawal.
 
 A member that stays unreachable for ``grace`` seconds is *withdrawn*: the controller
 treats it as if it had exported nothing (its views are empty), so imports elsewhere
@@ -100,7 +103,8 @@ class MemberState:
     withdrawn: bool = True  # until joined
     joined_once: bool = False
     id_pending: bool = False
-    probe_failed_since: float | None = None  # monotonic
+    probe_failures: int = 0  # consecutive
+    probe_failed_since: float | None = None  # monotonic start of the first of them
     last_error: str | None = None
     withdrawn_since: str | None = None  # wall clock, for messages (stable per withdrawal)
 
@@ -134,6 +138,7 @@ class MemberHealth(Generic[M]):
         pending: Iterable[str] = (),
         probe_period: float = 1.0,
         probe_timeout: float = 2.0,
+        failure_threshold: int = 2,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if grace < 0:
@@ -142,6 +147,7 @@ class MemberHealth(Generic[M]):
         self.grace = grace
         self.probe_period = probe_period
         self.probe_timeout = probe_timeout
+        self.failure_threshold = max(1, failure_threshold)
         self._on_change = on_change
         self._resolve_id = resolve_id
         self._clock = clock
@@ -164,7 +170,9 @@ class MemberHealth(Generic[M]):
     def unreachable_since(self, m: M) -> float | None:
         """Monotonic time since which ``m`` is unreachable, or None while it is reachable."""
         st = self._state[m.context]
-        times = [st.probe_failed_since] if st.probe_failed_since is not None else []
+        times = []
+        if st.probe_failed_since is not None and st.probe_failures >= self.failure_threshold:
+            times.append(st.probe_failed_since)
         for i in m.informers:
             if not i.connected and i.has_synced():
                 times.append(i.disconnected_since if i.disconnected_since is not None else 0.0)
@@ -280,18 +288,31 @@ class MemberHealth(Generic[M]):
                 else:
                     await probe(m.api, self.probe_timeout)
             except (ApiException, OSError, TimeoutError, aiohttp.ClientError, ValueError) as e:
-                error = f"health probe failed: {str(e) or type(e).__name__}"
-                if st.probe_failed_since is None:
-                    st.probe_failed_since = started
-                    log.warning("member unreachable", context=m.context, error=error)
-                st.last_error = error
+                self.record_probe(
+                    context, started, f"health probe failed: {str(e) or type(e).__name__}"
+                )
             else:
-                if st.probe_failed_since is not None:
-                    log.info("member reachable again", context=m.context)
-                st.probe_failed_since = None
-                if not st.withdrawn:
-                    st.last_error = None
+                self.record_probe(context, started, None)
             await asyncio.sleep(max(0.0, self.probe_period - (self._clock() - started)))
+
+    def record_probe(self, context: str, started: float, error: str | None) -> None:
+        """The outcome of one probe of ``context`` that started at ``started``
+        (monotonic): ``error`` is why it failed, None when it succeeded."""
+        st = self._state[context]
+        if error is None:
+            if st.probe_failures >= self.failure_threshold:
+                log.info("member reachable again", context=context)
+            st.probe_failures = 0
+            st.probe_failed_since = None
+            if not st.withdrawn:
+                st.last_error = None
+            return
+        if st.probe_failures == 0:
+            st.probe_failed_since = started
+        st.probe_failures += 1
+        st.last_error = error
+        if st.probe_failures == self.failure_threshold:
+            log.warning("member unreachable", context=context, error=error)
 
 
 # ----------------------------------------------------------- what imports show

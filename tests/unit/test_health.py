@@ -220,3 +220,30 @@ def test_events_on_withdrawal_and_return_only() -> None:
     assert back is not None and back["reason"] == "MemberReturned"
     assert back["metadata"]["name"] != went["metadata"]["name"]
     assert withdrawal_event(imp, plain, out, "c1", now) == went, "same transition, same name"
+
+
+def test_one_failed_probe_is_not_unreachable_two_are_since_the_first() -> None:
+    """A single slow answer of a busy API server changes nothing; consecutive failed
+    probes make the member unreachable since the first of them, so the grace runs
+    from there; a success in between starts the count again."""
+    h, (_, b), clock, changes = setup()
+    h.evaluate()
+    start = clock.now
+    h.record_probe("c2", start, "health probe failed: TimeoutError")
+    clock.now += 3
+    assert h.unreachable_since(b) is None
+    h.record_probe("c2", clock.now, None)  # answered: the count starts again
+    clock.now += 1
+    h.record_probe("c2", clock.now, "health probe failed: TimeoutError")
+    assert h.unreachable_since(b) is None
+    first = clock.now
+    clock.now += 2
+    h.record_probe("c2", clock.now, "health probe failed: TimeoutError")
+    assert h.unreachable_since(b) == first
+    clock.now = first + GRACE - 0.1
+    h.evaluate()
+    assert not h.withdrawn(b)
+    clock.now = first + GRACE
+    h.evaluate()
+    assert h.withdrawn(b) and changes[-1] == ("c2", True)
+    assert "health probe failed" in h.describe()[0]
