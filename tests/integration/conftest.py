@@ -349,7 +349,7 @@ def _http_ok(url: str) -> bool:
 
 
 def eventually(
-    check: Callable[[], Any], timeout: float = 20, interval: float = 0.1, what: str = ""
+    check: Callable[[], Any], timeout: float = 60, interval: float = 0.1, what: str = ""
 ) -> Any:
     """Poll ``check`` until it returns a truthy value (returned) or ``timeout`` passes.
 

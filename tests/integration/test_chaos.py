@@ -219,7 +219,7 @@ def _started(ctl: Controllers, name: str) -> None:
     health = ctl.ports[name][1]
     eventually(
         lambda: _http_ok(f"http://127.0.0.1:{health}/healthz"),
-        timeout=30,
+        timeout=60,
         interval=0.05,
         what=f"{name} serving /healthz",
     )

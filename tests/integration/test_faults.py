@@ -221,24 +221,23 @@ def test_member_unreachable_at_start_up(
     _apply_all(kubectl, "cluster1", service(ns, "web"), export(ns, "web"))
     try:
         with victim.frozen():
-            started = time.monotonic()
             spawn_controller(ctl, "central", "--member-grace", "4", "--resync-period", "5")
             health = ctl.ports["central"][1]
             eventually(
                 lambda: _http(f"http://127.0.0.1:{health}/healthz")[0] == 200,
-                timeout=10,
+                interval=0.05,
                 what="/healthz",
             )
-            assert time.monotonic() - started < 10
+            # served before the (time-bounded) read of the frozen member's cluster id ends
+            code, text = _http(f"http://127.0.0.1:{health}/readyz")
+            assert code == 503 and "reading cluster ids" in text, text
             eventually(
                 lambda: "cluster3" in _http(f"http://127.0.0.1:{health}/readyz")[1],
-                timeout=20,
                 what="/readyz naming cluster3",
             )
             assert _http(f"http://127.0.0.1:{health}/readyz")[0] == 503
             eventually(
                 lambda: _clusters(get_import(kubectl, "cluster2", ns, "web")) == ["cluster1"],
-                timeout=30,
                 what="cluster2 served without cluster3",
             )
             assert ctl.procs["central"].poll() is None, ctl.log_tail("central")
@@ -247,7 +246,7 @@ def test_member_unreachable_at_start_up(
             timeout=60,
             what="cluster3 joined",
         )
-        eventually(lambda: _http(f"http://127.0.0.1:{health}/readyz")[0] == 200, timeout=30)
+        eventually(lambda: _http(f"http://127.0.0.1:{health}/readyz")[0] == 200)
     finally:
         codes = {name: ctl.stop(name) for name in list(ctl.procs)}
     assert set(codes.values()) == {0}, codes
@@ -325,7 +324,7 @@ def test_frozen_leader_stops_writing_before_the_standby_leads(
             eventually(lambda: get_import(kubectl, "cluster3", ns, "s0"))
             os.kill(a_server.pid, signal.SIGSTOP)
             frozen_at = time.time()
-            deadline = time.monotonic() + LEASE + 15
+            deadline = time.monotonic() + LEASE + 30
             while not _holder(kubectl).endswith(f"_{b_ctl.procs['b'].pid}"):
                 assert time.monotonic() < deadline, "B never took over"
                 load()

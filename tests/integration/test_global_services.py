@@ -391,7 +391,7 @@ def test_steady_state_makes_no_writes(
     resyncs = controllers.metric("mcs_resyncs_total")
     eventually(
         lambda: controllers.metric("mcs_resyncs_total") >= resyncs + 2 * len(controllers.procs),
-        timeout=15,
+        timeout=60,
     )
     assert controllers.metric("mcs_api_writes_total") == writes
 

@@ -38,7 +38,7 @@ def test_derived_name_clash_shows_on_the_export(
         ready = condition(get_export(kubectl, "cluster1", ns, "web"), "Ready")
         return ready if ready and ready["reason"] == "Failed" else None
 
-    ready = eventually(failed, timeout=20, what="Ready=False/Failed on the export")
+    ready = eventually(failed, timeout=60, what="Ready=False/Failed on the export")
     assert ready["status"] == "False"
     assert derived in ready["message"] and '"cluster2"' in ready["message"], ready
     svc = kubectl.json("cluster2", "get", "service", derived, "-n", ns)
@@ -50,7 +50,7 @@ def test_derived_name_clash_shows_on_the_export(
             (condition(get_export(kubectl, "cluster1", ns, "web"), "Ready") or {}).get("status")
             == "True"
         ),
-        timeout=20,
+        timeout=60,
         what="Ready once the squatter is gone",
     )
 
@@ -103,7 +103,7 @@ def test_rotated_token_is_picked_up_without_restart(
         kubectl("cluster1", "apply", "-f", "-", stdin=export(ns, "two"))
         eventually(
             lambda: get_import(kubectl, "cluster2", ns, "two"),
-            timeout=30,
+            timeout=60,
             what="an import written with the new token",
         )
         assert "credentials reloaded" in (tmp_path / "central.log").read_text()
