@@ -7,8 +7,12 @@ member need?
 Starts its own 2-cluster mesh (in a temporary directory), creates the Services in
 cluster2 (headless, so no cluster IPs are used up), then starts one central
 ``mcs run`` and reports its resident memory once its caches are synced (VmRSS, and the
-peak VmHWM). ``--mcs-path DIR`` runs the controller from another checkout (its
-``mcs`` package directory's parent), to compare with an older version.
+peak VmHWM, which the first lists set). ``--mcs-path DIR`` (repeatable; ``.`` is this
+checkout) runs the controller from other checkouts (the parent of their ``mcs``
+package directory) one after the other on the same mesh and objects, to compare
+versions in one run.
+
+    .venv/bin/python bench/memory.py --services 10000 --mcs-path . --mcs-path ../old
 """
 
 from __future__ import annotations
@@ -62,11 +66,64 @@ async def _create(api: client.ApiClient, ns: str, n: int, annotation_kib: int) -
     await asyncio.gather(*(one(i) for i in range(n)))
 
 
+async def _measure(kubeconfig: Path, tmp: Path, mcs_path: str) -> dict[str, object]:
+    """Start one central controller from ``mcs_path`` (``.``: this checkout), wait
+    until its caches are synced, read its memory 5 s later and stop it."""
+    metrics, health = free_port(), free_port()
+    env = dict(os.environ)
+    here = mcs_path in ("", ".")
+    if not here:
+        env["PYTHONPATH"] = mcs_path
+    with (tmp / "controller.log").open("ab") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mcs.cli",
+                "run",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--metrics-addr",
+                f"127.0.0.1:{metrics}",
+                "--health-addr",
+                f"127.0.0.1:{health}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=None if here else mcs_path,  # with -m, the working directory comes first
+        )
+    try:
+        started = time.monotonic()
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"controller exited {proc.returncode}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=2):
+                    break
+            except OSError:
+                await asyncio.sleep(0.5)
+        synced = time.monotonic() - started
+        await asyncio.sleep(5)
+        return {
+            "synced_seconds": round(synced, 1),
+            **{f"controller_{k}_mib": v for k, v in _rss_mib(proc.pid).items()},
+            "mcs_path": "this checkout" if here else mcs_path,
+        }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--services", type=int, default=10000)
     parser.add_argument("--annotation-kib", type=int, default=16)
-    parser.add_argument("--mcs-path", default="", help="run the controller from this checkout")
+    parser.add_argument(
+        "--mcs-path",
+        action="append",
+        help="run the controller from this checkout (repeatable; default: this one)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mcs-bench-mem-") as tmp:
         mesh = Mesh(Path(tmp) / "mesh", say=lambda s: None)
@@ -83,53 +140,10 @@ async def main() -> None:
                 created = time.monotonic() - started
             finally:
                 await api.close()
-            metrics, health = free_port(), free_port()
-            env = dict(os.environ)
-            if args.mcs_path:
-                env["PYTHONPATH"] = args.mcs_path
-            with (Path(tmp) / "controller.log").open("wb") as log:
-                proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "mcs.cli",
-                        "run",
-                        "--kubeconfig",
-                        str(state.kubeconfig),
-                        "--metrics-addr",
-                        f"127.0.0.1:{metrics}",
-                        "--health-addr",
-                        f"127.0.0.1:{health}",
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    cwd=args.mcs_path or None,  # with -m, the working directory comes first
-                )
-            try:
-                started = time.monotonic()
-                while True:
-                    if proc.poll() is not None:
-                        raise SystemExit(f"controller exited {proc.returncode}")
-                    try:
-                        with urllib.request.urlopen(f"http://127.0.0.1:{health}/readyz", timeout=2):
-                            break
-                    except OSError:
-                        await asyncio.sleep(0.5)
-                synced = time.monotonic() - started
-                await asyncio.sleep(5)
-                row = {
-                    "services": args.services,
-                    "annotation_kib": args.annotation_kib,
-                    "create_seconds": round(created, 1),
-                    "synced_seconds": round(synced, 1),
-                    **{f"controller_{k}_mib": v for k, v in _rss_mib(proc.pid).items()},
-                    "mcs_path": args.mcs_path or "this checkout",
-                }
-                print(json.dumps(row), flush=True)
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
+            sizes = {"services": args.services, "annotation_kib": args.annotation_kib}
+            for path in args.mcs_path or ["."]:
+                row = await _measure(state.kubeconfig, Path(tmp), path)
+                print(json.dumps({**sizes, "create_seconds": round(created, 1), **row}), flush=True)
         finally:
             mesh.down()
 
