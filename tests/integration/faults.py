@@ -86,7 +86,7 @@ class ApiServer:
         if self._proc.poll() is None:
             if not self.ready():
                 return False
-            self.window[1] = time.time() + 5  # its authorizer may lag /readyz a moment
+            self.window[1] = time.time() + 15  # its authorizer may lag /readyz (seconds, loaded)
             return True
         with self._log().open(errors="replace") as f:
             f.seek(self._log_start)
