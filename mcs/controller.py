@@ -515,8 +515,8 @@ class Controller:
             except writes.DerivedServiceInTheWay as e:
                 failed.append((m, e))  # this cluster only: the others are still written
         results = await asyncio.gather(
-            *(self._carry_out(m, p) for m, p in plans),
-            *(self._sync_global(m, key, views, state.now) for m in local),
+            *(self._while_reachable(m, self._carry_out(m, p)) for m, p in plans),
+            *(self._while_reachable(m, self._sync_global(m, key, views, state.now)) for m in local),
             return_exceptions=True,
         )
         done = [m for m, _ in plans] + local
@@ -535,6 +535,24 @@ class Controller:
             raise error
         if unreachable:
             raise health.MemberUnreachable(f"not written to unreachable {', '.join(unreachable)}")
+
+    async def _while_reachable(self, m: Member, writes: Coroutine[Any, Any, None]) -> None:
+        """Run ``m``'s writes of one reconcile, cancelled as soon as ``m`` counts as
+        unreachable: a frozen API server would hold them for the whole call timeout, and
+        the key's writes to every other cluster with them (the key is retried; a write
+        the frozen server still carries out is rewritten alike then)."""
+        task = asyncio.ensure_future(writes)
+        down = asyncio.ensure_future(self.health.until_unreachable(m))
+        try:
+            await asyncio.wait((task, down), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            down.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            raise health.MemberUnreachable(f"writes to {m.cluster_id} cancelled: unreachable")
+        task.result()
 
     def _view(self, m: Member, ns: str, name: str) -> plan.ClusterView:
         """``m``'s view of a key; empty (as if it exported nothing and had no Service)

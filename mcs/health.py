@@ -153,6 +153,7 @@ class MemberHealth(Generic[M]):
         self._clock = clock
         pending = set(pending)
         self._state = {m.context: MemberState(id_pending=m.context in pending) for m in members}
+        self._down = {m.context: asyncio.Event() for m in members}  # set while unreachable
         for m in members:
             MEMBER_WITHDRAWN.labels(cluster=m.cluster_id).set(1)
 
@@ -177,6 +178,17 @@ class MemberHealth(Generic[M]):
             if not i.connected and i.has_synced():
                 times.append(i.disconnected_since if i.disconnected_since is not None else 0.0)
         return min(times) if times else None
+
+    async def until_unreachable(self, m: M) -> None:
+        """Return once ``m`` counts as unreachable (at once if it does now); seen within
+        a probe's outcome, or ``evaluate``'s tick for a watch that went down."""
+        await self._down[m.context].wait()
+
+    def _note_reachability(self, m: M) -> None:
+        if self.unreachable_since(m) is None:
+            self._down[m.context].clear()
+        else:
+            self._down[m.context].set()
 
     def describe(self) -> list[str]:
         """One line per member that is not part of the merge (for /readyz and logs)."""
@@ -206,6 +218,7 @@ class MemberHealth(Generic[M]):
         for m in self.members:
             st = self._state[m.context]
             since = self.unreachable_since(m)
+            self._note_reachability(m)
             if not st.withdrawn:
                 if since is not None and now - since >= self.grace:
                     self._withdraw(m, st, now - since)
@@ -306,13 +319,14 @@ class MemberHealth(Generic[M]):
             st.probe_failed_since = None
             if not st.withdrawn:
                 st.last_error = None
-            return
-        if st.probe_failures == 0:
-            st.probe_failed_since = started
-        st.probe_failures += 1
-        st.last_error = error
-        if st.probe_failures == self.failure_threshold:
-            log.warning("member unreachable", context=context, error=error)
+        else:
+            if st.probe_failures == 0:
+                st.probe_failed_since = started
+            st.probe_failures += 1
+            st.last_error = error
+            if st.probe_failures == self.failure_threshold:
+                log.warning("member unreachable", context=context, error=error)
+        self._note_reachability(self._member(context))
 
 
 # ----------------------------------------------------------- what imports show

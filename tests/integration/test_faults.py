@@ -29,7 +29,14 @@ from tests.integration.faults import (
     spawn_controller,
 )
 from tests.integration.mcs_objects import condition, export, get_import, service
-from tests.integration.test_endpoints import SOURCE, by_source, mcs_slices, source_slice
+from tests.integration.test_endpoints import (
+    MCS_NAME,
+    SOURCE,
+    addresses,
+    by_source,
+    mcs_slices,
+    source_slice,
+)
 from tests.integration.test_global_services import ADDRS, GLOBAL, behind, deploy
 
 pytestmark = pytest.mark.faults
@@ -193,6 +200,50 @@ def test_member_death_withdraws_after_grace_and_returns(
     finally:
         codes = {name: ctl.stop(name) for name in list(ctl.procs)}
     assert set(codes.values()) == {0}, codes
+
+
+def test_writes_hung_on_a_frozen_member_do_not_hold_the_others(
+    mesh: MeshState,
+    accounts: ServiceAccounts,
+    kubectl: Kubectl,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """Writes in flight to a member whose API server freezes are cancelled once it
+    counts as unreachable (about two probe timeouts), not left hanging for the whole
+    call timeout (30 s) while they hold every worker: with 8 changed keys and 4 workers,
+    cluster2 gets every change long before that, and cluster3 gets them once thawed."""
+    ns = namespace
+    keys = [f"k{i}" for i in range(8)]
+    for name in keys:
+        _apply_all(kubectl, "cluster1", service(ns, name), export(ns, name))
+        _apply_all(kubectl, "cluster1", source_slice(ns, name, ["10.1.0.1"]))
+    victim = ApiServer(mesh, mesh.members[2], kubectl)  # cluster3
+    ctl = Controllers("central", accounts, tmp_path)
+    ctl.start("central", "--member-grace", "600", "--resync-period", "300")
+
+    def endpoints(ctx: str) -> dict[str, set[str]]:
+        items = kubectl.json(ctx, "get", "endpointslices", "-n", ns, "-l", MCS_NAME)["items"]
+        out: dict[str, set[str]] = {}
+        for s in items:
+            out.setdefault(s["metadata"]["labels"][MCS_NAME], set()).update(addresses([s]))
+        return out
+
+    old = {name: {"10.1.0.1"} for name in keys}
+    new = {name: {"10.1.0.2"} for name in keys}
+    try:
+        for ctx in ("cluster2", "cluster3"):
+            eventually(lambda ctx=ctx: endpoints(ctx) == old, what=f"imported into {ctx}")
+        with victim.frozen():
+            changed = time.monotonic()
+            for name in keys:  # each reconcile writes into cluster2 and the frozen cluster3
+                _apply_all(kubectl, "cluster1", source_slice(ns, name, ["10.1.0.2"]))
+            eventually(lambda: endpoints("cluster2") == new, what="every change in cluster2")
+            took = time.monotonic() - changed
+            assert took < 20, f"cluster2 got the changes {took:.1f}s after them (call timeout 30 s)"
+        eventually(lambda: endpoints("cluster3") == new, what="every change in cluster3, thawed")
+    finally:
+        assert ctl.stop("central") == 0, ctl.log_tail("central")
 
 
 def withdrawn_after(ctl: Controllers, name: str, cluster: str, since: float) -> float:

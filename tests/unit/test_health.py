@@ -247,3 +247,24 @@ def test_one_failed_probe_is_not_unreachable_two_are_since_the_first() -> None:
     h.evaluate()
     assert h.withdrawn(b) and changes[-1] == ("c2", True)
     assert "health probe failed" in h.describe()[0]
+
+
+async def test_until_unreachable_wakes_when_the_member_counts_as_unreachable() -> None:
+    """What cancels a member's hung writes: it returns once the probes say unreachable,
+    at once while they do, and waits again after the member answered."""
+    h, (_, b), clock, _ = setup()
+    h.evaluate()
+    waiter = asyncio.create_task(h.until_unreachable(b))
+    h.record_probe("c2", clock.now, "health probe failed: TimeoutError")
+    await asyncio.sleep(0)
+    assert not waiter.done()  # one failed probe is not enough
+    h.record_probe("c2", clock.now, "health probe failed: TimeoutError")
+    await asyncio.wait_for(waiter, 5)
+    await asyncio.wait_for(h.until_unreachable(b), 5)  # at once while unreachable
+    h.record_probe("c2", clock.now, None)
+    again = asyncio.create_task(h.until_unreachable(b))
+    await asyncio.sleep(0.01)
+    assert not again.done()
+    b.informer.connected, b.informer.disconnected_since = False, clock.now
+    h.evaluate()  # a watch that went down is seen on the next tick
+    await asyncio.wait_for(again, 5)
