@@ -8,6 +8,14 @@ so no conflicts): for every key exported by at least one cluster, every cluster 
 namespace exists holds one ServiceImport of ours listing exactly the exporting
 clusters, one derived Service of ours, and EndpointSlices of ours holding exactly the
 exporters' endpoint addresses by source cluster; nothing else of ours exists.
+
+A Terminating namespace (being deleted) gets no imports (the API server refuses new
+objects in it; what of ours is left there goes with it, so it is not checked), but
+the exports still in it count while they exist: the controller merges every export
+it sees, and kube-controller-manager's namespace controller deletes them within
+seconds (``mcs.controller.Member.namespace_exists`` only decides where imports go).
+A *withdrawn* member (unreachable for longer than the controller's grace period)
+counts as exporting nothing, and is not checked (``check``).
 """
 
 from __future__ import annotations
@@ -29,9 +37,12 @@ Obj = dict[str, Any]
 
 @dataclass
 class ClusterState:
-    """One cluster's objects in the namespaces under test (raw JSON)."""
+    """One cluster's objects in the namespaces under test (raw JSON). ``namespaces``:
+    those that exist and are not Terminating; ``terminating``: those being deleted,
+    of which only the cluster's own objects are read (exports, Services, slices)."""
 
     namespaces: set[str] = field(default_factory=set)
+    terminating: set[str] = field(default_factory=set)
     services: dict[tuple[str, str], Obj] = field(default_factory=dict)
     exports: dict[tuple[str, str], Obj] = field(default_factory=dict)
     imports: dict[tuple[str, str], Obj] = field(default_factory=dict)
@@ -47,33 +58,41 @@ def _key(obj: Obj) -> tuple[str, str]:
 
 
 def read_cluster(kubectl: Kubectl, context: str, namespaces: set[str]) -> ClusterState:
-    """The objects of ``namespaces`` in one cluster, read straight from its API server."""
+    """The objects of ``namespaces`` in one cluster, read straight from its API server
+    (one request per kind: with several namespaces, across all namespaces)."""
     st = ClusterState()
     listed = kubectl.json(context, "get", "namespaces")["items"]
-    st.namespaces = {
-        n["metadata"]["name"]
-        for n in listed
-        if n["metadata"]["name"] in namespaces and n["status"].get("phase") != "Terminating"
-    }
-    for ns in sorted(st.namespaces):
-        items = kubectl.json(
-            context,
-            "get",
-            "services,serviceexports.multicluster.x-k8s.io,"
-            "serviceimports.multicluster.x-k8s.io,endpointslices.discovery.k8s.io",
-            "-n",
-            ns,
-        )["items"]
-        for o in items:
-            kind = o["kind"]
-            if kind == "Service":
-                st.services[_key(o)] = o
-            elif kind == "ServiceExport":
-                st.exports[_key(o)] = o
-            elif kind == "ServiceImport":
-                st.imports[_key(o)] = o
-            elif kind == "EndpointSlice":
-                st.slices.append(o)
+    for n in listed:
+        name = n["metadata"]["name"]
+        if name in namespaces:
+            terminating = n["status"].get("phase") == "Terminating"
+            (st.terminating if terminating else st.namespaces).add(name)
+    present = st.namespaces | st.terminating
+    if not present:
+        return st
+    where = ["-n", next(iter(present))] if len(present) == 1 else ["--all-namespaces"]
+    items = kubectl.json(
+        context,
+        "get",
+        "services,serviceexports.multicluster.x-k8s.io,"
+        "serviceimports.multicluster.x-k8s.io,endpointslices.discovery.k8s.io",
+        *where,
+    )["items"]
+    for o in items:
+        ns = o["metadata"]["namespace"]
+        if ns not in present or (
+            ns in st.terminating and (_ours(o) or o["kind"] == "ServiceImport")
+        ):
+            continue
+        kind = o["kind"]
+        if kind == "Service":
+            st.services[_key(o)] = o
+        elif kind == "ServiceExport":
+            st.exports[_key(o)] = o
+        elif kind == "ServiceImport":
+            st.imports[_key(o)] = o
+        elif kind == "EndpointSlice":
+            st.slices.append(o)
     return st
 
 
@@ -88,7 +107,7 @@ def expected_exporters(state: dict[str, ClusterState]) -> dict[tuple[str, str], 
         for key in st.exports:
             svc = st.services.get(key)
             if (
-                key[0] in st.namespaces
+                key[0] in st.namespaces | st.terminating
                 and svc is not None
                 and not _ours(svc)
                 and (svc.get("spec") or {}).get("type") != "ExternalName"

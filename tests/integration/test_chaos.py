@@ -5,8 +5,13 @@
   compacted so that resumed watches get 410 Gone. Afterwards: 0 orphaned, 0 duplicated,
   0 missing objects.
 * ``test_model``: random operations (create/update/delete Service, ServiceExport,
-  endpoints; kill/restart the controller; partition a member for less than the grace)
-  over 3 clusters, compared with the oracle after every quiescence.
+  endpoints in 4 namespaces; create/delete a Namespace in one cluster; kill/restart the
+  controller; partition a member for less than the grace, or for longer) over 3
+  clusters, compared with the oracle after every quiescence. Its controller runs with
+  ``--member-grace 7``: a partition longer than that withdraws the member, and the
+  other two clusters are checked against the oracle with that member's exports gone
+  before it is thawed; the controller's log must show one withdrawal per long
+  partition and none for the short ones (0.5-4 s).
 
 Both print their seed (``MCS_CHAOS_SEED`` replays a run). Their sizes are the issue's
 and can be changed: ``MCS_CHAOS_KILLS`` (default 50), ``MCS_CHAOS_API_RESTARTS`` (10),
@@ -21,7 +26,10 @@ import random
 import signal
 import time
 import urllib.request
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,25 +44,42 @@ from tests.integration.oracle import ClusterState, check, read_cluster
 pytestmark = pytest.mark.faults
 
 CLUSTERS = ["cluster1", "cluster2", "cluster3"]
+EXPORT_API = "multicluster.x-k8s.io/v1beta1"
+SLICE_API = "discovery.k8s.io/v1"
+# The model's controller's --member-grace. Its health probe (every 1 s) times out after
+# 2 s, so a freeze shorter than about 3 s often goes unseen; a short partition (0.5-4 s)
+# may be seen as unreachable for up to its length + 1 s: then the grace keeps it in.
+MODEL_GRACE = 7.0
+NAMESPACE_OPS = 0.05  # of the model's random operations: create or delete a namespace
 Obj = dict[str, Any]
 
 
 class Workload:
     """The clusters' own objects (Services, ServiceExports, exporter EndpointSlices) as the
-    test drives them, one namespace; every change goes through kubectl in batches."""
+    test drives them; every change goes through kubectl in batches.
 
-    def __init__(self, kubectl: Kubectl, ns: str, rng: random.Random) -> None:
+    They live in ``ns`` (the test's namespace, in every cluster) and in ``extra``
+    namespaces, which the workload creates and deletes per cluster (``present``: where
+    each exists as far as the workload knows; a deleted one's objects go with it)."""
+
+    def __init__(
+        self, kubectl: Kubectl, ns: str, rng: random.Random, extra: Sequence[str] = ()
+    ) -> None:
         self.kubectl, self.ns, self.rng = kubectl, ns, rng
+        self.extra = list(extra)
+        self.namespaces = [ns, *self.extra]
+        self.present: dict[str, set[str]] = {c: {ns} for c in CLUSTERS}
         self.applies: dict[str, list[Obj]] = {c: [] for c in CLUSTERS}
-        self.deletes: dict[str, list[tuple[str, str]]] = {c: [] for c in CLUSTERS}
+        self.deletes: dict[str, list[Obj]] = {c: [] for c in CLUSTERS}
         self.ops = 0
+        self.ns_created = self.ns_deleted = self.ns_busy = 0
 
     def _addr(self, cluster: str) -> str:
         c = CLUSTERS.index(cluster) + 1
         return f"10.{c}.{self.rng.randrange(256)}.{self.rng.randrange(1, 255)}"
 
-    def export(self, cluster: str, name: str) -> None:
-        ns = self.ns
+    def export(self, cluster: str, name: str, ns: str | None = None) -> None:
+        ns = ns or self.ns
         self.applies[cluster] += [
             {
                 "apiVersion": "v1",
@@ -63,22 +88,22 @@ class Workload:
                 "spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]},
             },
             {
-                "apiVersion": "multicluster.x-k8s.io/v1beta1",
+                "apiVersion": EXPORT_API,
                 "kind": "ServiceExport",
                 "metadata": {"name": name, "namespace": ns},
             },
         ]
-        self.endpoints(cluster, name)
+        self.endpoints(cluster, name, ns)
         self.ops += 3
 
-    def endpoints(self, cluster: str, name: str) -> None:
+    def endpoints(self, cluster: str, name: str, ns: str | None = None) -> None:
         self.applies[cluster].append(
             {
-                "apiVersion": "discovery.k8s.io/v1",
+                "apiVersion": SLICE_API,
                 "kind": "EndpointSlice",
                 "metadata": {
                     "name": f"{name}-src",
-                    "namespace": self.ns,
+                    "namespace": ns or self.ns,
                     "labels": {
                         "kubernetes.io/service-name": name,
                         "endpointslice.kubernetes.io/managed-by": "test.example",
@@ -94,63 +119,134 @@ class Workload:
         )
         self.ops += 1
 
-    def delete(self, cluster: str, kind: str, name: str) -> None:
-        self.deletes[cluster].append((kind, name))
+    def delete(self, cluster: str, kind: str, name: str, ns: str | None = None) -> None:
+        api = {"Service": "v1", "ServiceExport": EXPORT_API, "EndpointSlice": SLICE_API}[kind]
+        meta = {"name": name, "namespace": ns or self.ns}
+        self.deletes[cluster].append({"apiVersion": api, "kind": kind, "metadata": meta})
+        self.ops += 1
+
+    def create_namespace(self, cluster: str, ns: str) -> bool:
+        """Create ``ns`` in ``cluster`` now (not batched: the batch's objects may go in
+        it). False when it is still being deleted (Terminating: the API server refuses
+        to create it again until kube-controller-manager has emptied it)."""
+        out = self.kubectl(cluster, "create", "namespace", ns, check=False)
+        if out.returncode != 0:
+            assert "AlreadyExists" in out.stderr, f"create namespace {ns}: {out.stderr}"
+            self.ns_busy += 1
+            return False
+        self.present[cluster].add(ns)
+        self.ns_created += 1
+        self.ops += 1
+        return True
+
+    def delete_namespace(self, cluster: str, ns: str) -> None:
+        """Delete ``ns`` in ``cluster`` with the batch (after its objects' changes)."""
+        self.present[cluster].discard(ns)
+        self.deletes[cluster].append(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}
+        )
+        self.ns_deleted += 1
         self.ops += 1
 
     def random_op(self, cluster: str, names: list[str]) -> None:
+        if self.extra and self.rng.random() < NAMESPACE_OPS:
+            ns = self.rng.choice(self.extra)
+            if ns in self.present[cluster]:
+                self.delete_namespace(cluster, ns)
+            else:
+                self.create_namespace(cluster, ns)
+            return
         name = self.rng.choice(names)
         op = self.rng.choice(["export", "export", "endpoints", "unexport", "unservice", "noslice"])
+        ns = self.ns
+        if self.extra:  # one draw whatever exists, so that a seed replays the same draws
+            ns = self.rng.choice(self.namespaces)
+            ns = ns if ns in self.present[cluster] else self.ns
         if op == "export":
-            self.export(cluster, name)
+            self.export(cluster, name, ns)
         elif op == "endpoints":
-            self.endpoints(cluster, name)
+            self.endpoints(cluster, name, ns)
         elif op == "unexport":
-            self.delete(cluster, "serviceexports.multicluster.x-k8s.io", name)
+            self.delete(cluster, "ServiceExport", name, ns)
         elif op == "unservice":
-            self.delete(cluster, "services", name)
+            self.delete(cluster, "Service", name, ns)
         else:
-            self.delete(cluster, "endpointslices.discovery.k8s.io", f"{name}-src")
+            self.delete(cluster, "EndpointSlice", f"{name}-src", ns)
 
     def flush(self, skip: str | None = None) -> None:
         """Send the batched changes (not to ``skip``, a cluster that is down: kept for
-        later): one apply and one delete per cluster, the clusters in parallel."""
+        later): one apply and one delete per cluster (namespaces last), the clusters
+        in parallel."""
         with ThreadPoolExecutor(len(CLUSTERS)) as pool:
             list(pool.map(self._flush, [c for c in CLUSTERS if c != skip]))
 
     def _flush(self, cluster: str) -> None:
         items, self.applies[cluster] = self.applies[cluster], []
         if items:
-            self.kubectl(
-                cluster,
-                "apply",
-                "-f",
-                "-",
-                stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
-            )
+            self.kubectl(cluster, "apply", "-f", "-", stdin=_as_list(items))
         deletes, self.deletes[cluster] = self.deletes[cluster], []
         if deletes:
+            unique = {json.dumps(d, sort_keys=True): d for d in deletes}.values()
+            last = sorted(unique, key=lambda d: d["kind"] == "Namespace")
             self.kubectl(
                 cluster,
                 "delete",
-                *sorted({f"{kind}/{name}" for kind, name in deletes}),
-                "-n",
-                self.ns,
+                "-f",
+                "-",
                 "--ignore-not-found",
                 "--wait=false",
+                stdin=_as_list(last),
             )
 
+    def cleanup(self) -> None:
+        """Delete the extra namespaces in every cluster (without waiting)."""
+        for cluster in CLUSTERS:
+            if self.extra:
+                self.kubectl(
+                    cluster,
+                    "delete",
+                    "namespace",
+                    *self.extra,
+                    "--ignore-not-found",
+                    "--wait=false",
+                    check=False,  # in a finally: do not hide the test's own error
+                )
 
-def read_state(kubectl: Kubectl, ns: str) -> dict[str, ClusterState]:
-    return {c: read_cluster(kubectl, c, {ns}) for c in CLUSTERS}
+
+def _as_list(items: Iterable[Obj]) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": list(items)})
 
 
-def wait_quiescent(kubectl: Kubectl, ns: str, timeout: float = 90) -> tuple[list[str], float]:
-    """Poll the oracle until nothing is wrong or ``timeout``; (last problems, seconds)."""
+def read_state(
+    kubectl: Kubectl, namespaces: str | Iterable[str], clusters: Iterable[str] = CLUSTERS
+) -> dict[str, ClusterState]:
+    """The oracle's view of ``clusters`` (read in parallel), in ``namespaces``."""
+    wanted = {namespaces} if isinstance(namespaces, str) else set(namespaces)
+    clusters = list(clusters)
+    with ThreadPoolExecutor(len(clusters)) as pool:
+        states = pool.map(lambda c: read_cluster(kubectl, c, wanted), clusters)
+    return dict(zip(clusters, states, strict=True))
+
+
+def wait_quiescent(
+    kubectl: Kubectl,
+    namespaces: str | Iterable[str],
+    timeout: float = 90,
+    withdrawn: str | None = None,
+) -> tuple[list[str], float]:
+    """Poll the oracle until nothing is wrong or ``timeout``; (last problems, seconds).
+    ``withdrawn``: a member that is frozen for longer than the controller's grace: it is
+    not read, and the oracle takes it as exporting nothing (the others must not show
+    its exports)."""
     started = time.monotonic()
     problems: list[str] = []
+    others = [c for c in CLUSTERS if c != withdrawn]
+    gone = frozenset({withdrawn} if withdrawn else ())
     while time.monotonic() - started < timeout:
-        problems = check(read_state(kubectl, ns))
+        state = read_state(kubectl, namespaces, others)
+        if withdrawn:
+            state[withdrawn] = ClusterState()
+        problems = check(state, gone)
         if not problems:
             break
         time.sleep(1)
@@ -317,43 +413,112 @@ def test_model(
     namespace: str,
     tmp_path: Path,
 ) -> None:
+    """Phases of 10-16 batches of 5-20 random operations over 4 namespaces (the test's,
+    in every cluster, and 3 that the workload creates and deletes per cluster), each
+    batch ended by an event: send it, or kill and restart the controller, or freeze a
+    member shorter than the grace (nothing may change for the others), or longer (once
+    the grace has passed, the others must show none of its exports: checked against the
+    oracle with that member withdrawn; then it is thawed and must return). The oracle
+    checks every cluster after each phase; at the end, the controller must have
+    withdrawn a member exactly once per long partition, and never otherwise."""
     rng = random.Random(seed_for("test_model"))
     total = int(os.environ.get("MCS_MODEL_OPS", "2000"))
     names = [f"m{i:02d}" for i in range(40)]
-    work = Workload(kubectl, namespace, rng)
+    work = Workload(kubectl, namespace, rng, [f"{namespace}-{s}" for s in ("b", "c", "d")])
     ctl = Controllers("central", accounts, tmp_path)
     checks = 0
+    waited: dict[str, float] = defaultdict(float)  # seconds waiting for quiescence, by kind
+    long_partitions: list[str] = []
+    short_partitions: list[tuple[str, float, float]] = []  # member, wall clock frozen..thawed
+
+    def quiescent(what: str, kind: str, withdrawn: str | None = None, timeout: float = 180) -> None:
+        nonlocal checks
+        problems, took = wait_quiescent(kubectl, work.namespaces, timeout, withdrawn)
+        checks += 1
+        waited[kind] += took
+        assert not problems, (
+            f"{what} ({work.ops} operations), not quiescent in {took:.0f}s:\n"
+            + "\n".join(problems[:50])
+        )
+
+    started = time.monotonic()
     try:
-        spawn_controller(ctl, "central")
+        for cluster in CLUSTERS:  # each extra namespace in 2 of 3 clusters on average
+            for ns in work.extra:
+                if rng.random() < 2 / 3:
+                    work.create_namespace(cluster, ns)
+        spawn_controller(ctl, "central", "--member-grace", str(MODEL_GRACE))
         phase = 0
         while work.ops < total:
             phase += 1
             batches = rng.randint(10, 16)
-            for _ in range(batches):
+            for batch in range(batches):
                 for _ in range(rng.randint(5, 20)):
                     work.random_op(rng.choice(CLUSTERS), names)
                 event = rng.random()
+                if phase == 1 and batch == batches - 1:
+                    event = 0.26  # the first phase ends with a long partition: every run has one
                 if event < 0.15:  # kill and restart the controller
                     _kill(ctl, "central")
                     work.ops += 1
                     work.flush()
-                    spawn_controller(ctl, "central")
+                    spawn_controller(ctl, "central", "--member-grace", str(MODEL_GRACE))
                 elif event < 0.25:  # partition a member for less than the grace period
                     victim = ApiServer(mesh, rng.choice(mesh.members), kubectl)
                     work.ops += 1
                     with victim.frozen():
+                        frozen_at = time.time()
                         work.flush(skip=victim.member.name)
-                        time.sleep(rng.uniform(0.5, 2.0))
+                        time.sleep(rng.uniform(0.5, 4.0))
+                    short_partitions.append((victim.member.name, frozen_at, time.time()))
                     work.flush()
+                elif event < 0.275:  # partition a member for longer than the grace period
+                    # joined (ready), so that the controller has something to withdraw
+                    eventually(lambda: ctl._ready("central"), timeout=120, what="ready")
+                    victim = ApiServer(mesh, rng.choice(mesh.members), kubectl)
+                    frozen = victim.member.name
+                    work.ops += 1
+                    long_partitions.append(frozen)
+                    hold = MODEL_GRACE + rng.uniform(2.0, 4.0)
+                    with victim.frozen():
+                        since = time.monotonic()
+                        work.flush(skip=frozen)
+                        quiescent(
+                            f"{frozen} frozen for longer than the grace", "withdrawn", frozen, 90
+                        )
+                        time.sleep(max(0.0, since + hold - time.monotonic()))
+                    work.flush()
+                    quiescent(f"{frozen} thawed after {time.monotonic() - since:.1f}s", "returned")
                 else:
                     work.flush()
-            problems, took = wait_quiescent(kubectl, namespace, timeout=180)
-            checks += 1
-            assert not problems, (
-                f"after phase {phase} ({work.ops} operations), not quiescent in {took:.0f}s:\n"
-                + "\n".join(problems[:50])
-            )
-        print(f"test_model: {work.ops} operations, {phase} phases, {checks} oracle checks: ok")
+            quiescent(f"after phase {phase}", "phase")
+        events = log_events(ctl, "central")
+        withdrawals = [
+            e.get("cluster") for e in events if e.get("event", "").startswith("member withdrawn")
+        ]
+        unreachable = [
+            (e.get("context"), datetime.fromisoformat(e["timestamp"]).timestamp())
+            for e in events
+            if e.get("event") == "member unreachable" and "timestamp" in e
+        ]
+        seen = sum(  # short partitions that the controller saw as unreachable
+            any(c == m and t0 <= t <= t1 + 2 for c, t in unreachable)
+            for m, t0, t1 in short_partitions
+        )
+        print(
+            f"test_model: {work.ops} operations, {phase} phases, {checks} oracle checks, "
+            f"{len(short_partitions)} short partitions ({seen} seen as unreachable) and "
+            f"{len(long_partitions)} long, "
+            f"namespaces {work.ns_created} created, {work.ns_deleted} deleted, "
+            f"{work.ns_busy} creations skipped (still terminating); waited for quiescence "
+            + ", ".join(f"{k} {v:.0f}s" for k, v in sorted(waited.items()))
+            + f"; {time.monotonic() - started:.0f}s in all: ok"
+        )
+        assert withdrawals == long_partitions, (
+            f"withdrawals {withdrawals} != long partitions {long_partitions} "
+            "(a short partition must not withdraw, a long one must)"
+        )
     finally:
         for name in list(ctl.procs):
             ctl.stop(name)
+        work.cleanup()
