@@ -139,8 +139,12 @@ def test_member_death_withdraws_after_grace_and_returns(
             # On time: each watcher decided GRACE ± 2 s after the fault, by its own log
             # (what kubectl shows lags that decision by a reconcile and a read, which on
             # a loaded machine are seconds).
-            for name in watchers:
-                took = withdrawn_after(ctl, name, "cluster3", t0)
+            for name in watchers:  # each decides alone: one may log it a moment later
+                took = eventually(
+                    lambda name=name: withdrawn_after(ctl, name, "cluster3", t0),
+                    timeout=GRACE + 30,
+                    what=f"{name} logging the withdrawal of cluster3",
+                )
                 assert GRACE - 2 <= took <= GRACE + 2, (
                     f"{name} withdrew cluster3 {took:.1f}s after the fault, grace {GRACE}s"
                 )
@@ -246,15 +250,15 @@ def test_writes_hung_on_a_frozen_member_do_not_hold_the_others(
         assert ctl.stop("central") == 0, ctl.log_tail("central")
 
 
-def withdrawn_after(ctl: Controllers, name: str, cluster: str, since: float) -> float:
+def withdrawn_after(ctl: Controllers, name: str, cluster: str, since: float) -> float | None:
     """Seconds from ``since`` (wall clock) to controller ``name``'s first log line that
-    withdraws ``cluster`` after it."""
+    withdraws ``cluster`` after it; None while there is none."""
     for e in log_events(ctl, name):
         if e.get("event", "").startswith("member withdrawn") and e.get("cluster") == cluster:
             at = _ts(e)
             if at >= since:
                 return at - since
-    raise AssertionError(f"{name} logged no withdrawal of {cluster}:\n{ctl.log_tail(name)}")
+    return None
 
 
 def test_member_unreachable_at_start_up(
