@@ -496,7 +496,9 @@ async def floor_phase(apis: Apis, size: Size, meter: CpuMeter) -> dict[str, Any]
     }
 
 
-async def run_size(size: Size, workers: int, samples: int, tmp: Path) -> dict[str, Any]:
+async def run_size(
+    size: Size, workers: int, samples: int, tmp: Path, *, floor: bool = True
+) -> dict[str, Any]:
     global CREATE_RETRIES
     CREATE_RETRIES = 0
     mesh = Mesh(tmp / f"mesh-{size}", say=lambda s: None)
@@ -511,10 +513,11 @@ async def run_size(size: Size, workers: int, samples: int, tmp: Path) -> dict[st
         row: dict[str, Any] = {"size": str(size), "exports": size.exports, "workers": workers}
         meter = CpuMeter([m.pid for m in state.members], state.etcd.pid)
         row |= await controller_phase(state.kubeconfig, apis, size, tmp, workers, samples, meter)
-        row |= await floor_phase(apis, size, meter)
-        row["ratio_to_floor"] = round(row["controller_seconds"] / row["floor_seconds"], 2)
-        cpu = _cpu_total(row, "controller") / _cpu_total(row, "floor")
-        row["cpu_ratio_to_floor"] = round(cpu, 2)
+        if floor:
+            row |= await floor_phase(apis, size, meter)
+            row["ratio_to_floor"] = round(row["controller_seconds"] / row["floor_seconds"], 2)
+            cpu = _cpu_total(row, "controller") / _cpu_total(row, "floor")
+            row["cpu_ratio_to_floor"] = round(cpu, 2)
         row["create_retries"] = CREATE_RETRIES
         row["at"] = format_time(datetime.now(UTC))
         return row
@@ -564,6 +567,11 @@ async def main() -> None:
     )
     parser.add_argument("--latency-samples", type=int, default=50)
     parser.add_argument("--keep", type=Path, help="keep logs in this directory")
+    parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the floor (no ratio): the controller, latency and restart phases only",
+    )
     args = parser.parse_args()
     configure_logging("console", "warning")  # the convergence watches' informers
     rows = []
@@ -571,7 +579,9 @@ async def main() -> None:
         logdir = args.keep or Path(tmp)
         logdir.mkdir(parents=True, exist_ok=True)
         for text in args.sizes:
-            row = await run_size(Size.parse(text), args.workers, args.latency_samples, logdir)
+            size = Size.parse(text)
+            floor = not args.no_floor
+            row = await run_size(size, args.workers, args.latency_samples, logdir, floor=floor)
             print(json.dumps(row), flush=True)
             rows.append(row)
     print("\n| " + " | ".join(title for _, title in COLUMNS) + " |")
