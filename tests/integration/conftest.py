@@ -192,10 +192,13 @@ class Controllers:
         self.spawn(name, *extra)
         try:
             eventually(lambda: self._ready(name), timeout=READY_TIMEOUT, what=f"{name} ready")
-        except BaseException as e:
+        except AssertionError as e:
             tail = self.log_tail(name)
             self.kill(name)
             raise AssertionError(f"controller {e}; its log ends:\n{tail}") from None
+        except BaseException:
+            self.kill(name)
+            raise
 
     def spawn(self, name: str, *extra: str) -> None:
         """Start ``mcs run`` without waiting for it to be ready."""
