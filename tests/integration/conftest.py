@@ -191,11 +191,13 @@ class Controllers:
         killed (a controller left running would act on every later test's objects)."""
         self.spawn(name, *extra)
         try:
-            eventually(lambda: self._ready(name), timeout=READY_TIMEOUT, what=f"{name} ready")
+            eventually(
+                lambda: self._ready(name), timeout=READY_TIMEOUT, what=f"controller {name} ready"
+            )
         except AssertionError as e:
             tail = self.log_tail(name)
             self.kill(name)
-            raise AssertionError(f"controller {e}; its log ends:\n{tail}") from None
+            raise AssertionError(f"{e}; its log ends:\n{tail}") from None
         except BaseException:
             self.kill(name)
             raise
