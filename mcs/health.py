@@ -184,8 +184,9 @@ class MemberHealth(Generic[M]):
         a probe's outcome, or ``evaluate``'s tick for a watch that went down."""
         await self._down[m.context].wait()
 
-    def _note_reachability(self, m: M) -> None:
-        if self.unreachable_since(m) is None:
+    def _note_reachability(self, m: M, since: float | None) -> None:
+        """Keep ``until_unreachable``'s event in step with ``since`` (``unreachable_since``)."""
+        if since is None:
             self._down[m.context].clear()
         else:
             self._down[m.context].set()
@@ -218,7 +219,7 @@ class MemberHealth(Generic[M]):
         for m in self.members:
             st = self._state[m.context]
             since = self.unreachable_since(m)
-            self._note_reachability(m)
+            self._note_reachability(m, since)
             if not st.withdrawn:
                 if since is not None and now - since >= self.grace:
                     self._withdraw(m, st, now - since)
@@ -326,7 +327,8 @@ class MemberHealth(Generic[M]):
             st.last_error = error
             if st.probe_failures == self.failure_threshold:
                 log.warning("member unreachable", context=context, error=error)
-        self._note_reachability(self._member(context))
+        m = self._member(context)
+        self._note_reachability(m, self.unreachable_since(m))
 
 
 # ----------------------------------------------------------- what imports show

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,11 @@ def log_events(ctl: Controllers, name: str) -> list[dict[str, Any]]:
             except ValueError:
                 continue
     return out
+
+
+def log_time(event: dict[str, Any]) -> float:
+    """The wall-clock time of a JSON log line of ``log_events``."""
+    return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
 def seed_for(test: str) -> int:

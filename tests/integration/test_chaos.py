@@ -29,7 +29,6 @@ import urllib.request
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ import pytest
 from mcs.mesh.mesh import Member, MeshState
 from tests.integration.accounts import ServiceAccounts
 from tests.integration.conftest import Controllers, Kubectl, _http_ok, eventually
-from tests.integration.faults import ApiServer, log_events, seed_for, spawn_controller
+from tests.integration.faults import ApiServer, log_events, log_time, seed_for, spawn_controller
 from tests.integration.oracle import ClusterState, check, read_cluster
 
 pytestmark = pytest.mark.faults
@@ -501,7 +500,7 @@ def test_model(
             e.get("cluster") for e in events if e.get("event", "").startswith("member withdrawn")
         ]
         unreachable = [
-            (e.get("context"), datetime.fromisoformat(e["timestamp"]).timestamp())
+            (e.get("context"), log_time(e))
             for e in events
             if e.get("event") == "member unreachable" and "timestamp" in e
         ]

@@ -12,7 +12,6 @@ import os
 import signal
 import time
 import urllib.request
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from tests.integration.faults import (
     ApiServer,
     kubeconfig_with_server,
     log_events,
+    log_time,
     second_apiserver,
     spawn_controller,
 )
@@ -255,7 +255,7 @@ def withdrawn_after(ctl: Controllers, name: str, cluster: str, since: float) -> 
     withdraws ``cluster`` after it; None while there is none."""
     for e in log_events(ctl, name):
         if e.get("event", "").startswith("member withdrawn") and e.get("cluster") == cluster:
-            at = _ts(e)
+            at = log_time(e)
             if at >= since:
                 return at - since
     return None
@@ -316,10 +316,6 @@ LEASE = 6.0
 def _holder(kubectl: Kubectl) -> str:
     lease = kubectl.json("cluster1", "get", "lease", "mcs-controller", "-n", "mcs-system")
     return str(lease["spec"].get("holderIdentity") or "")
-
-
-def _ts(event: dict[str, Any]) -> float:
-    return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
 
 
 def test_frozen_leader_stops_writing_before_the_standby_leads(
@@ -388,8 +384,9 @@ def test_frozen_leader_stops_writing_before_the_standby_leads(
                 load()
                 time.sleep(0.3)
             a_events = log_events(a_ctl, "a")
-            b_leads = min(_ts(e) for e in log_events(b_ctl, "b") if e["event"] == "became leader")
-            writes = [_ts(e) for e in a_events if e["event"] == "write"]
+            b_events = log_events(b_ctl, "b")
+            b_leads = min(log_time(e) for e in b_events if e["event"] == "became leader")
+            writes = [log_time(e) for e in a_events if e["event"] == "write"]
             assert writes, "A wrote nothing: the test exercised nothing"
             late = [w - b_leads for w in writes if w >= b_leads]
             assert not late, f"A started {len(late)} writes after B led (+{max(late):.2f}s)"
