@@ -30,7 +30,7 @@ from typing import Any, cast
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
-from mcs import cachefields, endpoints, globalsvc, health, plan, trust, writes
+from mcs import cachefields, endpoints, globalsvc, health, plan, statemetrics, trust, writes
 from mcs.informer import (
     ENDPOINT_SLICES,
     NAMESPACES,
@@ -48,7 +48,7 @@ from mcs.model import format_time
 from mcs.namespaces import NamespacePolicy
 from mcs.observability import CLUSTER_CONNECTED, ENDPOINTS_DROPPED, RESYNCS, WORKQUEUE_DEPTH
 from mcs.workqueue import WorkQueue, run_workers
-from mcs.writer import Writer
+from mcs.writer import MAX_IN_FLIGHT, Writer
 
 SERVICE_EXPORTS = ResourceKind(plan.GROUP, plan.VERSION, "serviceexports")
 SERVICE_IMPORTS = ResourceKind(plan.GROUP, plan.VERSION, "serviceimports")
@@ -87,7 +87,8 @@ class Member:
     * ``slices``: ``BY_KUBE_SERVICE``, ``(ns, value)`` of ``kubernetes.io/service-name``;
     * ``imports``, ``services``, ``slices``: ``BY_OWNED_KEY``, the key an object of
       ours (by its ownership labels) belongs to;
-    * ``services``: ``BY_GLOBAL_SERVICE``, the key of a global Service (`mcs.globalsvc`).
+    * ``services``: ``BY_GLOBAL_SERVICE``, the key of a global Service (`mcs.globalsvc`);
+    * ``exports``: ``statemetrics.BY_STATE``, what its conditions say (for ``/metrics``).
     """
 
     context: str
@@ -215,6 +216,7 @@ class Controller:
         resolve_id: Callable[[Member], Awaitable[str]] | None = None,
         pending_ids: Iterable[str] = (),
         drain_timeout: float = 10.0,
+        max_writes_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         ids = [m.cluster_id for m in members]
         if len(set(ids)) != len(ids):
@@ -233,7 +235,11 @@ class Controller:
         self._watch_timeout = watch_timeout
         self.members: tuple[Member, ...] = tuple(self._member(c) for c in members)
         # By context: a member's cluster id can still change (read after start-up).
-        self._writers = {m.context: Writer(m.api, m.cluster_id) for m in self.members if m.local}
+        self._writers = {
+            m.context: Writer(m.api, m.cluster_id, max_in_flight=max_writes_in_flight)
+            for m in self.members
+            if m.local
+        }
         self.drain_timeout = drain_timeout
         self._joined = asyncio.Event()
         self._resolve_id = resolve_id
@@ -253,7 +259,12 @@ class Controller:
             cluster_id=c.cluster_id,
             api=c.api,
             local=c.local,
-            exports=make(SERVICE_EXPORTS, cachefields.export, lambda o: [key_of(o)]),
+            exports=make(
+                SERVICE_EXPORTS,
+                cachefields.export,
+                lambda o: [key_of(o)],
+                {statemetrics.BY_STATE: statemetrics.export_states},
+            ),
             services=make(
                 SERVICES,
                 cachefields.service,

@@ -203,6 +203,10 @@ class Store:
         """The objects indexed under ``value`` in ``index`` (client-go's ``ByIndex``)."""
         return [_decode(self._objects[k]) for k in self._indices[index].get(value, ())]
 
+    def count(self, index: str, value: Hashable) -> int:
+        """How many objects are indexed under ``value`` in ``index`` (none is decoded)."""
+        return len(self._indices[index].get(value, ()))
+
     def index_values(self, index: str) -> builtins.list[Hashable]:
         """Every value of ``index`` that some object is indexed under (``ListIndexFuncValues``)."""
         return builtins.list(self._indices[index])
@@ -424,6 +428,10 @@ class Informer:
     def by_index(self, index: str, value: Hashable) -> builtins.list[Obj]:
         """The cached objects indexed under ``value`` by the indexer named ``index``."""
         return self._cache.by_index(index, value)
+
+    def count(self, index: str, value: Hashable) -> int:
+        """How many cached objects are indexed under ``value`` by ``index``."""
+        return self._cache.count(index, value)
 
     def index_values(self, index: str) -> builtins.list[Hashable]:
         """Every value some cached object is indexed under by ``index``."""

@@ -13,12 +13,17 @@ change:
   local cluster whose condition says ``conflict`` (Conflict=True) or ``invalid``
   (Valid=False), as the controller last wrote them.
 
+A scrape decodes nothing: the exports' caches index each export under the states it
+is in (``export_states``, index ``BY_STATE``), and a scrape counts the index. A
+scrape that decoded every export was 10 MiB of the controller's peak memory while
+3,000 exports converged (memray), and grew with the exports.
+
 `samples` is pure; `ControllerMetrics` reads a running controller.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -40,11 +45,26 @@ def _condition(obj: Obj, type_: str) -> str | None:
     return None
 
 
+BY_STATE = "export-state"
+STATES = ("conflict", "invalid")
+
+
+def export_states(obj: Obj) -> tuple[str, ...]:
+    """What an export's conditions say, among ``STATES`` (an index function)."""
+    states = []
+    if _condition(obj, "Conflict") == "True":
+        states.append("conflict")
+    if _condition(obj, "Valid") == "False":
+        states.append("invalid")
+    return tuple(states)
+
+
 def samples(
-    ready: bool, leading: bool, exports: Mapping[str, Iterable[Obj]]
+    ready: bool, leading: bool, exports: Mapping[str, Mapping[str, int]]
 ) -> list[GaugeMetricFamily]:
     """The metric families for a controller that is ``ready`` (or not), ``leading`` (or
-    not), with these ServiceExports per local cluster id."""
+    not), with ``exports[cluster][state]`` ServiceExports in each state per local
+    cluster id."""
     ready_m = GaugeMetricFamily(
         "mcs_ready", "1 when /readyz answers ok (every cache has listed), else 0."
     )
@@ -60,13 +80,9 @@ def samples(
         "(Conflict=True) or invalid (Valid=False).",
         labels=["cluster", "condition"],
     )
-    for cluster, objs in sorted(exports.items()):
-        conflict = invalid = 0
-        for obj in objs:
-            conflict += _condition(obj, "Conflict") == "True"
-            invalid += _condition(obj, "Valid") == "False"
-        exports_m.add_metric([cluster, "conflict"], float(conflict))
-        exports_m.add_metric([cluster, "invalid"], float(invalid))
+    for cluster, counts in sorted(exports.items()):
+        for state in STATES:
+            exports_m.add_metric([cluster, state], float(counts.get(state, 0)))
     return [ready_m, leader_m, exports_m]
 
 
@@ -84,7 +100,11 @@ class ControllerMetrics(Collector):
 
     def collect(self) -> Iterator[Metric]:
         c = self._controller
-        exports = {m.cluster_id: m.exports.list() for m in c.members if m.local}
+        exports = {
+            m.cluster_id: {s: m.exports.count(BY_STATE, s) for s in STATES}
+            for m in c.members
+            if m.local
+        }
         leading = self._elector is None or self._elector.leading
         yield from samples(c.ready() is None, leading, exports)
 

@@ -7,7 +7,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
-from mcs.statemetrics import samples
+from mcs.informer import Store
+from mcs.statemetrics import BY_STATE, STATES, export_states, samples
 
 
 def _export(valid: str, conflict: str | None) -> dict[str, Any]:
@@ -32,17 +33,40 @@ def _exposition(*args: Any) -> list[str]:
     return [line for line in text.splitlines() if not line.startswith("#")]
 
 
+def _counts(*exports: dict[str, Any]) -> dict[str, int]:
+    """What a scrape reads: the exports counted through a cache's state index."""
+    store = Store({BY_STATE: export_states})
+    for i, obj in enumerate(exports):
+        store.upsert(("ns", str(i)), obj)
+    return {s: store.count(BY_STATE, s) for s in STATES}
+
+
 def test_exposition() -> None:
     exports = {
-        "c2": [_export("True", "True"), _export("True", "False"), _export("False", None)],
-        "c1": [],
+        "c2": _counts(
+            _export("True", "True"),
+            _export("True", "False"),
+            _export("False", None),
+            _export("False", "True"),
+        ),
+        "c1": _counts(),
     }
     assert _exposition(True, False, exports) == [
         "mcs_ready 1.0",
         "mcs_leader_is_leader 0.0",
         'mcs_serviceexports{cluster="c1",condition="conflict"} 0.0',
         'mcs_serviceexports{cluster="c1",condition="invalid"} 0.0',
-        'mcs_serviceexports{cluster="c2",condition="conflict"} 1.0',
-        'mcs_serviceexports{cluster="c2",condition="invalid"} 1.0',
+        'mcs_serviceexports{cluster="c2",condition="conflict"} 2.0',
+        'mcs_serviceexports{cluster="c2",condition="invalid"} 2.0',
     ]
     assert _exposition(False, True, {})[:2] == ["mcs_ready 0.0", "mcs_leader_is_leader 1.0"]
+
+
+def test_the_state_index_follows_an_export_that_changes() -> None:
+    store = Store({BY_STATE: export_states})
+    store.upsert(("ns", "a"), _export("True", "True"))
+    assert store.count(BY_STATE, "conflict") == 1
+    store.upsert(("ns", "a"), _export("False", "False"))
+    assert (store.count(BY_STATE, "conflict"), store.count(BY_STATE, "invalid")) == (0, 1)
+    store.delete(("ns", "a"))
+    assert store.count(BY_STATE, "invalid") == 0
