@@ -28,8 +28,16 @@ from mcs.members import (
 )
 from mcs.namespaces import DEFAULT_EXCLUDED, NamespacePolicy, parse_namespace_list
 from mcs.observability import HealthServer, configure_logging
+from mcs.writer import MAX_IN_FLIGHT
 
 log = structlog.get_logger(__name__)
+
+
+def _positive_int(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
 
 
 def _address(value: str) -> tuple[str, int] | None:
@@ -59,6 +67,12 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--health-addr", default=":8081", help="/healthz and /readyz (default :8081; 0 = off)"
     )
     p.add_argument("--workers", type=int, default=4, help="concurrent reconciles (default 4)")
+    p.add_argument(
+        "--max-writes-in-flight",
+        type=_positive_int,
+        default=MAX_IN_FLIGHT,
+        help=f"writes sent at once to one member; more wait (default {MAX_IN_FLIGHT})",
+    )
     p.add_argument(
         "--leader-elect",
         action="store_true",
@@ -257,6 +271,7 @@ async def run(args: argparse.Namespace) -> int:
                 resolve_id=resolve_id,
                 pending_ids=pending,
                 drain_timeout=elector.renew_deadline / 2 if elector else 10.0,
+                max_writes_in_flight=args.max_writes_in_flight,
             )
             log.info(
                 "starting",

@@ -5,6 +5,11 @@ wants, status patches, and guarded deletes. Every write is counted in
 Deletes carry a ``uid`` precondition: the object removed is exactly the one the
 caller saw (and checked for our ownership label), never a replacement.
 
+At most ``max_in_flight`` writes per cluster are sent at once; more wait their turn.
+Each HTTP/1.1 request in flight holds its own TLS connection (about 300 KiB of
+buffers), so many workers writing to every cluster at once cost memory without
+making the API servers any faster.
+
 Every write is bounded in time (``mcs.kubeapi.CALL_TIMEOUT``) and, under leader
 election, by ``budget()``: the seconds for which this process is still sure to hold
 the lease. With no budget left the write is not sent (``NotLeading``); a write in
@@ -15,6 +20,7 @@ work queue retries its key.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -43,6 +49,9 @@ EXPORTS = ResourceKind(GROUP, VERSION, "serviceexports")
 KINDS = {k.plural: k for k in (IMPORTS, EXPORTS, SERVICES, ENDPOINT_SLICES, EVENTS)}
 
 
+MAX_IN_FLIGHT = 16  # writes sent at once to one cluster (``--max-writes-in-flight``)
+
+
 class NotLeading(RuntimeError):
     """A write was refused because this process may no longer hold the lease."""
 
@@ -60,11 +69,16 @@ class Writer:
     """
 
     def __init__(
-        self, api: ApiClient, cluster: str, budget: Callable[[], float] = unlimited
+        self,
+        api: ApiClient,
+        cluster: str,
+        budget: Callable[[], float] = unlimited,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self.cluster = cluster
         self.budget = budget
         self._api = api
+        self._slots = asyncio.Semaphore(max_in_flight)
 
     async def _call(
         self,
@@ -76,8 +90,21 @@ class Writer:
         content_type: str = APPLY,
         **query: str,
     ) -> Obj:
+        async with self._slots:
+            return await self._send(method, plural, obj, body, subresource, content_type, query)
+
+    async def _send(
+        self,
+        method: str,
+        plural: str,
+        obj: Mapping[str, Any],
+        body: Any,
+        subresource: str,
+        content_type: str,
+        query: dict[str, str],
+    ) -> Obj:
         meta = obj["metadata"]
-        budget = self.budget()
+        budget = self.budget()  # read once a slot is ours: the wait used some of it
         if budget <= 0:
             raise NotLeading(
                 f"not writing {plural} {meta.get('namespace')}/{meta.get('name')} "

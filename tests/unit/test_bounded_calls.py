@@ -128,3 +128,50 @@ async def test_a_hung_renewal_loses_the_lease_at_the_deadline(hanging_api: ApiCl
     assert 0.9 < took < 1.3, f"gave up after {took:.2f}s, deadline 1.0s"
     assert elector.write_budget() <= 0
     assert not elector.leading
+
+
+async def test_a_writer_sends_at_most_its_limit_of_writes_at_once() -> None:
+    """Ten applies at once through a writer allowed three: the server never holds more
+    than three, and all ten are carried out."""
+    held: set[int] = set()
+    most = 0
+    release = asyncio.Event()
+
+    async def apply(request: web.Request) -> web.Response:
+        nonlocal most
+        held.add(id(request))
+        most = max(most, len(held))
+        await release.wait()
+        held.discard(id(request))
+        return web.json_response({"metadata": {"name": request.match_info["name"]}})
+
+    app = web.Application()
+    app.router.add_patch("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}", apply)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    api = ApiClient(Configuration(host=f"http://127.0.0.1:{port}"))
+    writer = Writer(api, "c1", max_in_flight=3)
+    try:
+        writes = [
+            asyncio.create_task(
+                writer.apply("serviceimports", {"metadata": {"name": f"s{i}", "namespace": "ns"}})
+            )
+            for i in range(10)
+        ]
+        async with asyncio.timeout(10):
+            while len(held) < 3:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)  # time for any write that would break the limit
+        assert len(held) == 3
+        release.set()
+        async with asyncio.timeout(10):
+            done = await asyncio.gather(*writes)
+        assert sorted(d["metadata"]["name"] for d in done) == sorted(f"s{i}" for i in range(10))
+        assert most == 3
+    finally:
+        release.set()
+        await api.close()
+        await runner.cleanup()
