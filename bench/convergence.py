@@ -236,30 +236,42 @@ async def _create_export(
     return svc, exp
 
 
-CREATE_RETRIES = 0  # creations retried after a timeout or a 429/5xx (reported per size)
+RETRIES = 0  # writes retried after a timeout or a 429/5xx (reported per size)
 
 
-async def _post(api: client.ApiClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Create, as a user would: again, after a growing pause, on a timeout or a 429/5xx
-    answer (a loaded API server stalls or sheds load), for up to 5 minutes; an object
-    that a timed-out attempt did create is read back."""
-    global CREATE_RETRIES
-    retried, deadline = False, time.monotonic() + 300
+async def _again(call: Callable[[bool], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """``call(retried)``, again after a growing pause on a timeout or a 429/5xx answer
+    (a loaded API server stalls or sheds load), for up to 5 minutes. Only for writes
+    that may be repeated: an apply, a merge patch, or a create that reads back what a
+    timed-out attempt did create (``_post``)."""
+    global RETRIES
+    deadline = time.monotonic() + 300
     for attempt in itertools.count():
         try:
-            return await request_json(api, "POST", path, body=body)
+            return await call(attempt > 0)
         except ApiException as e:
-            if e.status == 409 and retried:
-                return await request_json(api, "GET", f"{path}/{body['metadata']['name']}")
             if e.status not in (429, 500, 503, 504) or time.monotonic() > deadline:
                 raise
         except TimeoutError:
             if time.monotonic() > deadline:
                 raise
-        retried = True
-        CREATE_RETRIES += 1
+        RETRIES += 1
         await asyncio.sleep(min(0.25 * 2**attempt, 10) * random.uniform(0.5, 1))
     raise AssertionError("unreachable")
+
+
+async def _post(api: client.ApiClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Create, as a user would, retried (``_again``)."""
+
+    async def once(retried: bool) -> dict[str, Any]:
+        try:
+            return await request_json(api, "POST", path, body=body)
+        except ApiException as e:
+            if e.status == 409 and retried:
+                return await request_json(api, "GET", f"{path}/{body['metadata']['name']}")
+            raise
+
+    return await _again(once)
 
 
 def _correct(item: dict[str, Any]) -> bool:
@@ -437,15 +449,17 @@ async def restart_phase(
 
 
 async def _apply(api: client.ApiClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Server-side apply, as the controller's writer does it."""
-    return await request_json(
-        api,
-        "PATCH",
-        path,
-        body=body,
-        content_type=APPLY,
-        query={"fieldManager": plan.FIELD_MANAGER, "force": "true"},
+    """Server-side apply, as the controller's writer does it (retried, as the
+    controller's work queue would)."""
+    query = {"fieldManager": plan.FIELD_MANAGER, "force": "true"}
+    return await _again(
+        lambda _: request_json(api, "PATCH", path, body=body, content_type=APPLY, query=query)
     )
+
+
+async def _merge(api: client.ApiClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch, retried."""
+    return await _again(lambda _: request_json(api, "PATCH", path, body=body, content_type=MERGE))
 
 
 async def floor_phase(apis: Apis, size: Size, meter: CpuMeter) -> dict[str, Any]:
@@ -470,20 +484,16 @@ async def floor_phase(apis: Apis, size: Size, meter: CpuMeter) -> dict[str, Any]
             ipath = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/serviceimports/{name}"
             await _apply(api, ipath, imp)
             status = plan.desired_import_status(merged, imp, [], now)
-            await request_json(
-                api, "PATCH", ipath + "/status", body={"status": status}, content_type=MERGE
-            )
+            await _merge(api, ipath + "/status", {"status": status})
 
         await asyncio.gather(*(in_cluster(api) for api in apis.values()))
         conditions = plan.export_status(
             evaluation, plan.ClusterView("cluster1", True, exp, svc), now
         )
-        await request_json(
+        await _merge(
             c1,
-            "PATCH",
             f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/serviceexports/{name}/status",
-            body={"status": {"conditions": conditions}},
-            content_type=MERGE,
+            {"status": {"conditions": conditions}},
         )
 
     started, mesh0 = time.monotonic(), meter.read()
@@ -499,8 +509,8 @@ async def floor_phase(apis: Apis, size: Size, meter: CpuMeter) -> dict[str, Any]
 async def run_size(
     size: Size, workers: int, samples: int, tmp: Path, *, floor: bool = True
 ) -> dict[str, Any]:
-    global CREATE_RETRIES
-    CREATE_RETRIES = 0
+    global RETRIES
+    RETRIES = 0
     mesh = Mesh(tmp / f"mesh-{size}", say=lambda s: None)
     state = await mesh.up(3, detach=False)
     apis = {
@@ -513,12 +523,13 @@ async def run_size(
         row: dict[str, Any] = {"size": str(size), "exports": size.exports, "workers": workers}
         meter = CpuMeter([m.pid for m in state.members], state.etcd.pid)
         row |= await controller_phase(state.kubeconfig, apis, size, tmp, workers, samples, meter)
-        if floor:
+        if floor:  # what is known so far, in case the floor does not end
+            print(json.dumps(row), file=sys.stderr, flush=True)
             row |= await floor_phase(apis, size, meter)
             row["ratio_to_floor"] = round(row["controller_seconds"] / row["floor_seconds"], 2)
             cpu = _cpu_total(row, "controller") / _cpu_total(row, "floor")
             row["cpu_ratio_to_floor"] = round(cpu, 2)
-        row["create_retries"] = CREATE_RETRIES
+        row["retries"] = RETRIES
         row["at"] = format_time(datetime.now(UTC))
         return row
     finally:
