@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
@@ -43,6 +44,22 @@ async def hanging_api() -> AsyncIterator[ApiClient]:
         await server.wait_closed()
 
 
+@asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[ApiClient]:
+    """A client of ``app``, served on a free local port while inside."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    api = ApiClient(Configuration(host=f"http://127.0.0.1:{port}"))
+    try:
+        yield api
+    finally:
+        await api.close()
+        await runner.cleanup()
+
+
 async def test_a_request_to_a_hanging_server_times_out(hanging_api: ApiClient) -> None:
     started = time.monotonic()
     with pytest.raises(TimeoutError):
@@ -69,22 +86,13 @@ async def test_readyz_answers_are_text() -> None:
 
     app = web.Application()
     app.router.add_get("/readyz", readyz)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    api = ApiClient(Configuration(host=f"http://127.0.0.1:{port}"))
-    try:
+    async with serving(app) as api:
         assert await request(api, "GET", "/readyz", accept="*/*") == (200, "ok")
         await probe(api, 2.0)
         ready["ok"] = False
         with pytest.raises(ApiException) as failed:
             await probe(api, 2.0)
         assert failed.value.status == 500 and "etcd failed" in str(failed.value.reason)
-    finally:
-        await api.close()
-        await runner.cleanup()
 
 
 async def test_a_hung_write_fails_and_can_be_retried(hanging_api: ApiClient) -> None:
@@ -147,31 +155,27 @@ async def test_a_writer_sends_at_most_its_limit_of_writes_at_once() -> None:
 
     app = web.Application()
     app.router.add_patch("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}", apply)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    api = ApiClient(Configuration(host=f"http://127.0.0.1:{port}"))
-    writer = Writer(api, "c1", max_in_flight=3)
-    try:
-        writes = [
-            asyncio.create_task(
-                writer.apply("serviceimports", {"metadata": {"name": f"s{i}", "namespace": "ns"}})
-            )
-            for i in range(10)
-        ]
-        async with asyncio.timeout(10):
-            while len(held) < 3:
-                await asyncio.sleep(0.01)
-        await asyncio.sleep(0.3)  # time for any write that would break the limit
-        assert len(held) == 3
-        release.set()
-        async with asyncio.timeout(10):
-            done = await asyncio.gather(*writes)
-        assert sorted(d["metadata"]["name"] for d in done) == sorted(f"s{i}" for i in range(10))
-        assert most == 3
-    finally:
-        release.set()
-        await api.close()
-        await runner.cleanup()
+    async with serving(app) as api:
+        writer = Writer(api, "c1", max_in_flight=3)
+        try:
+            writes = [
+                asyncio.create_task(
+                    writer.apply(
+                        "serviceimports", {"metadata": {"name": f"s{i}", "namespace": "ns"}}
+                    )
+                )
+                for i in range(10)
+            ]
+            async with asyncio.timeout(10):
+                while len(held) < 3:
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.3)  # time for any write that would break the limit
+            assert len(held) == 3
+            release.set()
+            async with asyncio.timeout(10):
+                done = await asyncio.gather(*writes)
+            names = sorted(d["metadata"]["name"] for d in done)
+            assert names == sorted(f"s{i}" for i in range(10))
+            assert most == 3
+        finally:
+            release.set()
