@@ -90,49 +90,37 @@ class Writer:
         content_type: str = APPLY,
         **query: str,
     ) -> Obj:
-        async with self._slots:
-            return await self._send(method, plural, obj, body, subresource, content_type, query)
-
-    async def _send(
-        self,
-        method: str,
-        plural: str,
-        obj: Mapping[str, Any],
-        body: Any,
-        subresource: str,
-        content_type: str,
-        query: dict[str, str],
-    ) -> Obj:
         meta = obj["metadata"]
-        budget = self.budget()  # read once a slot is ours: the wait used some of it
-        if budget <= 0:
-            raise NotLeading(
-                f"not writing {plural} {meta.get('namespace')}/{meta.get('name')} "
-                f"to {self.cluster}: the lease may have passed to another instance"
-            )
-        API_WRITES.labels(
-            cluster=self.cluster, verb=method.lower() + subresource, resource=plural
-        ).inc()
-        log.debug(
-            "write",
-            cluster=self.cluster,
-            verb=method,
-            resource=plural,
-            namespace=meta.get("namespace"),
-            name=meta.get("name"),
-        )
         path = KINDS[plural].path(meta["namespace"])
         if method != "POST":
             path += f"/{quote(meta['name'], safe='')}{subresource}"
-        return await request_json(
-            self._api,
-            method,
-            path,
-            query=query,
-            body=body,
-            content_type=content_type,
-            time_limit=min(CALL_TIMEOUT, budget),
-        )
+        async with self._slots:
+            budget = self.budget()  # read once a slot is ours: the wait used some of it
+            if budget <= 0:
+                raise NotLeading(
+                    f"not writing {plural} {meta.get('namespace')}/{meta.get('name')} "
+                    f"to {self.cluster}: the lease may have passed to another instance"
+                )
+            API_WRITES.labels(
+                cluster=self.cluster, verb=method.lower() + subresource, resource=plural
+            ).inc()
+            log.debug(
+                "write",
+                cluster=self.cluster,
+                verb=method,
+                resource=plural,
+                namespace=meta.get("namespace"),
+                name=meta.get("name"),
+            )
+            return await request_json(
+                self._api,
+                method,
+                path,
+                query=query,
+                body=body,
+                content_type=content_type,
+                time_limit=min(CALL_TIMEOUT, budget),
+            )
 
     async def apply(self, plural: str, obj: Obj) -> Obj:
         """Server-side apply of a whole object as field manager ``mcs-controller``."""
