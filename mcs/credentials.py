@@ -31,7 +31,7 @@ from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.client.rest import RESTClientObject
 
-from mcs.members import check_tls_config
+from mcs.members import check_tls
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +77,7 @@ async def refresh(
     ``ConfigError`` (``api`` unchanged) when the context now skips TLS verification
     and ``allow_insecure`` is false."""
     fresh = await load(kubeconfig, context)
-    check_tls_config(fresh, context, allow_insecure)
+    check_tls(fresh, context, allow_insecure)
     current = api.configuration
     if tls_material(fresh) != tls_material(current):
         old = api.rest_client

@@ -110,16 +110,11 @@ async def resolve_cluster_id(api: client.ApiClient, context: str, overrides: dic
     return validate_cluster_id(cid)
 
 
-def check_tls(api: client.ApiClient, context: str, allow_insecure: bool) -> None:
+def check_tls(cfg: client.Configuration, context: str, allow_insecure: bool) -> None:
     """Refuse a member whose kubeconfig turns off server certificate checks
     (``insecure-skip-tls-verify``) unless ``--allow-insecure-skip-tls-verify`` was given:
     without them anyone on the path can impersonate that API server and feed the
-    clusterset its Services and endpoints."""
-    check_tls_config(api.configuration, context, allow_insecure)
-
-
-def check_tls_config(cfg: client.Configuration, context: str, allow_insecure: bool) -> None:
-    """``check_tls`` of a client configuration (also applied to re-read credentials)."""
+    clusterset its Services and endpoints. Also applied to re-read credentials."""
     if not cfg.verify_ssl:
         if not allow_insecure:
             raise ConfigError(

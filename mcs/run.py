@@ -199,7 +199,7 @@ async def build_members(args: argparse.Namespace) -> tuple[list[MemberConfig], s
             apis[ctx] = await config.new_client_from_config(
                 config_file=args.kubeconfig, context=ctx, persist_config=False
             )
-            check_tls(apis[ctx], ctx, args.allow_insecure_skip_tls_verify)
+            check_tls(apis[ctx].configuration, ctx, args.allow_insecure_skip_tls_verify)
 
         async def resolve(ctx: str, api: ApiClient) -> str | None:
             try:
