@@ -1,5 +1,5 @@
-"""Scale benchmark: the controller side by side with the write floor, on a fresh
-3-cluster mesh per size.
+"""Scale benchmark: the controller side by side with the write floor, on fresh
+3-cluster meshes.
 
 For each size (``N`` exports in one namespace, or ``KxM``: K namespaces of M exports),
 phases 1-3 on one mesh and phase 4 on another, so that neither works on a store the
