@@ -11,7 +11,8 @@ other has filled:
    Writes per export (``mcs_api_writes_total``), controller CPU seconds and peak RSS.
 2. **single-export latency** on the loaded clusterset: one more export at a time,
    time from its creation until every cluster has its import (p50, p99; and for the
-   slowest, when it started and how long the user's creations took).
+   slowest, when it started, how long the user's creations took and how many keys
+   the controller's work queue held then; phase 1 gives that depth at convergence).
 3. **restart** over the existing clusterset: a new controller process; seconds to
    ready (caches synced) and to resynced (every key reconciled once), the writes it
    made (must be 0), CPU seconds and peak RSS.
@@ -75,6 +76,7 @@ APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 CONCURRENCY = 64  # exports in flight while creating (controller and floor alike)
 Apis = dict[str, client.ApiClient]
+DEPTH = "mcs_workqueue_depth"
 
 
 @dataclass(frozen=True)
@@ -378,6 +380,7 @@ async def controller_phase(
             out["create_seconds"] = round(time.monotonic() - started, 1)
             await converged.done.wait()
             took = time.monotonic() - started
+            out["queue_depth_at_convergence"] = int(ctl.metric(DEPTH))
         cpu = ctl.cpu() - cpu0
         out |= CpuMeter.since(mesh0, meter.read(), "controller_run")
         await asyncio.sleep(3)  # trailing writes, if any, count too
@@ -389,7 +392,8 @@ async def controller_phase(
             "controller_cpu_seconds": round(cpu, 1),
             "controller_peak_rss_mib": round(ctl.rss()),
         }
-        out |= latency_figures(await latency(apis, sorted(namespaces)[0], samples))
+        depth = partial(ctl.metric, DEPTH)
+        out |= latency_figures(await latency(apis, sorted(namespaces)[0], samples, depth))
     finally:
         ctl.stop()
     out |= await restart_phase(kubeconfig, logdir, size, workers, size.exports + samples)
@@ -401,14 +405,16 @@ class Sample:
     seconds: float  # from the creation's start until every cluster has the import
     create_seconds: float  # of which the user's two creations took this long
     at: str  # when it started (to find it in the controller's log)
+    queue_depth: int  # keys waiting in the controller's work queue when it started
 
 
-async def latency(apis: Apis, ns: str, samples: int) -> list[Sample]:
+async def latency(apis: Apis, ns: str, samples: int, depth: Callable[[], float]) -> list[Sample]:
     """One export created at a time: how long until every cluster has its import."""
     out: list[Sample] = []
     custom = {c: client.CustomObjectsApi(api) for c, api in apis.items()}
     for i in range(samples):
         name = f"lat-{i:04}"
+        queued = int(depth())
         at, started = format_time(datetime.now(UTC)), time.monotonic()
         await _create_export(apis["cluster1"], ns, name)
         created = time.monotonic() - started
@@ -427,13 +433,14 @@ async def latency(apis: Apis, ns: str, samples: int) -> list[Sample]:
                     pending.discard(c)
             if pending:
                 await asyncio.sleep(0.01)
-        out.append(Sample(time.monotonic() - started, created, at))
+        out.append(Sample(time.monotonic() - started, created, at, queued))
     return out
 
 
 def latency_figures(samples: list[Sample]) -> dict[str, Any]:
-    """p50 and p99 (nearest rank), and the slowest sample: when it started and how
-    much of it the API server took to accept the user's creations."""
+    """p50 and p99 (nearest rank), and the slowest sample: when it started, how much
+    of it the API server took to accept the user's creations, and how many keys were
+    queued in the controller when it started."""
     seconds = sorted(s.seconds for s in samples)
     slowest = max(samples, key=lambda s: s.seconds)
     return {
@@ -443,6 +450,7 @@ def latency_figures(samples: list[Sample]) -> dict[str, Any]:
         "latency_max_ms": round(slowest.seconds * 1000),
         "latency_max_create_ms": round(slowest.create_seconds * 1000),
         "latency_max_at": slowest.at,
+        "latency_max_queue_depth": slowest.queue_depth,
     }
 
 
