@@ -372,6 +372,7 @@ async def controller_phase(
         await ctl.ready()
         async with Convergence(apis, namespaces, size.exports) as converged:
             writes0, cpu0, mesh0 = ctl.metric("mcs_api_writes_total"), ctl.cpu(), meter.read()
+            reconciles0 = ctl.metric("mcs_reconciles_total")
             started = time.monotonic()
             await _bounded(
                 CONCURRENCY,
@@ -385,10 +386,12 @@ async def controller_phase(
         out |= CpuMeter.since(mesh0, meter.read(), "controller_run")
         await asyncio.sleep(3)  # trailing writes, if any, count too
         writes = ctl.metric("mcs_api_writes_total") - writes0
+        reconciles = ctl.metric("mcs_reconciles_total") - reconciles0
         out |= {
             "controller_seconds": round(took, 1),
             "exports_per_second": round(size.exports / took, 1),
             "writes_per_export": round(writes / size.exports + 2, 2),  # + the user's 2
+            "reconciles_per_export": round(reconciles / size.exports, 2),
             "controller_cpu_seconds": round(cpu, 1),
             "controller_peak_rss_mib": round(ctl.rss()),
         }

@@ -687,25 +687,26 @@ class Controller:
 
 
 async def _write(writer: Writer, m: Member, w: writes.Write) -> Obj | None:
-    """One planned write. The server's answer to an apply or a status patch goes into
-    the member's cache at once (``Informer.assume``): a reconcile of the key that
-    runs before the watch delivers it must not repeat the write. Returns that answer
-    (None for a delete or a create)."""
+    """One planned write, through the member's cache of the resource when it has one
+    (``Informer.write_through``): the server's answer is cached at once, so a reconcile
+    that runs before the watch delivers it does not repeat the write, and the write's
+    own watch event does not queue the key again. Returns that answer (None for a
+    delete or a create)."""
     obj = dict(w.obj)
-    answer: Obj | None = None
+    call: Coroutine[Any, Any, Obj | None]
     if w.verb == "apply":
-        answer = await writer.apply(w.resource, obj)
+        call = writer.apply(w.resource, obj)
     elif w.verb == "status":
         assert w.status is not None
-        answer = await writer.patch_status(w.resource, obj, dict(w.status))
+        call = writer.patch_status(w.resource, obj, dict(w.status))
     elif w.verb == "delete":
-        await writer.delete(w.resource, obj)
+        call = writer.delete(w.resource, obj)
     else:
-        await writer.create(w.resource, obj)
+        call = writer.create(w.resource, obj)
     cache = m.cache_of(w.resource)
-    if answer is not None and cache is not None:
-        cache.assume(answer)
-    return answer
+    if cache is None or w.verb in ("delete", "create"):
+        return await call
+    return await cache.write_through(key_of(obj), call)
 
 
 async def _unless_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:

@@ -38,8 +38,8 @@ import builtins
 import json
 import random
 import time
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 from urllib.parse import quote
 
@@ -390,7 +390,7 @@ class Informer:
         self._backoff_cap = backoff_cap
         self._initial_watch_rv = initial_watch_resource_version
         self._cache = Store(indexers)
-        self._assumed: dict[Key, int] = {}  # resourceVersion of our own writes not yet watched
+        self._own: dict[Key, _OwnWrites] = {}  # objects we write, until the watch catches up
         self._rv: str | None = None  # where the next watch starts; None: relist first
         self._failures = 0  # consecutive, reset by any event
         self._task: asyncio.Task[None] | None = None
@@ -441,22 +441,56 @@ class Informer:
         """The values the cached object at ``key`` is indexed under by ``index``."""
         return self._cache.values_of(index, key)
 
-    def assume(self, obj: Obj) -> None:
-        """Cache the server's answer to a write of ours now, before the watch delivers it
-        (client-go's ``MutationCache``), so that a reconcile that runs in between does
-        not repeat the write. No event is emitted: the writer knows. Until the watch
-        reaches that resourceVersion, older events of the object are skipped; a relist
-        or a delete forgets the assumption. Objects without an integer
-        resourceVersion are ignored."""
-        rv = _int_rv(obj)
-        if rv is None:
+    async def write_through(self, key: Key, write: Awaitable[Obj | None]) -> Obj | None:
+        """Await ``write``, a write of ours to the object at ``key``, and return the
+        server's answer (the object written, or None).
+
+        The answer goes into the cache at once (client-go's ``MutationCache``), so that
+        a reconcile that runs before the watch delivers it does not repeat the write;
+        no event is emitted for it, nor for its watch event, whichever comes first: the
+        writer knows what it wrote. Watch events of the object that arrive while the
+        write is in flight are held until it ends, then reported as one change if any
+        of them was not ours (someone else's write, a deletion, or our write failed).
+        An event older than an answer already cached leaves the cache as it is, and
+        is reported if it was not ours: our write may have overtaken a change that
+        the reconcile which made it did not see."""
+        own = self._own.setdefault(key, _OwnWrites())
+        own.in_flight += 1
+        answer = None
+        try:
+            answer = await write
+            return answer
+        finally:
+            own.in_flight -= 1
+            self._answered(key, own, answer)
+
+    def _answered(self, key: Key, own: _OwnWrites, answer: Obj | None) -> None:
+        rv = None if answer is None else _int_rv(answer)
+        if rv is not None and rv in own.held:
+            own.held.discard(rv)  # its watch event came first: ours, not a change
+        elif answer is not None and rv is not None and not own.deleted and own.older(rv):
+            new = self._trim(answer)
+            if self._cache.upsert(key, new) != new:
+                own.answered.add(rv)  # else its event, if any, changes nothing either
+            own.cached_rv = rv
+        if own.in_flight:
             return
-        key = key_of(obj)
-        cached = self._cache.get(key)
-        if max(self._assumed.get(key, -1), (_int_rv(cached) if cached else None) or -1) >= rv:
-            return  # we hold as new or newer already
-        self._assumed[key] = rv
-        self._cache.upsert(key, self._trim(obj))
+        if own.held:
+            self._emit_change(key, own.before)
+        own.held.clear()
+        own.before, own.deleted = None, False
+        if not own.answered:
+            del self._own[key]
+
+    def _emit_change(self, key: Key, before: Obj | None) -> None:
+        """Report what changed at ``key`` since ``before``, as one event."""
+        now = self._cache.get(key)
+        if before is None and now is not None:
+            self._emit("ADDED", None, now)
+        elif before is not None and now is None:
+            self._emit("DELETED", before, None)
+        elif before is not None and now is not None:
+            self._emit("MODIFIED", before, now)
 
     # -------------------------------------------------------------- lifecycle
 
@@ -541,7 +575,9 @@ class Informer:
         """List everything into a new cache, swap it in and emit what changed."""
         fresh, rv = await self._list()
         old, self._cache = self._cache, fresh
-        self._assumed.clear()
+        self._own = {k: own for k, own in self._own.items() if own.in_flight}
+        for own in self._own.values():
+            own.relisted()
         self._rv = rv
         self.relists += 1
         for etype, before, after in fresh.changes_from(old):
@@ -622,17 +658,25 @@ class Informer:
         rv = (obj.get("metadata") or {}).get("resourceVersion")
         if etype in ("ADDED", "MODIFIED"):
             key = key_of(obj)
-            if not self._older_than_assumed(key, rv):
+            own = self._own.get(key)
+            if own is None:
                 new = self._trim(obj)
                 old = self._cache.upsert(key, new)
                 if old is None:
                     self._emit("ADDED", None, new)
                 elif old != new:
                     self._emit("MODIFIED", old, new)
+            else:
+                self._apply_own(key, own, obj)
         elif etype == "DELETED":
             key = key_of(obj)
-            self._assumed.pop(key, None)
             old = self._cache.delete(key)
+            own = self._own.get(key)
+            if own is not None:
+                own.answered.clear()
+                own.cached_rv, own.deleted = None, True  # an answer in flight is older
+                if not own.in_flight:
+                    del self._own[key]
             self._emit("DELETED", old if old is not None else self._trim(obj), None)
         elif etype != "BOOKMARK":
             log.warning(
@@ -642,19 +686,29 @@ class Informer:
             self._rv = str(rv)
         self._failures = 0
 
-    def _older_than_assumed(self, key: Key, rv: object) -> bool:
-        """True for an event older than our own write of the object (then skipped);
-        an event as new or newer ends the assumption."""
-        assumed = self._assumed.get(key)
-        if assumed is None:
-            return False
-        try:
-            if int(str(rv)) < assumed:
-                return True
-        except ValueError:
-            pass
-        del self._assumed[key]
-        return False
+    def _apply_own(self, key: Key, own: _OwnWrites, obj: Obj) -> None:
+        """An ADDED or MODIFIED event of an object we write (see ``write_through``)."""
+        rv = _int_rv(obj)
+        if rv is not None and (rv in own.answered or rv == own.cached_rv):
+            own.answered.discard(rv)  # our write, watched: the cache holds it already
+            if not own.answered and not own.in_flight:
+                del self._own[key]
+            return
+        cached = self._cache.get(key)
+        if own.in_flight:
+            if not own.held:
+                own.before = cached
+            own.held.add(rv if rv is not None else -1)
+        if rv is None or own.older(rv):
+            new = self._trim(obj)
+            self._cache.upsert(key, new)
+            own.cached_rv = rv
+            if not own.in_flight and cached != new:
+                self._emit("ADDED" if cached is None else "MODIFIED", cached, new)
+        elif not own.in_flight:
+            # Someone else's write that ours overtook: the cache keeps our newer
+            # answer, and the key is looked at again.
+            self._emit("MODIFIED", cached, cached)
 
     def _trim(self, obj: Obj) -> Obj:
         return strip_managed_fields(obj) if self._transform is None else self._transform(obj)
@@ -704,6 +758,32 @@ class Informer:
         except (ValueError, AttributeError):
             reason = response.reason or text[:200]
         raise ApiException(status=response.status, reason=reason)
+
+
+@dataclass(slots=True)
+class _OwnWrites:
+    """Our writes to one object whose watch events have not all been seen."""
+
+    in_flight: int = 0
+    answered: set[int] = field(default_factory=set)  # written, cached, not yet watched
+    held: set[int] = field(default_factory=set)  # watched during a write, not yet explained
+    before: Obj | None = None  # the cached object when the first held event came
+    deleted: bool = False  # a deletion was watched during a write
+    # The resourceVersion of the cached object, once an answer or an event since the
+    # first write set it (cached objects need not keep theirs: see mcs.cachefields).
+    # Until then the cache holds a state older than any write or event still to come.
+    cached_rv: int | None = None
+
+    def older(self, rv: int) -> bool:
+        """True if the cached object is older than ``rv``."""
+        return self.cached_rv is None or self.cached_rv < rv
+
+    def relisted(self) -> None:
+        """Forget all but the writes in flight once a relist has replaced the cache
+        (and reported what changed); their answers may be older than the list."""
+        self.answered.clear()
+        self.held.clear()
+        self.before, self.deleted, self.cached_rv = None, True, None
 
 
 def _int_rv(obj: Obj) -> int | None:

@@ -149,39 +149,6 @@ def test_namespace_index_is_built_in() -> None:
         raise AssertionError("a second 'namespace' index was accepted")
 
 
-def _svc(rv: int, port: int) -> Obj:
-    return {
-        "metadata": {"namespace": "a", "name": "x", "resourceVersion": str(rv)},
-        "spec": {"port": port},
-    }
-
-
-def test_assumed_writes_hide_older_events_until_the_watch_catches_up() -> None:
-    seen: list[tuple[str, int | None]] = []
-    informer = Informer(
-        None,  # type: ignore[arg-type]  # no request is made: events are fed directly
-        cluster="c1",
-        kind=SERVICES,
-        on_event=lambda t, old, new: seen.append((t, (new or {}).get("spec", {}).get("port"))),
-    )
-    informer._apply({"type": "ADDED", "object": _svc(5, 1)})
-    informer.assume(_svc(7, 3))  # our write's answer
-    assert informer.get("a", "x") == _svc(7, 3)
-    informer._apply({"type": "MODIFIED", "object": _svc(6, 2)})  # older than our write
-    assert informer.get("a", "x") == _svc(7, 3)
-    informer._apply({"type": "MODIFIED", "object": _svc(7, 3)})  # our write, watched
-    informer.assume(_svc(6, 2))  # an answer older than what is cached: ignored
-    assert informer.get("a", "x") == _svc(7, 3)
-    informer._apply({"type": "MODIFIED", "object": _svc(8, 4)})
-    assert informer.get("a", "x") == _svc(8, 4)
-    assert seen == [("ADDED", 1), ("MODIFIED", 4)]
-    assert informer.resource_version == "8"
-    informer.assume(_svc(9, 5))
-    informer._apply({"type": "DELETED", "object": _svc(10, 5)})
-    informer._apply({"type": "ADDED", "object": _svc(11, 6)})  # re-created: seen
-    assert informer.get("a", "x") == _svc(11, 6)
-
-
 def test_a_reader_cannot_change_the_store() -> None:
     store = Store(INDEXERS)
     obj = {"metadata": {"namespace": "ns", "name": "a", "labels": {"app": "web"}}}
