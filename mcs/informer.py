@@ -577,7 +577,7 @@ class Informer:
         old, self._cache = self._cache, fresh
         self._own = {k: own for k, own in self._own.items() if own.in_flight}
         for own in self._own.values():
-            own.relisted()
+            own.forget()
         self._rv = rv
         self.relists += 1
         for etype, before, after in fresh.changes_from(old):
@@ -673,8 +673,7 @@ class Informer:
             old = self._cache.delete(key)
             own = self._own.get(key)
             if own is not None:
-                own.answered.clear()
-                own.cached_rv, own.deleted = None, True  # an answer in flight is older
+                own.forget()
                 if not own.in_flight:
                     del self._own[key]
             self._emit("DELETED", old if old is not None else self._trim(obj), None)
@@ -768,7 +767,7 @@ class _OwnWrites:
     answered: set[int] = field(default_factory=set)  # written, cached, not yet watched
     held: set[int] = field(default_factory=set)  # watched during a write, not yet explained
     before: Obj | None = None  # the cached object when the first held event came
-    deleted: bool = False  # a deletion was watched during a write
+    deleted: bool = False  # deleted or relisted during a write: do not cache its answer
     # The resourceVersion of the cached object, once an answer or an event since the
     # first write set it (cached objects need not keep theirs: see mcs.cachefields).
     # Until then the cache holds a state older than any write or event still to come.
@@ -778,9 +777,9 @@ class _OwnWrites:
         """True if the cached object is older than ``rv``."""
         return self.cached_rv is None or self.cached_rv < rv
 
-    def relisted(self) -> None:
-        """Forget all but the writes in flight once a relist has replaced the cache
-        (and reported what changed); their answers may be older than the list."""
+    def forget(self) -> None:
+        """Forget all but the count of writes in flight, after a deletion or a relist
+        (both reported already): their answers, older than that, are not cached."""
         self.answered.clear()
         self.held.clear()
         self.before, self.deleted, self.cached_rv = None, True, None

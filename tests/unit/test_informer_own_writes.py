@@ -137,8 +137,9 @@ async def test_a_deletion_during_our_write_is_not_undone_by_the_answer(h: Harnes
     h.watch("ADDED", _svc(5, 1))
     pending = h.begin()
     await asyncio.sleep(0)
+    h.watch("MODIFIED", _svc(6, 2))  # not ours
     h.watch("MODIFIED", _svc(7, 3))  # ours
-    h.watch("DELETED", _svc(8, 3))
+    h.watch("DELETED", _svc(8, 3))  # reported at once, and only once
     await _answer(pending, _svc(7, 3))
     assert h.informer.get(*KEY) is None
     assert h.seen == [("ADDED", 1), ("DELETED", 3)] and h.settled()
@@ -156,7 +157,7 @@ async def test_a_relist_during_our_write_keeps_the_answer_out_of_the_cache(h: Ha
     await asyncio.sleep(0)
     h.informer._cache = h.informer._cache.empty_like()  # what a relist finding nothing does
     for own in h.informer._own.values():
-        own.relisted()
+        own.forget()
     await _answer(pending, _svc(7, 3))
     assert h.informer.get(*KEY) is None and h.settled()
 
