@@ -43,10 +43,13 @@ class Harness:
     def watch(self, etype: str, obj: Obj) -> None:
         self.informer._apply({"type": etype, "object": obj})
 
-    def begin(self) -> tuple[asyncio.Future[Obj | None], asyncio.Task[Obj | None]]:
-        """A write of ours in flight; resolve the future with the server's answer."""
+    async def begin(self) -> tuple[asyncio.Future[Obj | None], asyncio.Task[Obj | None]]:
+        """A write of ours, in flight once this returns; resolve the future with the
+        server's answer."""
         answer: asyncio.Future[Obj | None] = asyncio.get_running_loop().create_future()
-        return answer, asyncio.ensure_future(self.informer.write_through(KEY, answer))
+        task = asyncio.ensure_future(self.informer.write_through(KEY, answer))
+        await asyncio.sleep(0)  # write_through runs up to its await
+        return answer, task
 
     def port(self) -> int | None:
         return _port(self.informer.get(*KEY))
@@ -74,7 +77,7 @@ async def _answer(
 
 async def test_the_answer_is_cached_and_its_event_is_not_reported(h: Harness) -> None:
     h.watch("ADDED", _svc(5, 1))
-    await _answer(h.begin(), _svc(7, 3))
+    await _answer(await h.begin(), _svc(7, 3))
     assert h.port() == 3 and not h.settled()
     h.watch("MODIFIED", _svc(7, 3))
     assert h.seen == [("ADDED", 1)] and h.settled()
@@ -82,8 +85,7 @@ async def test_the_answer_is_cached_and_its_event_is_not_reported(h: Harness) ->
 
 async def test_an_event_that_comes_before_the_answer_is_not_reported(h: Harness) -> None:
     h.watch("ADDED", _svc(5, 1))
-    pending = h.begin()
-    await asyncio.sleep(0)
+    pending = await h.begin()
     h.watch("MODIFIED", _svc(7, 3))  # our write, watched before the answer
     assert h.port() == 3
     await _answer(pending, _svc(7, 3))
@@ -91,8 +93,8 @@ async def test_an_event_that_comes_before_the_answer_is_not_reported(h: Harness)
 
 
 async def test_two_writes_answered_before_either_event(h: Harness) -> None:
-    await _answer(h.begin(), _svc(6, 2))  # e.g. an apply, then its status
-    await _answer(h.begin(), _svc(7, 3))
+    await _answer(await h.begin(), _svc(6, 2))  # e.g. an apply, then its status
+    await _answer(await h.begin(), _svc(7, 3))
     h.watch("ADDED", _svc(6, 2))
     assert h.port() == 3  # never back to an older state
     h.watch("MODIFIED", _svc(7, 3))
@@ -101,8 +103,7 @@ async def test_two_writes_answered_before_either_event(h: Harness) -> None:
 
 async def test_someone_elses_change_during_our_write_is_reported_once_it_ends(h: Harness) -> None:
     h.watch("ADDED", _svc(5, 1))
-    pending = h.begin()
-    await asyncio.sleep(0)
+    pending = await h.begin()
     h.watch("MODIFIED", _svc(6, 2))  # not ours
     h.watch("MODIFIED", _svc(7, 3))  # ours
     assert h.seen == [("ADDED", 1)]  # held while the write is in flight
@@ -114,7 +115,7 @@ async def test_a_change_our_answer_overtook_is_reported_and_the_cache_stays_newe
     h: Harness,
 ) -> None:
     h.watch("ADDED", _svc(5, 1))
-    await _answer(h.begin(), _svc(7, 3))
+    await _answer(await h.begin(), _svc(7, 3))
     h.watch("MODIFIED", _svc(6, 2))  # someone else's, before ours: its event comes late
     assert h.seen == [("ADDED", 1), ("MODIFIED", 3)] and h.port() == 3
     h.watch("MODIFIED", _svc(7, 3))
@@ -124,8 +125,7 @@ async def test_a_change_our_answer_overtook_is_reported_and_the_cache_stays_newe
 
 async def test_a_failed_write_reports_what_was_held(h: Harness) -> None:
     h.watch("ADDED", _svc(5, 1))
-    future, task = h.begin()
-    await asyncio.sleep(0)
+    future, task = await h.begin()
     h.watch("MODIFIED", _svc(6, 2))
     future.set_exception(TimeoutError())
     with pytest.raises(TimeoutError):
@@ -135,8 +135,7 @@ async def test_a_failed_write_reports_what_was_held(h: Harness) -> None:
 
 async def test_a_deletion_during_our_write_is_not_undone_by_the_answer(h: Harness) -> None:
     h.watch("ADDED", _svc(5, 1))
-    pending = h.begin()
-    await asyncio.sleep(0)
+    pending = await h.begin()
     h.watch("MODIFIED", _svc(6, 2))  # not ours
     h.watch("MODIFIED", _svc(7, 3))  # ours
     h.watch("DELETED", _svc(8, 3))  # reported at once, and only once
@@ -147,14 +146,13 @@ async def test_a_deletion_during_our_write_is_not_undone_by_the_answer(h: Harnes
 
 async def test_a_write_that_changes_nothing_leaves_nothing_behind(h: Harness) -> None:
     h.watch("ADDED", _svc(5, 1))
-    await _answer(h.begin(), _svc(5, 1))  # same resourceVersion: no event will come
+    await _answer(await h.begin(), _svc(5, 1))  # same resourceVersion: no event will come
     assert h.settled() and h.seen == [("ADDED", 1)]
 
 
 async def test_a_relist_during_our_write_keeps_the_answer_out_of_the_cache(h: Harness) -> None:
     h.watch("ADDED", _svc(5, 1))
-    pending = h.begin()
-    await asyncio.sleep(0)
+    pending = await h.begin()
     h.informer._cache = h.informer._cache.empty_like()  # what a relist finding nothing does
     for own in h.informer._own.values():
         own.forget()
@@ -193,11 +191,10 @@ def test_every_change_but_ours_is_reported(steps: list[str], lag: int, keep_rv: 
                 theirs.add(rv)
                 backlog.append(obj)
             elif step == "ours":
-                await _answer(h.begin(), obj)
+                await _answer(await h.begin(), obj)
                 backlog.append(obj)
             else:
-                pending = h.begin()
-                await asyncio.sleep(0)
+                pending = await h.begin()
                 backlog.append(obj)
                 deliver(0)
                 await _answer(pending, obj)
