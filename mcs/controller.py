@@ -2,7 +2,8 @@
 
 One ``Member`` per cluster of the clusterset, each with its indexed informers
 (ServiceExports, Services, ServiceImports, EndpointSlices, Namespaces). Every event
-is mapped to the key ``(namespace, name)`` of the service it concerns and queued; a
+is mapped to the key ``(namespace, name)`` of the service it concerns and queued (what
+users write, ServiceExports and Services, ahead of the rest: ``mcs.workqueue.Lane``); a
 worker reconciles the key: views of *all* members from the caches -> the merge
 (``mcs.plan``) -> for each *local* member the ordered writes (``mcs.writes``) -> the
 writer (``mcs.writer``). Central and per-cluster deployments run this same code;
@@ -47,7 +48,7 @@ from mcs.leader import LeaderElector
 from mcs.model import format_time
 from mcs.namespaces import NamespacePolicy
 from mcs.observability import CLUSTER_CONNECTED, ENDPOINTS_DROPPED, RESYNCS, WORKQUEUE_DEPTH
-from mcs.workqueue import WorkQueue, run_workers
+from mcs.workqueue import Lane, WorkQueue, run_workers
 from mcs.writer import MAX_IN_FLIGHT, Writer
 
 SERVICE_EXPORTS = ResourceKind(plan.GROUP, plan.VERSION, "serviceexports")
@@ -264,6 +265,7 @@ class Controller:
                 cachefields.export,
                 lambda o: [key_of(o)],
                 {statemetrics.BY_STATE: statemetrics.export_states},
+                Lane.URGENT,
             ),
             services=make(
                 SERVICES,
@@ -274,6 +276,7 @@ class Controller:
                     BY_MCS_SERVICE: label_index(BY_MCS_SERVICE),
                     BY_GLOBAL_SERVICE: _global_service_keys,
                 },
+                Lane.URGENT,
             ),
             imports=make(SERVICE_IMPORTS, cachefields.service_import, lambda o: [key_of(o)], owned),
             slices=make(
@@ -298,15 +301,19 @@ class Controller:
         transform: Callable[[Obj], Obj],
         keys: Callable[[Obj], list[Key]],
         indexers: Mapping[str, IndexFunc] | None = None,
+        lane: Lane = Lane.CHANGE,
     ) -> Informer:
-        """An informer of ``kind`` in ``c`` that queues the keys ``keys`` maps a change to
-        (of the old and the new object: a change can move an object between keys)."""
+        """An informer of ``kind`` in ``c`` that queues, in ``lane``, the keys ``keys`` maps
+        a change to (of the old and the new object: a change can move an object between
+        keys). What users write goes in ``Lane.URGENT``: a new export is reconciled before
+        a backlog of other controllers' objects (kube-controller-manager's EndpointSlices
+        trail a bulk of new Services by minutes)."""
 
         def on_event(_type: str, old: Obj | None, new: Obj | None) -> None:
             for obj in (old, new):
                 if obj is not None:
                     for key in keys(obj):
-                        self.queue.add(key)
+                        self.queue.add(key, lane)
 
         return Informer(
             c.api,
@@ -455,7 +462,7 @@ class Controller:
             for m in self.members:
                 CLUSTER_CONNECTED.labels(cluster=m.cluster_id).set(1 if m.connected() else 0)
             for key in self.all_keys():
-                self.queue.add(key, background=True)  # behind every change
+                self.queue.add(key, Lane.RESYNC)  # behind every change
             RESYNCS.inc()
             await asyncio.sleep(self.resync_period)
 

@@ -2,25 +2,28 @@
 
 The queue (after client-go ``util/workqueue``) is:
 
-* **fair**: keys are handed out in the order they were first added, every key
-  added by an event before any *background* key (``add(key, background=True)``:
-  the periodic resync), so that a resync of 10,000 keys never delays a change;
+* **fair, in lanes**: a key waits in one of three lanes (``Lane``), and keys are
+  handed out lane by lane, each lane in the order its keys entered it: ``URGENT``
+  (what users write: a new ServiceExport must not wait behind 10,000 keys of
+  another controller's EndpointSlices), then ``CHANGE`` (every other event), then
+  ``RESYNC`` (the periodic resync, so that 10,000 resync keys never delay a change).
+  Adding a waiting key in an earlier lane moves it there;
 * **stingy**: a key added many times before it is processed is processed once,
   and a key is never handed to two workers at the same time;
 * **re-entrant**: a key added *while* it is being processed is processed again
-  after ``done(key)``, so no change is ever lost;
+  after ``done(key)``, in the earliest lane it was added in meanwhile, so no change
+  is ever lost;
 * **shut down** explicitly: waiters wake up and get ``None``.
 
 Four structures carry this, each with one invariant:
 
-* ``_queue``: the order of work; every key in it is also in ``_dirty`` and
-  never in ``_processing``;
-* ``_background`` and ``_in_background``: the order of background work, and the
-  keys waiting in it (each also in ``_dirty``, never in ``_queue`` or
-  ``_processing``); an entry of the deque whose key is not in the set is stale
-  (the key was added by an event meanwhile and moved to ``_queue``) and is skipped;
-* ``_dirty``: every key that needs processing (queued, or in flight and
-  re-added meanwhile);
+* ``_lanes``: one deque of ``(key, ticket)`` entries per lane. An entry is live
+  while ``_waiting[key]`` is its ticket; an entry left behind when its key moved to
+  an earlier lane is stale and skipped (and dropped in bulk once a lane holds more
+  stale entries than live ones, so a lane that is never reached cannot grow);
+* ``_waiting``: the ticket of every key waiting in a lane (never in ``_processing``);
+* ``_dirty``: every key that needs processing (waiting, or in flight and re-added
+  meanwhile), with the earliest lane it was added in;
 * ``_processing``: the keys handed out by ``get`` and not yet ``done``. These
   may be in ``_dirty`` at the same time.
 
@@ -38,6 +41,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import enum
+import itertools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Hashable
@@ -47,7 +52,7 @@ import structlog
 
 from mcs.observability import RECONCILE_DURATION, RECONCILE_ERRORS, RECONCILES
 
-__all__ = ["ExponentialBackoff", "Handler", "TerminalError", "WorkQueue", "run_workers"]
+__all__ = ["ExponentialBackoff", "Handler", "Lane", "TerminalError", "WorkQueue", "run_workers"]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -86,6 +91,17 @@ class ExponentialBackoff(Generic[K]):
         self._failures.pop(key, None)
 
 
+class Lane(enum.IntEnum):
+    """Where an added key waits: every key of an earlier lane is handed out first."""
+
+    URGENT = 0
+    """What users write (ServiceExports, Services): the changes someone waits for."""
+    CHANGE = 1
+    """Every other event: other controllers' objects, our own, other clusters'."""
+    RESYNC = 2
+    """The periodic resync: a safety net, behind every change."""
+
+
 class WorkQueue(Generic[K]):
     """FIFO of keys. A key is never handed to two workers at once; adding a key that
     is already waiting is a no-op; adding one that is in flight re-runs it after
@@ -102,11 +118,12 @@ class WorkQueue(Generic[K]):
     """
 
     def __init__(self, *, backoff: ExponentialBackoff[K] | None = None) -> None:
-        self._queue: collections.deque[K] = collections.deque()
-        self._background: collections.deque[K] = collections.deque()
-        self._in_background: set[K] = set()
-        self._dirty: set[K] = set()
+        self._lanes = tuple(collections.deque[tuple[K, int]]() for _ in Lane)
+        self._stale = [0 for _ in Lane]
+        self._waiting: dict[K, int] = {}
+        self._dirty: dict[K, Lane] = {}
         self._processing: set[K] = set()
+        self._tickets = itertools.count()
         self._timers: dict[K, asyncio.TimerHandle] = {}
         self._getters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._backoff: ExponentialBackoff[K] = backoff or ExponentialBackoff()
@@ -114,26 +131,39 @@ class WorkQueue(Generic[K]):
 
     # ------------------------------------------------------------------ adding
 
-    def add(self, key: K, *, background: bool = False) -> None:
-        """Mark ``key`` as needing processing. Idempotent while it waits, except that
-        a background key added without ``background`` moves ahead of every background
-        key (a key re-added while in flight runs again after ``done``, ahead too)."""
+    def add(self, key: K, lane: Lane = Lane.CHANGE) -> None:
+        """Mark ``key`` as needing processing, in ``lane``. Idempotent while it waits in
+        ``lane`` or an earlier one; a key waiting in a later lane moves to the end of
+        ``lane`` (a key in flight runs again after ``done``, in the earliest lane asked)."""
         if self._shutting_down:
             return
-        if key in self._dirty:
-            if not background and key in self._in_background:
-                self._in_background.discard(key)  # its entry in _background is stale now
-                self._queue.append(key)
+        asked = self._dirty.get(key)
+        if asked is not None and asked <= lane:
             return
-        self._dirty.add(key)
+        self._dirty[key] = lane
         if key in self._processing:
-            return  # done() queues it again
-        if background:
-            self._in_background.add(key)
-            self._background.append(key)
+            return  # done() queues it
+        self._enter(key, lane)
+        if asked is None:
+            self._wake_one()
         else:
-            self._queue.append(key)
-        self._wake_one()
+            self._left(asked)  # its entry there is stale now
+
+    def _enter(self, key: K, lane: Lane) -> None:
+        ticket = next(self._tickets)
+        self._waiting[key] = ticket
+        self._lanes[lane].append((key, ticket))
+
+    def _left(self, lane: Lane) -> None:
+        """A key waiting in ``lane`` has moved to an earlier one; drop the stale entries
+        once they outnumber the live ones (amortised O(1) per move)."""
+        self._stale[lane] += 1
+        entries = self._lanes[lane]
+        if 2 * self._stale[lane] > len(entries):
+            live = [(k, t) for k, t in entries if self._waiting.get(k) == t]
+            entries.clear()
+            entries.extend(live)
+            self._stale[lane] = 0
 
     def add_after(self, key: K, delay: float) -> None:
         """Add ``key`` after ``delay`` seconds (at once if ``delay <= 0``).
@@ -182,7 +212,7 @@ class WorkQueue(Generic[K]):
         Returns ``None`` once the queue is shut down. Cancel-safe: a key is
         never lost when the waiting task is cancelled.
         """
-        while not self._queue and not self._in_background:
+        while not self._waiting:
             if self._shutting_down:
                 return None
             getter = asyncio.get_running_loop().create_future()
@@ -194,27 +224,32 @@ class WorkQueue(Generic[K]):
                 with contextlib.suppress(ValueError):
                     self._getters.remove(getter)
                 # We were woken for a key we will not take: pass the wake-up on.
-                if (self._queue or self._in_background) and not getter.cancelled():
+                if self._waiting and not getter.cancelled():
                     self._wake_one()
                 raise
         if self._shutting_down:
             return None
-        if self._queue:
-            key = self._queue.popleft()
-        else:
-            key = self._background.popleft()
-            while key not in self._in_background:  # stale: taken from _queue already
-                key = self._background.popleft()
-            self._in_background.discard(key)
+        key = self._next()
+        del self._waiting[key], self._dirty[key]
         self._processing.add(key)
-        self._dirty.discard(key)
         return key
+
+    def _next(self) -> K:
+        """Take the first live entry of the earliest lane (one exists: ``_waiting``)."""
+        for lane, entries in zip(Lane, self._lanes, strict=True):
+            while entries:
+                key, ticket = entries.popleft()
+                if self._waiting.get(key) == ticket:
+                    return key
+                self._stale[lane] -= 1
+        raise AssertionError("a waiting key has no entry in any lane")
 
     def done(self, key: K) -> None:
         """Mark ``key`` as processed; re-queue it if it was added meanwhile."""
         self._processing.discard(key)
-        if key in self._dirty and not self._shutting_down:
-            self._queue.append(key)
+        lane = self._dirty.get(key)
+        if lane is not None and not self._shutting_down:
+            self._enter(key, lane)
             self._wake_one()
 
     def _wake_one(self) -> None:
@@ -243,13 +278,18 @@ class WorkQueue(Generic[K]):
         """True after ``shutdown()``."""
         return self._shutting_down
 
+    def waiting(self) -> dict[Lane, int]:
+        """Keys waiting to be handed out, per lane."""
+        return {lane: len(e) - s for lane, e, s in zip(Lane, self._lanes, self._stale, strict=True)}
+
     def __len__(self) -> int:
         """Keys waiting to be handed out (not in flight, not delayed)."""
-        return len(self._queue) + len(self._in_background)
+        return len(self._waiting)
 
     def __repr__(self) -> str:
+        waiting = " ".join(f"{lane.name.lower()}={n}" for lane, n in self.waiting().items())
         return (
-            f"<WorkQueue queued={len(self._queue)} background={len(self._in_background)} "
+            f"<WorkQueue {waiting} "
             f"processing={len(self._processing)} "
             f"delayed={len(self._timers)} shutting_down={self._shutting_down}>"
         )

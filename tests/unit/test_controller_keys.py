@@ -135,3 +135,19 @@ def test_member_is_immutable() -> None:
         pass
     else:
         raise AssertionError("Member could be changed")
+
+
+async def test_what_users_write_is_reconciled_before_other_events() -> None:
+    """A new export (or a user's Service) is handed to a worker before keys that other
+    controllers' objects queued earlier: kube-controller-manager's EndpointSlices trail a
+    bulk of new Services by minutes, and a new export must not wait behind them."""
+    ctl = controller()
+    first, second = ctl.members
+    for i in range(3):
+        slice_ = meta("a", f"s{i}", {endpoints.KUBE_SERVICE_NAME: f"old-{i}"})
+        first.slices._apply({"type": "ADDED", "object": slice_})
+    second.exports._apply({"type": "ADDED", "object": meta("a", "new", {})})
+    first.services._apply({"type": "ADDED", "object": meta("b", "edited", {})})
+    got = [await ctl.queue.get() for _ in range(5)]
+    assert got == [("a", "new"), ("b", "edited"), ("a", "old-0"), ("a", "old-1"), ("a", "old-2")]
+    ctl.queue.shutdown()

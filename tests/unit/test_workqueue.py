@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcs.observability import REGISTRY
-from mcs.workqueue import ExponentialBackoff, TerminalError, WorkQueue, run_workers
+from mcs.workqueue import ExponentialBackoff, Lane, TerminalError, WorkQueue, run_workers
 
 Key = tuple[str, str]
 A: Key = ("ns", "a")
@@ -64,22 +64,78 @@ async def test_readd_during_processing_runs_again_once_after_done() -> None:
     queue.shutdown()
 
 
-async def test_background_keys_wait_behind_every_change() -> None:
-    """A resync's keys (background) are handed out after every key an event added,
-    even one added later; an event for a waiting background key moves it ahead."""
+async def test_lanes_hand_out_urgent_then_changes_then_resync() -> None:
+    """Keys come out lane by lane (URGENT, CHANGE, RESYNC), each lane in the order its keys
+    entered it, even keys added later; a waiting key added in an earlier lane moves there
+    (to its end) and is handed out once; adding it in a later lane changes nothing."""
     queue: WorkQueue[Key] = WorkQueue()
     D: Key = ("ns", "d")
+    E: Key = ("ns", "e")
     for key in (A, B, C):
-        queue.add(key, background=True)
+        queue.add(key, Lane.RESYNC)
     queue.add(D)
-    queue.add(B)  # an event for B: ahead of the resync, and handed out once
-    queue.add(B, background=True)  # no-op: B already waits
-    assert len(queue) == 4
-    assert [await take(queue) for _ in range(4)] == [D, B, A, C]
+    queue.add(B)  # an event for B: ahead of the resync, behind D
+    queue.add(B, Lane.RESYNC)  # no-op: B already waits earlier
+    queue.add(E, Lane.URGENT)
+    queue.add(D, Lane.URGENT)  # D moves behind E
+    queue.add(D)  # no-op
+    assert len(queue) == 5
+    assert [await take(queue) for _ in range(5)] == [E, D, B, A, C]
     assert len(queue) == 0
-    for key in (A, B, C, D):
+    for key in (A, B, C, D, E):
         queue.done(key)
     assert len(queue) == 0
+    queue.shutdown()
+
+
+async def test_readd_in_flight_runs_again_in_the_earliest_lane_asked() -> None:
+    """A key re-added while in flight waits, after done(), in the earliest lane it was
+    re-added in: a resync does not jump ahead of changes, an export does."""
+    queue: WorkQueue[Key] = WorkQueue()
+    queue.add(A)
+    assert await take(queue) == A
+    queue.add(A, Lane.RESYNC)
+    queue.add(B)
+    queue.done(A)
+    assert [await take(queue), await take(queue)] == [B, A]
+    queue.done(B)
+    queue.add(C)
+    queue.add(A, Lane.RESYNC)
+    queue.add(A, Lane.URGENT)
+    queue.done(A)
+    assert [await take(queue), await take(queue)] == [A, C]
+    queue.shutdown()
+
+
+async def test_a_key_back_in_a_lane_it_left_waits_at_its_new_place() -> None:
+    """A key that moved out of a lane, ran, and was added to that lane again waits behind
+    the keys that were there before it came back (not at its old, stale place)."""
+    queue: WorkQueue[Key] = WorkQueue()
+    queue.add(A, Lane.RESYNC)
+    queue.add(B, Lane.RESYNC)
+    queue.add(A)  # A leaves RESYNC
+    assert await take(queue) == A
+    queue.done(A)
+    queue.add(A, Lane.RESYNC)
+    assert [await take(queue), await take(queue)] == [B, A]
+    queue.shutdown()
+
+
+async def test_a_lane_never_reached_does_not_grow() -> None:
+    """Keys that keep moving out of a lane nobody reaches leave no pile of stale entries."""
+    queue: WorkQueue[Key] = WorkQueue()
+    keys = [("ns", str(i)) for i in range(100)]
+    for _ in range(50):
+        for key in keys:
+            queue.add(key, Lane.RESYNC)
+        for key in keys:
+            queue.add(key)  # an event: the key moves out of RESYNC
+        for _ in keys:
+            got = await take(queue)
+            assert got is not None
+            queue.done(got)
+    assert len(queue) == 0
+    assert sum(map(len, queue._lanes)) <= 2 * len(keys)
     queue.shutdown()
 
 
@@ -350,45 +406,48 @@ async def test_workers_let_other_tasks_run_between_keys() -> None:
     assert order[first:last].count("tick") >= 200 / 4 - 1
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(
     st.lists(
-        st.tuples(
-            st.sampled_from(["add", "background", "get", "done"]), st.sampled_from([A, B, C])
-        ),
+        st.tuples(st.sampled_from([*Lane, "get", "done"]), st.sampled_from([A, B, C])),
         max_size=40,
     )
 )
-async def test_queue_against_a_model(ops: list[tuple[str, Key]]) -> None:
-    """Random adds (event or background), gets and dones against a plain model: each
-    waiting key is handed out once, never while in flight, event keys before background
-    ones (in the order they became event keys), and nothing is lost."""
+async def test_queue_against_a_model(ops: list[tuple[Lane | str, Key]]) -> None:
+    """Random adds (in any lane), gets and dones against a plain model: each waiting key
+    is handed out once, never while in flight, lane by lane and in each lane in the order
+    keys entered it, re-runs in the earliest lane asked, and nothing is lost."""
     queue: WorkQueue[Key] = WorkQueue()
-    urgent: list[Key] = []  # the model: waiting keys, in the order they must come out
-    background: list[Key] = []
+    lanes: list[list[Key]] = [[] for _ in Lane]  # the model: waiting keys, in order
     flight: set[Key] = set()
-    rerun: set[Key] = set()  # re-added while in flight
+    rerun: dict[Key, Lane] = {}  # re-added while in flight, and the earliest lane asked
+
+    def waiting() -> list[Key]:
+        return [key for lane in lanes for key in lane]
+
     for op, key in ops:
-        if op in ("add", "background"):
+        if isinstance(op, Lane):
             if key in flight:
-                rerun.add(key)
-            elif op == "add" and key in background:
-                background.remove(key)
-                urgent.append(key)
-            elif key not in urgent and key not in background:
-                (urgent if op == "add" else background).append(key)
-            queue.add(key, background=op == "background")
-        elif op == "get" and (urgent or background):
-            want = (urgent or background).pop(0)
+                rerun[key] = min(op, rerun.get(key, op))
+            else:
+                now = next((lane for lane in Lane if key in lanes[lane]), None)
+                if now is None or op < now:
+                    if now is not None:
+                        lanes[now].remove(key)
+                    lanes[op].append(key)
+            queue.add(key, op)
+        elif op == "get" and waiting():
+            want = waiting()[0]
+            next(lane for lane in lanes if want in lane).remove(want)
             assert await take(queue) == want
             flight.add(want)
         elif op == "done" and key in flight:
             flight.discard(key)
             queue.done(key)
             if key in rerun:
-                rerun.discard(key)
-                urgent.append(key)
-        assert len(queue) == len(urgent) + len(background)
-    while urgent or background:
-        assert await take(queue) == (urgent or background).pop(0)
+                lanes[rerun.pop(key)].append(key)
+        assert len(queue) == len(waiting())
+        assert queue.waiting() == {lane: len(lanes[lane]) for lane in Lane}
+    for want in waiting():
+        assert await take(queue) == want
     queue.shutdown()
