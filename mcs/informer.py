@@ -660,12 +660,7 @@ class Informer:
             key = key_of(obj)
             own = self._own.get(key)
             if own is None:
-                new = self._trim(obj)
-                old = self._cache.upsert(key, new)
-                if old is None:
-                    self._emit("ADDED", None, new)
-                elif old != new:
-                    self._emit("MODIFIED", old, new)
+                self._store(key, self._trim(obj), report=True)
             else:
                 self._apply_own(key, own, obj)
         elif etype == "DELETED":
@@ -693,21 +688,27 @@ class Informer:
             if not own.answered and not own.in_flight:
                 del self._own[key]
             return
-        cached = self._cache.get(key)
+        if rv is None or own.older(rv):
+            cached = self._store(key, self._trim(obj), report=not own.in_flight)
+            own.cached_rv = rv
+        else:
+            cached = self._cache.get(key)
+            if not own.in_flight:
+                # Someone else's write that ours overtook: the cache keeps our newer
+                # answer, and the key is looked at again.
+                self._emit("MODIFIED", cached, cached)
         if own.in_flight:
             if not own.held:
                 own.before = cached
             own.held.add(rv if rv is not None else -1)
-        if rv is None or own.older(rv):
-            new = self._trim(obj)
-            self._cache.upsert(key, new)
-            own.cached_rv = rv
-            if not own.in_flight and cached != new:
-                self._emit("ADDED" if cached is None else "MODIFIED", cached, new)
-        elif not own.in_flight:
-            # Someone else's write that ours overtook: the cache keeps our newer
-            # answer, and the key is looked at again.
-            self._emit("MODIFIED", cached, cached)
+
+    def _store(self, key: Key, new: Obj, *, report: bool) -> Obj | None:
+        """Cache ``new`` at ``key``; report the change (if ``report`` and there is one).
+        Returns the object it replaced."""
+        old = self._cache.upsert(key, new)
+        if report and old != new:
+            self._emit("ADDED" if old is None else "MODIFIED", old, new)
+        return old
 
     def _trim(self, obj: Obj) -> Obj:
         return strip_managed_fields(obj) if self._transform is None else self._transform(obj)
