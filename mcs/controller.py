@@ -303,17 +303,19 @@ class Controller:
         indexers: Mapping[str, IndexFunc] | None = None,
         lane: Lane = Lane.CHANGE,
     ) -> Informer:
-        """An informer of ``kind`` in ``c`` that queues, in ``lane``, the keys ``keys`` maps
-        a change to (of the old and the new object: a change can move an object between
-        keys). What users write goes in ``Lane.URGENT``: a new export is reconciled before
-        a backlog of other controllers' objects (kube-controller-manager's EndpointSlices
-        trail a bulk of new Services by minutes)."""
+        """An informer of ``kind`` in ``c`` that queues the keys ``keys`` maps a change to
+        (of the old and the new object: a change can move an object between keys), in
+        ``lane`` unless the object is ours (then in ``Lane.CHANGE``). What users write goes
+        in ``Lane.URGENT``: a new export is reconciled before a backlog of other
+        controllers' objects (kube-controller-manager's EndpointSlices trail a bulk of new
+        Services by minutes)."""
 
         def on_event(_type: str, old: Obj | None, new: Obj | None) -> None:
             for obj in (old, new):
                 if obj is not None:
+                    in_lane = Lane.CHANGE if plan.owned(obj) else lane
                     for key in keys(obj):
-                        self.queue.add(key, lane)
+                        self.queue.add(key, in_lane)
 
         return Informer(
             c.api,

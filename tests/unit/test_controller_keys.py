@@ -146,8 +146,17 @@ async def test_what_users_write_is_reconciled_before_other_events() -> None:
     for i in range(3):
         slice_ = meta("a", f"s{i}", {endpoints.KUBE_SERVICE_NAME: f"old-{i}"})
         first.slices._apply({"type": "ADDED", "object": slice_})
+    derived = meta("c", "derived-1", {**OURS, plan.SERVICE_NAME: "ours"})
+    first.services._apply({"type": "ADDED", "object": derived})  # ours: not a user's
     second.exports._apply({"type": "ADDED", "object": meta("a", "new", {})})
     first.services._apply({"type": "ADDED", "object": meta("b", "edited", {})})
-    got = [await ctl.queue.get() for _ in range(5)]
-    assert got == [("a", "new"), ("b", "edited"), ("a", "old-0"), ("a", "old-1"), ("a", "old-2")]
+    got = [await ctl.queue.get() for _ in range(6)]
+    assert got == [
+        ("a", "new"),
+        ("b", "edited"),
+        ("a", "old-0"),
+        ("a", "old-1"),
+        ("a", "old-2"),
+        ("c", "ours"),
+    ]
     ctl.queue.shutdown()
