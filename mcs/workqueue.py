@@ -103,9 +103,9 @@ class Lane(enum.IntEnum):
 
 
 class WorkQueue(Generic[K]):
-    """FIFO of keys. A key is never handed to two workers at once; adding a key that
-    is already waiting is a no-op; adding one that is in flight re-runs it after
-    ``done(key)``.
+    """Keys in three FIFO lanes (``Lane``). A key is never handed to two workers at once;
+    adding a key that is already waiting is a no-op (or moves it to an earlier lane);
+    adding one that is in flight re-runs it after ``done(key)``.
 
     Every key obtained from ``get()`` must be passed to ``done()`` exactly once,
     whatever the outcome (``run_workers`` does this). After ``shutdown()``,
