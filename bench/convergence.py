@@ -121,12 +121,13 @@ def _peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _metric(port: int, name: str) -> float:
+def _metric(port: int, name: str, having: str = "") -> float:
+    """The sum of the samples of metric ``name`` (those whose line has ``having``)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         return sum(
             float(line.rsplit(" ", 1)[1])
             for line in r.read().decode().splitlines()
-            if line.startswith((name + "{", name + " "))
+            if line.startswith((name + "{", name + " ")) and having in line
         )
 
 
@@ -189,8 +190,8 @@ class Controller:
             except OSError:
                 await asyncio.sleep(0.1)
 
-    def metric(self, name: str) -> float:
-        return _metric(self.metrics, name)
+    def metric(self, name: str, having: str = "") -> float:
+        return _metric(self.metrics, name, having)
 
     def cpu(self) -> float:
         return _cpu_seconds(self.proc.pid)
@@ -395,8 +396,7 @@ async def controller_phase(
             "controller_cpu_seconds": round(cpu, 1),
             "controller_peak_rss_mib": round(ctl.rss()),
         }
-        depth = partial(ctl.metric, DEPTH)
-        out |= latency_figures(await latency(apis, sorted(namespaces)[0], samples, depth))
+        out |= latency_figures(await latency(apis, sorted(namespaces)[0], samples, ctl))
     finally:
         ctl.stop()
     out |= await restart_phase(kubeconfig, logdir, size, workers, size.exports + samples)
@@ -409,15 +409,30 @@ class Sample:
     create_seconds: float  # of which the user's two creations took this long
     at: str  # when it started (to find it in the controller's log)
     queue_depth: int  # keys waiting in the controller's work queue when it started
+    # Where the controller's time went, from its urgent-lane metrics over the sample
+    # (the new export's key is the only one in that lane): its key's wait in the work
+    # queue, and its writes' waits for a write slot and time at the API servers, summed
+    # over the writes (those to different clusters overlap).
+    spent: dict[str, float]
 
 
-async def latency(apis: Apis, ns: str, samples: int, depth: Callable[[], float]) -> list[Sample]:
+URGENT = 'lane="urgent"'
+SPENT = {
+    "queue": "mcs_workqueue_wait_seconds_sum",
+    "write_slots": "mcs_api_write_wait_seconds_sum",
+    "api": "mcs_api_write_duration_seconds_sum",
+    "writes": "mcs_api_write_duration_seconds_count",
+}
+
+
+async def latency(apis: Apis, ns: str, samples: int, ctl: Controller) -> list[Sample]:
     """One export created at a time: how long until every cluster has its import."""
     out: list[Sample] = []
     custom = {c: client.CustomObjectsApi(api) for c, api in apis.items()}
     for i in range(samples):
         name = f"lat-{i:04}"
-        queued = int(depth())
+        queued = int(ctl.metric(DEPTH))
+        before = {k: ctl.metric(m, URGENT) for k, m in SPENT.items()}
         at, started = format_time(datetime.now(UTC)), time.monotonic()
         await _create_export(apis["cluster1"], ns, name)
         created = time.monotonic() - started
@@ -436,14 +451,18 @@ async def latency(apis: Apis, ns: str, samples: int, depth: Callable[[], float])
                     pending.discard(c)
             if pending:
                 await asyncio.sleep(0.01)
-        out.append(Sample(time.monotonic() - started, created, at, queued))
+        took = time.monotonic() - started
+        await asyncio.sleep(0.2)  # the key's last writes (its statuses) count too
+        spent = {k: ctl.metric(m, URGENT) - before[k] for k, m in SPENT.items()}
+        out.append(Sample(took, created, at, queued, spent))
     return out
 
 
 def latency_figures(samples: list[Sample]) -> dict[str, Any]:
     """p50 and p99 (nearest rank), and the slowest sample: when it started, how much
-    of it the API server took to accept the user's creations, and how many keys were
-    queued in the controller when it started."""
+    of it the API server took to accept the user's creations, how many keys were
+    queued in the controller when it started, and where the controller's time went
+    (``Sample.spent``); that last also as a mean over the samples."""
     seconds = sorted(s.seconds for s in samples)
     slowest = max(samples, key=lambda s: s.seconds)
     return {
@@ -454,6 +473,17 @@ def latency_figures(samples: list[Sample]) -> dict[str, Any]:
         "latency_max_create_ms": round(slowest.create_seconds * 1000),
         "latency_max_at": slowest.at,
         "latency_max_queue_depth": slowest.queue_depth,
+        **{
+            f"latency_max_{k}" + ("" if k == "writes" else "_ms"): round(
+                v if k == "writes" else v * 1000
+            )
+            for k, v in slowest.spent.items()
+        },
+        **{
+            f"latency_mean_{k}_ms": round(statistics.mean(s.spent[k] for s in samples) * 1000)
+            for k in SPENT
+            if k != "writes"
+        },
     }
 
 

@@ -150,6 +150,15 @@ WORKQUEUE_DEPTH = Gauge(
     "Keys waiting in the work queue (not counting keys in flight or delayed).",
     registry=REGISTRY,
 )
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+WORKQUEUE_WAIT = Histogram(
+    "mcs_workqueue_wait_seconds",
+    "Time a key waited in the work queue before a worker took it, by the lane it was "
+    "taken from (urgent: what users write; change; resync).",
+    ["lane"],
+    buckets=WAIT_BUCKETS,
+    registry=REGISTRY,
+)
 RESYNCS = Counter(
     "mcs_resyncs",
     "Periodic full resyncs: every known key queued again.",
@@ -172,6 +181,22 @@ API_WRITES = Counter(
     "mcs_api_writes",
     "Write requests sent to a cluster's API server, by verb and resource.",
     ["cluster", "verb", "resource"],
+    registry=REGISTRY,
+)
+API_WRITE_WAIT = Histogram(
+    "mcs_api_write_wait_seconds",
+    "Time a write waited for one of the cluster's write slots (--max-writes-in-flight), "
+    "by the lane of the key it is written for: urgent keys' writes go first.",
+    ["cluster", "lane"],
+    buckets=WAIT_BUCKETS,
+    registry=REGISTRY,
+)
+API_WRITE_DURATION = Histogram(
+    "mcs_api_write_duration_seconds",
+    "Time a write took once sent (the API server's answer, or a failure), by the lane of "
+    "the key it is written for.",
+    ["cluster", "lane"],
+    buckets=WAIT_BUCKETS,
     registry=REGISTRY,
 )
 REJECTED_OBJECTS = Counter(

@@ -24,8 +24,12 @@ Four structures carry this, each with one invariant:
 * ``_waiting``: the ticket of every key waiting in a lane (never in ``_processing``);
 * ``_dirty``: every key that needs processing (waiting, or in flight and re-added
   meanwhile), with the earliest lane it was added in;
-* ``_processing``: the keys handed out by ``get`` and not yet ``done``. These
-  may be in ``_dirty`` at the same time.
+* ``_processing``: the keys handed out by ``get`` and not yet ``done``, with the
+  lane each was taken from (``taken_from``). These may be in ``_dirty`` at the same
+  time.
+
+``run_workers`` sets ``current_lane`` for each reconcile, so that what the reconcile
+does downstream (its writes: ``mcs.writer``) can go ahead of the backlog too.
 
 Delays (``add_after``) are ``loop.call_later`` timers, at most one per key
 (an earlier deadline replaces a later one), all cancelled by ``shutdown``.
@@ -46,13 +50,27 @@ import itertools
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Hashable
+from contextvars import ContextVar
 from typing import Any, Generic, TypeVar
 
 import structlog
 
-from mcs.observability import RECONCILE_DURATION, RECONCILE_ERRORS, RECONCILES
+from mcs.observability import (
+    RECONCILE_DURATION,
+    RECONCILE_ERRORS,
+    RECONCILES,
+    WORKQUEUE_WAIT,
+)
 
-__all__ = ["ExponentialBackoff", "Handler", "Lane", "TerminalError", "WorkQueue", "run_workers"]
+__all__ = [
+    "ExponentialBackoff",
+    "Handler",
+    "Lane",
+    "TerminalError",
+    "WorkQueue",
+    "current_lane",
+    "run_workers",
+]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -102,6 +120,11 @@ class Lane(enum.IntEnum):
     """The periodic resync: a safety net, behind every change."""
 
 
+current_lane: ContextVar[Lane] = ContextVar("current_lane", default=Lane.CHANGE)
+"""The lane of the key the running task reconciles (set by ``run_workers``; tasks the
+reconcile starts inherit it). Outside a reconcile: ``CHANGE``."""
+
+
 class WorkQueue(Generic[K]):
     """Keys in three FIFO lanes (``Lane``). A key is never handed to two workers at once;
     adding a key that is already waiting is a no-op (or moves it to an earlier lane);
@@ -122,7 +145,8 @@ class WorkQueue(Generic[K]):
         self._stale = [0 for _ in Lane]
         self._waiting: dict[K, int] = {}
         self._dirty: dict[K, Lane] = {}
-        self._processing: set[K] = set()
+        self._since: dict[K, float] = {}  # when each waiting key entered its lane
+        self._processing: dict[K, Lane] = {}
         self._tickets = itertools.count()
         self._timers: dict[K, asyncio.TimerHandle] = {}
         self._getters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -152,6 +176,7 @@ class WorkQueue(Generic[K]):
     def _enter(self, key: K, lane: Lane) -> None:
         ticket = next(self._tickets)
         self._waiting[key] = ticket
+        self._since[key] = time.monotonic()
         self._lanes[lane].append((key, ticket))
 
     def _left(self, lane: Lane) -> None:
@@ -229,24 +254,31 @@ class WorkQueue(Generic[K]):
                 raise
         if self._shutting_down:
             return None
-        key = self._next()
+        key, lane = self._next()
         del self._waiting[key], self._dirty[key]
-        self._processing.add(key)
+        WORKQUEUE_WAIT.labels(lane=lane.name.lower()).observe(
+            time.monotonic() - self._since.pop(key)
+        )
+        self._processing[key] = lane
         return key
 
-    def _next(self) -> K:
+    def _next(self) -> tuple[K, Lane]:
         """Take the first live entry of the earliest lane (one exists: ``_waiting``)."""
         for lane, entries in zip(Lane, self._lanes, strict=True):
             while entries:
                 key, ticket = entries.popleft()
                 if self._waiting.get(key) == ticket:
-                    return key
+                    return key, lane
                 self._stale[lane] -= 1
         raise AssertionError("a waiting key has no entry in any lane")
 
+    def taken_from(self, key: K) -> Lane:
+        """The lane ``key`` (in flight: from ``get``, not yet ``done``) was taken from."""
+        return self._processing[key]
+
     def done(self, key: K) -> None:
         """Mark ``key`` as processed; re-queue it if it was added meanwhile."""
-        self._processing.discard(key)
+        self._processing.pop(key, None)
         lane = self._dirty.get(key)
         if lane is not None and not self._shutting_down:
             self._enter(key, lane)
@@ -322,6 +354,7 @@ async def _worker(queue: WorkQueue[K], handler: Handler[K]) -> None:
             **_key_context(key), reconcile_id=uuid.uuid4().hex[:12]
         ):
             started = time.perf_counter()
+            token = current_lane.set(queue.taken_from(key))
             try:
                 requeue_after = await handler(key)
             except TerminalError:
@@ -340,6 +373,7 @@ async def _worker(queue: WorkQueue[K], handler: Handler[K]) -> None:
                 if requeue_after is not None:
                     queue.add_after(key, requeue_after)
             finally:
+                current_lane.reset(token)
                 RECONCILE_DURATION.observe(time.perf_counter() - started)
                 queue.done(key)
         # A reconcile that writes nothing never awaits, and ``get`` does not either

@@ -8,7 +8,9 @@ caller saw (and checked for our ownership label), never a replacement.
 At most ``max_in_flight`` writes per cluster are sent at once; more wait their turn.
 Each HTTP/1.1 request in flight holds its own TLS connection (about 300 KiB of
 buffers), so many workers writing to every cluster at once cost memory without
-making the API servers any faster.
+making the API servers any faster. Turns go by the lane of the key a write is for
+(``mcs.workqueue.current_lane``), then first come first served: the writes of a new
+export do not queue behind those of a backlog of EndpointSlice changes.
 
 Every write is bounded in time (``mcs.kubeapi.CALL_TIMEOUT``) and, under leader
 election, by ``budget()``: the seconds for which this process is still sure to hold
@@ -21,8 +23,12 @@ work queue retries its key.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
 import math
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -32,8 +38,9 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from mcs.informer import ENDPOINT_SLICES, SERVICES, ResourceKind
 from mcs.kubeapi import CALL_TIMEOUT, request_json
-from mcs.observability import API_WRITES
+from mcs.observability import API_WRITE_DURATION, API_WRITE_WAIT, API_WRITES
 from mcs.plan import FIELD_MANAGER, GROUP, VERSION
+from mcs.workqueue import current_lane
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
@@ -60,6 +67,47 @@ def unlimited() -> float:
     return math.inf
 
 
+class Slots:
+    """At most ``n`` holders at once. A freed slot goes to the waiter of the lowest
+    priority number, the earliest of those first; a free slot is taken at once (there
+    is then nobody waiting)."""
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap
+        self._arrivals = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, priority: int) -> AsyncIterator[None]:
+        await self._acquire(priority)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, priority: int) -> None:
+        if self._free > 0:  # then nobody waits: a freed slot goes to a waiter first
+            self._free -= 1
+            return
+        turn = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (priority, next(self._arrivals), turn))
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self._release()  # handed a slot, but cancelled before taking it
+            turn.cancel()  # left in the heap, skipped by _release
+            raise
+
+    def _release(self) -> None:
+        while self._waiting:
+            turn = heapq.heappop(self._waiting)[2]
+            if not turn.done():
+                turn.set_result(None)  # the slot passes straight to the next waiter
+                return
+        self._free += 1
+
+
 class Writer:
     """Writes to one cluster through its ``ApiClient`` (owned by the caller).
 
@@ -78,7 +126,7 @@ class Writer:
         self.cluster = cluster
         self.budget = budget
         self._api = api
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._slots = Slots(max_in_flight)
 
     async def _call(
         self,
@@ -94,7 +142,11 @@ class Writer:
         path = KINDS[plural].path(meta["namespace"])
         if method != "POST":
             path += f"/{quote(meta['name'], safe='')}{subresource}"
-        async with self._slots:
+        lane = current_lane.get()
+        labels = {"cluster": self.cluster, "lane": lane.name.lower()}
+        asked = time.monotonic()
+        async with self._slots.hold(lane):
+            API_WRITE_WAIT.labels(**labels).observe(time.monotonic() - asked)
             budget = self.budget()  # read once a slot is ours: the wait used some of it
             if budget <= 0:
                 raise NotLeading(
@@ -112,15 +164,19 @@ class Writer:
                 namespace=meta.get("namespace"),
                 name=meta.get("name"),
             )
-            return await request_json(
-                self._api,
-                method,
-                path,
-                query=query,
-                body=body,
-                content_type=content_type,
-                time_limit=min(CALL_TIMEOUT, budget),
-            )
+            sent = time.monotonic()
+            try:
+                return await request_json(
+                    self._api,
+                    method,
+                    path,
+                    query=query,
+                    body=body,
+                    content_type=content_type,
+                    time_limit=min(CALL_TIMEOUT, budget),
+                )
+            finally:
+                API_WRITE_DURATION.labels(**labels).observe(time.monotonic() - sent)
 
     async def apply(self, plural: str, obj: Obj) -> Obj:
         """Server-side apply of a whole object as field manager ``mcs-controller``."""

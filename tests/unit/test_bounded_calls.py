@@ -20,7 +20,8 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from mcs.health import probe
 from mcs.kubeapi import request, request_json
 from mcs.leader import LeaderElector, LeadershipLost
-from mcs.writer import NotLeading, Writer
+from mcs.workqueue import Lane, current_lane
+from mcs.writer import NotLeading, Slots, Writer
 
 
 @pytest.fixture
@@ -179,3 +180,90 @@ async def test_a_writer_sends_at_most_its_limit_of_writes_at_once() -> None:
             assert most == 3
         finally:
             release.set()
+
+
+async def test_a_free_write_slot_goes_to_the_most_urgent_write_waiting() -> None:
+    """One write slot, held; then writes for keys of every lane queue for it. Once it is
+    freed, they reach the server urgent first, then change, then resync, each lane in
+    the order it asked."""
+    arrived: list[str] = []
+    gate = asyncio.Semaphore(0)
+
+    async def apply(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        arrived.append(name)
+        await gate.acquire()
+        return web.json_response({"metadata": {"name": name}})
+
+    async def write(writer: Writer, name: str, lane: Lane) -> None:
+        current_lane.set(lane)  # as run_workers does for the key this task reconciles
+        await writer.apply("services", {"metadata": {"name": name, "namespace": "ns"}})
+
+    app = web.Application()
+    app.router.add_patch("/api/v1/namespaces/{ns}/services/{name}", apply)
+    async with serving(app) as api:
+        writer = Writer(api, "c1", max_in_flight=1)
+        asked = [
+            ("first", Lane.RESYNC),
+            ("resync", Lane.RESYNC),
+            ("change-1", Lane.CHANGE),
+            ("urgent-1", Lane.URGENT),
+            ("change-2", Lane.CHANGE),
+            ("urgent-2", Lane.URGENT),
+        ]
+        tasks = []
+        try:
+            for name, lane in asked:
+                tasks.append(asyncio.create_task(write(writer, name, lane)))
+                async with asyncio.timeout(10):
+                    while not arrived:  # the first holds the slot before the rest ask
+                        await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)  # every other write is waiting for the slot
+            assert arrived == ["first"]
+            for _ in asked:
+                gate.release()
+            async with asyncio.timeout(10):
+                await asyncio.gather(*tasks)
+            assert arrived == ["first", "urgent-1", "urgent-2", "change-1", "change-2", "resync"]
+        finally:
+            for _ in asked:
+                gate.release()
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_a_cancelled_wait_for_a_slot_loses_no_slot() -> None:
+    """A waiter cancelled while it waits, or after it was handed the slot but before it
+    ran, leaves the slot to the next one: no slot is lost or held twice."""
+    slots = Slots(1)
+    holding = 0
+    most = 0
+
+    async def hold(priority: int) -> None:
+        nonlocal holding, most
+        async with slots.hold(priority):
+            holding += 1
+            most = max(most, holding)
+            await asyncio.sleep(0.01)
+            holding -= 1
+
+    owner = slots.hold(0)
+    await owner.__aenter__()
+    cancelled_waiting = asyncio.create_task(hold(0))
+    handed_then_cancelled = asyncio.create_task(hold(1))
+    last = asyncio.create_task(hold(2))
+    await asyncio.sleep(0.01)  # all three wait
+    cancelled_waiting.cancel()
+    await asyncio.sleep(0.01)
+    await owner.__aexit__(None, None, None)  # hands the slot on, without yielding
+    handed_then_cancelled.cancel()  # before it could run
+    async with asyncio.timeout(5):
+        await last
+    for t in (cancelled_waiting, handed_then_cancelled):
+        with pytest.raises(asyncio.CancelledError):
+            await t
+    assert most == 1
+    async with asyncio.timeout(5):  # and the slot is free again
+        async with slots.hold(0):
+            pass

@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcs.observability import REGISTRY
-from mcs.workqueue import ExponentialBackoff, Lane, TerminalError, WorkQueue, run_workers
+from mcs.workqueue import (
+    ExponentialBackoff,
+    Lane,
+    TerminalError,
+    WorkQueue,
+    current_lane,
+    run_workers,
+)
 
 Key = tuple[str, str]
 A: Key = ("ns", "a")
@@ -345,6 +352,41 @@ async def test_workers_terminal_error_is_not_retried_and_requeue_after_is() -> N
     await asyncio.wait_for(workers, 10)
     assert calls == [A, B, B]
     assert queue.num_requeues(A) == 0
+
+
+async def test_a_reconcile_and_the_tasks_it_starts_know_the_lane_of_their_key() -> None:
+    """``current_lane`` is the lane the worker took the key from, in the handler and in
+    the tasks it starts (so that its writes go by it), and its wait in that lane is
+    observed in ``mcs_workqueue_wait_seconds``; outside a reconcile it is ``CHANGE``."""
+    queue: WorkQueue[Key] = WorkQueue()
+    seen: dict[Key, tuple[Lane, Lane]] = {}
+    all_seen = asyncio.Event()
+
+    async def handler(key: Key) -> None:
+        inner = asyncio.create_task(asyncio.sleep(0, current_lane.get()))
+        seen[key] = (current_lane.get(), await inner)
+        if len(seen) == 3:
+            all_seen.set()
+
+    def waited(lane: Lane) -> float:
+        labels = {"lane": lane.name.lower()}
+        return REGISTRY.get_sample_value("mcs_workqueue_wait_seconds_count", labels) or 0.0
+
+    before = {lane: waited(lane) for lane in Lane}
+    queue.add(A, Lane.RESYNC)
+    queue.add(B, Lane.URGENT)
+    queue.add(C)
+    workers = asyncio.create_task(run_workers(queue, handler, concurrency=2))
+    await asyncio.wait_for(all_seen.wait(), 10)
+    queue.shutdown()
+    await asyncio.wait_for(workers, 10)
+    assert seen == {
+        A: (Lane.RESYNC, Lane.RESYNC),
+        B: (Lane.URGENT, Lane.URGENT),
+        C: (Lane.CHANGE, Lane.CHANGE),
+    }
+    assert {lane: waited(lane) - before[lane] for lane in Lane} == {lane: 1 for lane in Lane}
+    assert current_lane.get() == Lane.CHANGE
 
 
 async def test_cancelling_run_workers_cancels_handlers() -> None:
