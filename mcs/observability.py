@@ -153,8 +153,8 @@ WORKQUEUE_DEPTH = Gauge(
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 WORKQUEUE_WAIT = Histogram(
     "mcs_workqueue_wait_seconds",
-    "Time a key waited in the work queue before a worker took it, by the lane it was "
-    "taken from (urgent: what users write; change; resync).",
+    "Time a key waited in the work queue before a worker took it, since it entered the "
+    "lane it was taken from (urgent: what users write; change; resync).",
     ["lane"],
     buckets=WAIT_BUCKETS,
     registry=REGISTRY,

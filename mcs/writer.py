@@ -9,8 +9,10 @@ At most ``max_in_flight`` writes per cluster are sent at once; more wait their t
 Each HTTP/1.1 request in flight holds its own TLS connection (about 300 KiB of
 buffers), so many workers writing to every cluster at once cost memory without
 making the API servers any faster. Turns go by the lane of the key a write is for
-(``mcs.workqueue.current_lane``), then first come first served: the writes of a new
-export do not queue behind those of a backlog of EndpointSlice changes.
+(``mcs.workqueue.current_lane``), then first come first served, and while users'
+writes are in flight the others hold only a few slots (``Slots``): the writes of a
+new export neither queue behind those of a backlog of EndpointSlice changes nor share
+the API server with all of them.
 
 Every write is bounded in time (``mcs.kubeapi.CALL_TIMEOUT``) and, under leader
 election, by ``budget()``: the seconds for which this process is still sure to hold
@@ -40,7 +42,7 @@ from mcs.informer import ENDPOINT_SLICES, SERVICES, ResourceKind
 from mcs.kubeapi import CALL_TIMEOUT, request_json
 from mcs.observability import API_WRITE_DURATION, API_WRITE_WAIT, API_WRITES
 from mcs.plan import FIELD_MANAGER, GROUP, VERSION
-from mcs.workqueue import current_lane
+from mcs.workqueue import Lane, current_lane
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
@@ -68,44 +70,88 @@ def unlimited() -> float:
 
 
 class Slots:
-    """At most ``n`` holders at once. A freed slot goes to the waiter of the lowest
-    priority number, the earliest of those first; a free slot is taken at once (there
-    is then nobody waiting)."""
+    """At most ``n`` writes in flight to one cluster, the writes of urgent keys first.
+
+    A freed slot goes to the waiting write of the earliest lane, the earliest of
+    those first. While a write of an ``URGENT`` key holds or waits for a slot, the
+    writes of other keys may hold at most ``n // 4`` (at least one): what is
+    already in flight is not cut short, but the API server soon serves the user's
+    writes beside a few others instead of beside ``n`` of a backlog. The others
+    still progress while users write.
+    """
 
     def __init__(self, n: int) -> None:
-        self._free = n
-        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap
+        self._n = n
+        self._others_beside_urgent = max(1, n // 4)
+        self._held = 0
+        self._others_held = 0
+        self._urgent = 0  # urgent writes holding or waiting
+        self._waiting: list[tuple[Lane, int, asyncio.Future[None]]] = []  # a heap
         self._arrivals = itertools.count()
 
     @contextlib.asynccontextmanager
-    async def hold(self, priority: int) -> AsyncIterator[None]:
-        await self._acquire(priority)
+    async def hold(self, lane: Lane) -> AsyncIterator[None]:
+        await self._acquire(lane)
         try:
             yield
         finally:
-            self._release()
+            self._release(lane)
 
-    async def _acquire(self, priority: int) -> None:
-        if self._free > 0:  # then nobody waits: a freed slot goes to a waiter first
-            self._free -= 1
+    def _may_take(self, lane: Lane) -> bool:
+        if self._held >= self._n:
+            return False
+        if lane is Lane.URGENT or self._urgent == 0:
+            return True
+        return self._others_held < self._others_beside_urgent
+
+    def _take(self, lane: Lane) -> None:
+        self._held += 1
+        if lane is not Lane.URGENT:
+            self._others_held += 1
+
+    async def _acquire(self, lane: Lane) -> None:
+        if lane is Lane.URGENT:
+            self._urgent += 1
+        # Nobody who waits could take a slot now (each change that might let one is
+        # followed by _hand_out), and waiters of an earlier lane are never blocked: so
+        # one that may take a slot jumps no queue.
+        if self._may_take(lane):
+            self._take(lane)
             return
         turn = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiting, (priority, next(self._arrivals), turn))
+        heapq.heappush(self._waiting, (lane, next(self._arrivals), turn))
         try:
             await turn
         except BaseException:
             if turn.done() and not turn.cancelled():
-                self._release()  # handed a slot, but cancelled before taking it
-            turn.cancel()  # left in the heap, skipped by _release
+                self._release(lane)  # handed a slot, but cancelled before taking it
+            else:
+                turn.cancel()  # left in the heap, skipped by _hand_out
+                if lane is Lane.URGENT:  # it waited as every slot was held: none is freed
+                    self._urgent -= 1
             raise
 
-    def _release(self) -> None:
+    def _release(self, lane: Lane) -> None:
+        self._held -= 1
+        if lane is Lane.URGENT:
+            self._urgent -= 1
+        else:
+            self._others_held -= 1
+        self._hand_out()
+
+    def _hand_out(self) -> None:
+        """Hand free slots to the first waiters that may take them (the heap's order:
+        if its first may not, no later one may)."""
         while self._waiting:
-            turn = heapq.heappop(self._waiting)[2]
-            if not turn.done():
-                turn.set_result(None)  # the slot passes straight to the next waiter
+            lane, _, turn = self._waiting[0]
+            if turn.done():
+                heapq.heappop(self._waiting)  # cancelled
+            elif self._may_take(lane):
+                heapq.heappop(self._waiting)
+                self._take(lane)
+                turn.set_result(None)
+            else:
                 return
-        self._free += 1
 
 
 class Writer:

@@ -234,25 +234,31 @@ async def test_a_free_write_slot_goes_to_the_most_urgent_write_waiting() -> None
 
 
 async def test_a_cancelled_wait_for_a_slot_loses_no_slot() -> None:
-    """A waiter cancelled while it waits, or after it was handed the slot but before it
-    ran, leaves the slot to the next one: no slot is lost or held twice."""
-    slots = Slots(1)
+    """Writes waiting for a slot are cancelled while they wait, or after they were
+    handed a slot but before they ran: the slot passes on, none is lost or held twice,
+    and the cancelled urgent write no longer holds the others back."""
+    slots = Slots(4)
     holding = 0
     most = 0
 
-    async def hold(priority: int) -> None:
+    async def hold(lane: Lane, release: asyncio.Event | None = None) -> None:
         nonlocal holding, most
-        async with slots.hold(priority):
+        async with slots.hold(lane):
             holding += 1
             most = max(most, holding)
-            await asyncio.sleep(0.01)
-            holding -= 1
+            try:
+                await (release.wait() if release else asyncio.sleep(0.01))
+            finally:
+                holding -= 1
 
-    owner = slots.hold(0)
-    await owner.__aenter__()
-    cancelled_waiting = asyncio.create_task(hold(0))
-    handed_then_cancelled = asyncio.create_task(hold(1))
-    last = asyncio.create_task(hold(2))
+    fillers_go = asyncio.Event()
+    fillers = [asyncio.create_task(hold(Lane.CHANGE, fillers_go)) for _ in range(3)]
+    await asyncio.sleep(0.01)
+    owner = slots.hold(Lane.URGENT)
+    await owner.__aenter__()  # every slot is held now
+    cancelled_waiting = asyncio.create_task(hold(Lane.URGENT))
+    handed_then_cancelled = asyncio.create_task(hold(Lane.CHANGE))
+    last = asyncio.create_task(hold(Lane.RESYNC))
     await asyncio.sleep(0.01)  # all three wait
     cancelled_waiting.cancel()
     await asyncio.sleep(0.01)
@@ -260,10 +266,73 @@ async def test_a_cancelled_wait_for_a_slot_loses_no_slot() -> None:
     handed_then_cancelled.cancel()  # before it could run
     async with asyncio.timeout(5):
         await last
+    fillers_go.set()
+    async with asyncio.timeout(5):
+        await asyncio.gather(*fillers)
     for t in (cancelled_waiting, handed_then_cancelled):
         with pytest.raises(asyncio.CancelledError):
             await t
-    assert most == 1
-    async with asyncio.timeout(5):  # and the slot is free again
-        async with slots.hold(0):
-            pass
+    assert most == 4 and holding == 0
+    async with asyncio.timeout(5):  # every slot is free again, for any write
+        all_in = asyncio.Event()
+        held = [asyncio.create_task(hold(Lane.RESYNC, all_in)) for _ in range(4)]
+        while holding < 4:
+            await asyncio.sleep(0.01)
+        all_in.set()
+        await asyncio.gather(*held)
+
+
+async def test_while_urgent_writes_are_in_flight_the_others_hold_a_quarter_of_the_slots() -> None:
+    """Eight slots, all held by writes of other keys; an urgent write and three more of
+    other keys wait. The urgent one gets the first freed slot; then the others get none
+    while two (8 // 4) others or more hold one; once no urgent write is left, they take
+    every free slot."""
+    slots = Slots(8)
+    holding: dict[str, asyncio.Event] = {}
+
+    async def hold(name: str, lane: Lane) -> None:
+        release = asyncio.Event()
+        async with slots.hold(lane):
+            holding[name] = release
+            await release.wait()
+            del holding[name]
+
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    def free(name: str) -> None:
+        holding[name].set()
+
+    tasks = [asyncio.create_task(hold(f"old-{i}", Lane.CHANGE)) for i in range(8)]
+    await settle()
+    tasks.append(asyncio.create_task(hold("urgent", Lane.URGENT)))
+    tasks += [asyncio.create_task(hold(f"new-{i}", Lane.RESYNC)) for i in range(3)]
+    await settle()
+    assert len(holding) == 8 and "urgent" not in holding
+    try:
+        free("old-0")
+        await settle()
+        assert "urgent" in holding
+        for i in range(1, 6):  # down to two others beside the urgent write
+            free(f"old-{i}")
+            await settle()
+            assert not any(name.startswith("new") for name in holding)
+        assert sorted(holding) == ["old-6", "old-7", "urgent"]
+        free("old-6")
+        await settle()
+        assert sorted(holding) == ["new-0", "old-7", "urgent"]
+        free("old-7")
+        await settle()
+        assert sorted(holding) == ["new-0", "new-1", "urgent"]
+        free("urgent")
+        await settle()
+        assert sorted(holding) == ["new-0", "new-1", "new-2"]
+        for name in list(holding):
+            free(name)
+        async with asyncio.timeout(5):
+            await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
