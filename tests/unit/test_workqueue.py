@@ -362,8 +362,11 @@ async def test_a_reconcile_and_the_tasks_it_starts_know_the_lane_of_their_key() 
     seen: dict[Key, tuple[Lane, Lane]] = {}
     all_seen = asyncio.Event()
 
+    async def lane_in_a_task() -> Lane:
+        return current_lane.get()
+
     async def handler(key: Key) -> None:
-        inner = asyncio.create_task(asyncio.sleep(0, current_lane.get()))
+        inner = asyncio.create_task(lane_in_a_task())
         seen[key] = (current_lane.get(), await inner)
         if len(seen) == 3:
             all_seen.set()
