@@ -418,19 +418,21 @@ class Sample:
     export_seconds: float  # the export's creation (in ``seconds``)
     at: str  # when the export's creation started (to find it in the controller's log)
     queue_depth: int  # keys waiting in the controller's work queue when it started
-    # Where the controller's time went, from its urgent-lane metrics over the sample
-    # (the new export's key is the only one in that lane): its key's wait in the work
+    # Where the controller's time went, from its metrics over the sample: of the urgent
+    # lane (the new export's key is the only one in it), its key's wait in the work
     # queue, and its writes' waits for a write slot and time at the API servers, summed
-    # over the writes (those to different clusters overlap).
+    # over the writes (those to different clusters overlap); and how late its event
+    # loop ran, summed over the 0.25 s ticks (time every event waited for the CPU).
     spent: dict[str, float]
 
 
 URGENT = 'lane="urgent"'
-SPENT = {
-    "queue": "mcs_workqueue_wait_seconds_sum",
-    "write_slots": "mcs_api_write_wait_seconds_sum",
-    "api": "mcs_api_write_duration_seconds_sum",
-    "writes": "mcs_api_write_duration_seconds_count",
+SPENT = {  # (metric, filter)
+    "queue": ("mcs_workqueue_wait_seconds_sum", URGENT),
+    "write_slots": ("mcs_api_write_wait_seconds_sum", URGENT),
+    "api": ("mcs_api_write_duration_seconds_sum", URGENT),
+    "writes": ("mcs_api_write_duration_seconds_count", URGENT),
+    "loop_late": ("mcs_event_loop_lag_seconds_sum", ""),
 }
 SETTLE = 0.5  # between a sample's Service and its export: the Service exists already
 
@@ -495,13 +497,13 @@ async def latency(apis: Apis, ns: str, samples: int, ctl: Controller) -> list[Sa
             service = time.monotonic() - started
             await asyncio.sleep(SETTLE)
             queued = int(ctl.metric(DEPTH))
-            before = {k: ctl.metric(m, URGENT) for k, m in SPENT.items()}
+            before = {k: ctl.metric(*m) for k, m in SPENT.items()}
             at, started = format_time(datetime.now(UTC)), time.monotonic()
             await _create_service_export(api, ns, name)
             created = time.monotonic() - started
             took = await arrivals.everywhere(name) - started
             await asyncio.sleep(0.2)  # the key's last writes (its statuses) count too
-            spent = {k: ctl.metric(m, URGENT) - before[k] for k, m in SPENT.items()}
+            spent = {k: ctl.metric(*m) - before[k] for k, m in SPENT.items()}
             out.append(Sample(took, service, created, at, queued, spent))
     return out
 

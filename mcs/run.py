@@ -27,7 +27,7 @@ from mcs.members import (
     validate_cluster_id,
 )
 from mcs.namespaces import DEFAULT_EXCLUDED, NamespacePolicy, parse_namespace_list
-from mcs.observability import HealthServer, configure_logging
+from mcs.observability import HealthServer, configure_logging, loop_lag_measured
 from mcs.writer import MAX_IN_FLIGHT
 
 log = structlog.get_logger(__name__)
@@ -249,10 +249,13 @@ async def run(args: argparse.Namespace) -> int:
     try:
         # /healthz is served from the start: an unreachable member must not look like a
         # dead process (and /readyz names what is missing).
-        async with HealthServer(
-            ready=ready,
-            health_addr=_address(args.health_addr),
-            metrics_addr=_address(args.metrics_addr),
+        async with (
+            HealthServer(
+                ready=ready,
+                health_addr=_address(args.health_addr),
+                metrics_addr=_address(args.metrics_addr),
+            ),
+            loop_lag_measured(),
         ):
             members, pending = await build_members(args)
             overrides = parse_cluster_ids(args.cluster_id)

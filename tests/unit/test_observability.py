@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import aiohttp
@@ -11,9 +13,11 @@ import pytest
 import structlog
 
 from mcs.observability import (
+    REGISTRY,
     WATCH_RESTARTS,
     HealthServer,
     configure_logging,
+    loop_lag_measured,
 )
 
 
@@ -81,6 +85,32 @@ async def test_one_listener_when_addresses_are_equal() -> None:
         assert server.health_address == server.metrics_address == addr
         assert (await fetch(addr, "/readyz"))[0] == 200
         assert (await fetch(addr, "/metrics"))[0] == 200
+
+
+def _lag() -> tuple[float, float, float]:
+    """count, sum and the count of observations over 0.25 s of the loop lag histogram."""
+    name = "mcs_event_loop_lag_seconds"
+    count = REGISTRY.get_sample_value(f"{name}_count") or 0.0
+    late = count - (REGISTRY.get_sample_value(f"{name}_bucket", {"le": "0.25"}) or 0.0)
+    return count, REGISTRY.get_sample_value(f"{name}_sum") or 0.0, late
+
+
+async def test_the_event_loop_lag_shows_a_stretch_of_blocking_work() -> None:
+    """An idle loop is on time; 0.3 s of blocking work makes one tick at least that late;
+    leaving stops the measuring task (no tick after it)."""
+    count0 = _lag()[0]
+    async with loop_lag_measured(period=0.02):
+        await asyncio.sleep(0.2)
+        count1, sum1, late1 = _lag()
+        assert count1 - count0 >= 5
+        time.sleep(0.3)  # a CPU-bound stretch, as a relist's decoding
+        await asyncio.sleep(0.05)
+        _, sum2, late2 = _lag()
+        assert late2 - late1 == 1
+        assert sum2 - sum1 >= 0.28
+    left = _lag()[0]
+    await asyncio.sleep(0.1)
+    assert _lag()[0] == left
 
 
 async def test_start_fails_cleanly_when_address_is_taken() -> None:
