@@ -458,7 +458,13 @@ class Mesh:
             await asyncio.gather(*waits)
             await asyncio.gather(
                 *(
-                    wl.create_nodes(state.kubeconfig, m.name, index, nodes)
+                    wl.create_nodes(
+                        state.kubeconfig,
+                        m.name,
+                        index,
+                        nodes,
+                        self.dir / "logs" / f"{m.name}-kube-controller-manager.log",
+                    )
                     for index, m in enumerate(state.members, start=1)
                 )
             )

@@ -210,10 +210,16 @@ def node(member: str, index: int, number: int) -> dict[str, Any]:
 
 
 async def create_nodes(
-    kubeconfig_path: Path, context: str, index: int, count: int, within: float = 60
+    kubeconfig_path: Path,
+    context: str,
+    index: int,
+    count: int,
+    kcm_log: Path,
+    within: float = 120,
 ) -> None:
     """Create ``count`` kwok Nodes in member ``context`` and wait until kwok reports them Ready
-    and the controller-manager has made the ``default`` ServiceAccount (its controllers run)."""
+    and the controller-manager has made the ``default`` ServiceAccount (its controllers run).
+    That took over 60 s once on a loaded 2-core machine, hence 120."""
     api = await config.new_client_from_config(
         config_file=str(kubeconfig_path), context=context, persist_config=False
     )
@@ -241,6 +247,6 @@ async def create_nodes(
                 raise TimeoutError(
                     f"{context}: {len(ready)}/{count} kwok Nodes Ready and "
                     f"default ServiceAccount {'present' if has_sa else 'missing'} after "
-                    f"{within:.0f}s"
+                    f"{within:.0f}s (kube-controller-manager's log: {kcm_log})"
                 )
             await asyncio.sleep(0.2)
