@@ -510,7 +510,7 @@ async def latency(apis: Apis, ns: str, samples: int, ctl: Controller) -> list[Sa
 
 def latency_figures(samples: list[Sample]) -> dict[str, Any]:
     """p50 and p99 (nearest rank) from the export's creation, and with the Service's
-    creation added (what the rows before 2026-12-03 afternoon measured, polling); the
+    creation added (as the older rows in README measured, then by polling); the
     slowest sample: when it started, how long the API server took to accept its
     Service and its export, how many keys were queued in the controller when it
     started, and where the controller's time went (``Sample.spent``); that last also
