@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -313,7 +313,23 @@ def _ready_export(item: dict[str, Any]) -> bool:
     )
 
 
-class Convergence:
+class _Watching:
+    """Owns ``informers``: started and synced on entry, stopped on exit."""
+
+    informers: list[Informer]
+
+    async def __aenter__(self) -> Self:
+        for i in self.informers:
+            i.start()
+        await asyncio.gather(*(i.synced.wait() for i in self.informers))
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        for i in self.informers:
+            await i.stop()
+
+
+class Convergence(_Watching):
     """Watches (mcs's own informer) the imports of every cluster and the exports of
     cluster1 in ``namespaces``; ``done`` is set once every cluster has ``n`` correct,
     Ready imports and cluster1 has ``n`` Ready exports. Event-driven, so it neither
@@ -348,16 +364,6 @@ class Convergence:
 
         kind = ResourceKind(GROUP, VERSION, plural)
         self.informers.append(Informer(api, cluster=name, kind=kind, on_event=on_event))
-
-    async def __aenter__(self) -> Convergence:
-        for i in self.informers:
-            i.start()
-        await asyncio.gather(*(i.synced.wait() for i in self.informers))
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        for i in self.informers:
-            await i.stop()
 
 
 # ---------------------------------------------------------------- the phases
@@ -437,7 +443,7 @@ SPENT = {  # (metric, filter)
 SETTLE = 0.5  # between a sample's Service and its export: the Service exists already
 
 
-class Arrivals:
+class Arrivals(_Watching):
     """When each cluster's watch first delivered an import with IPs, by name: the
     bench's clock runs on watch events, so a sample neither waits for a polling round
     (GETs to 3 loaded API servers, one after another) nor adds the load of one."""
@@ -471,16 +477,6 @@ class Arrivals:
                 if len(seen) == len(self.informers):
                     return max(seen.values())
                 await self.changed.wait()
-
-    async def __aenter__(self) -> Arrivals:
-        for i in self.informers:
-            i.start()
-        await asyncio.gather(*(i.synced.wait() for i in self.informers))
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        for i in self.informers:
-            await i.stop()
 
 
 async def latency(apis: Apis, ns: str, samples: int, ctl: Controller) -> list[Sample]:
