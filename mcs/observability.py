@@ -10,10 +10,10 @@ This module owns three things and nothing else:
   same renderer.
 * The Prometheus metrics, as module-level objects in one registry
   (``REGISTRY``), so that every module records into the same place and tests
-  can read values back with ``REGISTRY.get_sample_value``.
-* ``HealthServer``: an aiohttp server for ``/healthz``, ``/readyz`` and
-  ``/metrics``, an async context manager that owns its listeners; and
+  can read values back with ``REGISTRY.get_sample_value``; and
   ``loop_lag_measured``, which owns the task behind ``mcs_event_loop_lag_seconds``.
+* ``HealthServer``: an aiohttp server for ``/healthz``, ``/readyz`` and
+  ``/metrics``, an async context manager that owns its listeners.
 
 No Kubernetes knowledge lives here; the controller decides what "ready" means
 and passes it in as a callable.
