@@ -59,12 +59,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Self
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from mcs import plan, writer
 from mcs.informer import Informer, Obj, ResourceKind, key_of
-from mcs.kubeapi import request_json
+from mcs.kubeapi import new_client, request_json
 from mcs.mesh.mesh import Mesh, free_port
 from mcs.model import format_time
 from mcs.observability import configure_logging
@@ -637,9 +637,7 @@ async def _fresh_mesh(tmp: Path, name: str) -> AsyncIterator[tuple[Path, Apis, C
     apis: Apis = {}
     try:
         for m in state.members:
-            apis[m.name] = await config.new_client_from_config(
-                config_file=str(state.kubeconfig), context=m.name, persist_config=False
-            )
+            apis[m.name] = await new_client(str(state.kubeconfig), m.name)
         yield state.kubeconfig, apis, CpuMeter([m.pid for m in state.members], state.etcd.pid)
     finally:
         for api in apis.values():

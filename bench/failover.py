@@ -28,8 +28,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
+from mcs import kubeapi
 from mcs.mesh.mesh import Mesh, free_port
 
 NS, NAME = "bench-failover", "rebel-base"
@@ -97,10 +98,7 @@ async def main() -> None:
         mesh = Mesh(Path(tmp) / "mesh", say=lambda s: None)
         state = await mesh.up(2, detach=False)
         apis = {
-            m.name: await config.new_client_from_config(
-                config_file=str(state.kubeconfig), context=m.name, persist_config=False
-            )
-            for m in state.members
+            m.name: await kubeapi.new_client(str(state.kubeconfig), m.name) for m in state.members
         }
         procs: list[subprocess.Popen[bytes]] = []
         try:

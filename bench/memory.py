@@ -28,8 +28,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 
+from mcs import kubeapi
 from mcs.mesh.mesh import Mesh, free_port
 
 
@@ -129,9 +130,7 @@ async def main() -> None:
         mesh = Mesh(Path(tmp) / "mesh", say=lambda s: None)
         state = await mesh.up(2, detach=False)
         try:
-            api = await config.new_client_from_config(
-                config_file=str(state.kubeconfig), context="cluster2", persist_config=False
-            )
+            api = await kubeapi.new_client(str(state.kubeconfig), "cluster2")
             try:
                 ns = "tenant"
                 await client.CoreV1Api(api).create_namespace({"metadata": {"name": ns}})

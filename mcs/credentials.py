@@ -27,10 +27,9 @@ from types import TracebackType
 from typing import Any
 
 import structlog
-from kubernetes_asyncio import config
-from kubernetes_asyncio.client import ApiClient, Configuration
-from kubernetes_asyncio.client.rest import RESTClientObject
+from kubernetes_asyncio.client import ApiClient
 
+from mcs import kubeapi
 from mcs.members import check_tls
 
 log = structlog.get_logger(__name__)
@@ -60,15 +59,6 @@ def token(cfg: Any) -> str | None:
     return str(value) if value is not None else None
 
 
-async def load(kubeconfig: str, context: str) -> Configuration:
-    """A fresh client configuration of ``context`` (reads every file it names)."""
-    cfg = type.__call__(Configuration)  # as kubernetes_asyncio does: no shared default
-    await config.load_kube_config(
-        config_file=kubeconfig, context=context, client_configuration=cfg, persist_config=False
-    )
-    return cfg
-
-
 async def refresh(
     api: ApiClient, kubeconfig: str, context: str, allow_insecure: bool = False
 ) -> str | None:
@@ -76,13 +66,13 @@ async def refresh(
     ``"token"``, ``"tls"`` (new connection pool) or None (unchanged). Raises
     ``ConfigError`` (``api`` unchanged) when the context now skips TLS verification
     and ``allow_insecure`` is false."""
-    fresh = await load(kubeconfig, context)
+    fresh = await kubeapi.load_config(kubeconfig, context)
     check_tls(fresh, context, allow_insecure)
     current = api.configuration
     if tls_material(fresh) != tls_material(current):
         old = api.rest_client
         api.configuration = fresh
-        api.rest_client = RESTClientObject(fresh)
+        api.rest_client = kubeapi.rest_client(fresh)
         await old.close()
         return "tls"
     if token(fresh) != token(current):

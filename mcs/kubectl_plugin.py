@@ -41,7 +41,7 @@ from rich.text import Text
 
 from mcs.explain import Explanation, explain
 from mcs.informer import Obj
-from mcs.kubeapi import request_json
+from mcs.kubeapi import new_client, request_json
 from mcs.members import ConfigError, member_contexts, parse_cluster_ids
 from mcs.plan import API_VERSION, GROUP, VERSION
 from mcs.status.cli import add_status_parser, use_color
@@ -153,9 +153,7 @@ class Target:
         )
 
     async def client(self) -> ApiClient:
-        return await config.new_client_from_config(
-            config_file=self.kubeconfig, context=self.context, persist_config=False
-        )
+        return await new_client(self.kubeconfig, self.context)
 
     def where(self) -> str:
         return f'in namespace "{self.namespace}" (context "{self.context}")'

@@ -9,10 +9,9 @@ import signal
 import socket
 
 import structlog
-from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient
 
-from mcs import statemetrics, trust
+from mcs import kubeapi, statemetrics, trust
 from mcs.controller import Controller, Member, MemberConfig
 from mcs.credentials import CredentialReloader
 from mcs.health import DEFAULT_GRACE
@@ -196,9 +195,7 @@ async def build_members(args: argparse.Namespace) -> tuple[list[MemberConfig], s
     apis: dict[str, ApiClient] = {}
     try:
         for ctx in contexts:
-            apis[ctx] = await config.new_client_from_config(
-                config_file=args.kubeconfig, context=ctx, persist_config=False
-            )
+            apis[ctx] = await kubeapi.new_client(args.kubeconfig, ctx)
             check_tls(apis[ctx].configuration, ctx, args.allow_insecure_skip_tls_verify)
 
         async def resolve(ctx: str, api: ApiClient) -> str | None:

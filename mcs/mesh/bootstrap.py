@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
+
+from mcs import kubeapi
 
 
 def load_crds(crd_dir: Path) -> list[dict[str, Any]]:
@@ -74,9 +76,7 @@ async def set_cluster_id(api: client.ApiClient, cluster_id: str) -> None:
 
 
 async def bootstrap_cluster(kubeconfig: Path, context: str, crd_dir: Path, cluster_id: str) -> None:
-    api = await config.new_client_from_config(
-        config_file=str(kubeconfig), context=context, persist_config=False
-    )
+    api = await kubeapi.new_client(str(kubeconfig), context)
     async with api:
         await apply_crds(api, load_crds(crd_dir))
         await set_cluster_id(api, cluster_id)

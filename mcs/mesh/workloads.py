@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from mcs import kubeapi
 from mcs.mesh.binaries import Binaries
 from mcs.mesh.certs import Pki, issue_client
 
@@ -220,9 +221,7 @@ async def create_nodes(
     """Create ``count`` kwok Nodes in member ``context`` and wait until kwok reports them Ready
     and the controller-manager has made the ``default`` ServiceAccount (its controllers run).
     That took over 60 s once on a loaded 2-core machine, hence 120."""
-    api = await config.new_client_from_config(
-        config_file=str(kubeconfig_path), context=context, persist_config=False
-    )
+    api = await kubeapi.new_client(str(kubeconfig_path), context)
     async with api:
         core = client.CoreV1Api(api)
         for n in range(1, count + 1):

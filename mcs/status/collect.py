@@ -13,13 +13,12 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import aiohttp
-from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from mcs.controller import SERVICE_EXPORTS, SERVICE_IMPORTS
 from mcs.informer import ENDPOINT_SLICES, NAMESPACES, SERVICES, Obj, ResourceKind
-from mcs.kubeapi import request_json
+from mcs.kubeapi import new_client, request_json
 from mcs.members import ConfigError, resolve_cluster_id
 
 DEFAULT_TIMEOUT = 5.0
@@ -114,9 +113,7 @@ async def _read_member(
 ) -> MemberSnapshot:
     fallback_id = cluster_ids.get(context, context)
     try:
-        api = await config.new_client_from_config(
-            config_file=kubeconfig, context=context, persist_config=False
-        )
+        api = await new_client(kubeconfig, context)
     except Exception as e:  # a broken context (missing cert file, bad server URL, ...)
         return MemberSnapshot(
             context, fallback_id, reachable=False, error=f"kubeconfig: {_describe(e)}"

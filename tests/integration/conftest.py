@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
+from mcs import kubeapi
 from mcs.mesh import binaries
 from mcs.mesh.mesh import Mesh, MeshState
 from tests.integration.accounts import (
@@ -109,9 +110,7 @@ def kubectl(mesh: MeshState) -> Kubectl:
 async def apis(mesh: MeshState) -> AsyncIterator[dict[str, client.ApiClient]]:
     out: dict[str, client.ApiClient] = {}
     for m in mesh.members:
-        out[m.name] = await config.new_client_from_config(
-            config_file=str(mesh.kubeconfig), context=m.name, persist_config=False
-        )
+        out[m.name] = await kubeapi.new_client(str(mesh.kubeconfig), m.name)
     try:
         yield out
     finally:

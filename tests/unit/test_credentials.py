@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from kubernetes_asyncio import config
 
 from mcs.credentials import CredentialReloader, refresh
+from mcs.kubeapi import new_client
 
 
 def write_kubeconfig(path: Path, server: str, token_file: Path) -> None:
@@ -30,7 +30,7 @@ async def test_rotated_token_file_is_used_without_a_new_client(tmp_path: Path) -
     token, kubeconfig = tmp_path / "token", tmp_path / "kubeconfig"
     token.write_text("first")
     write_kubeconfig(kubeconfig, "http://127.0.0.1:1", token)
-    api = await config.new_client_from_config(str(kubeconfig), "c1", persist_config=False)
+    api = await new_client(str(kubeconfig), "c1")
     try:
         pool = api.rest_client
         assert await refresh(api, str(kubeconfig), "c1") is None
@@ -47,7 +47,7 @@ async def test_a_new_server_gets_a_new_connection_pool(tmp_path: Path) -> None:
     token, kubeconfig = tmp_path / "token", tmp_path / "kubeconfig"
     token.write_text("t")
     write_kubeconfig(kubeconfig, "http://127.0.0.1:1", token)
-    api = await config.new_client_from_config(str(kubeconfig), "c1", persist_config=False)
+    api = await new_client(str(kubeconfig), "c1")
     try:
         pool = api.rest_client
         write_kubeconfig(kubeconfig, "http://127.0.0.1:2", token)
@@ -62,7 +62,7 @@ async def test_a_broken_kubeconfig_keeps_the_current_credentials(tmp_path: Path)
     token, kubeconfig = tmp_path / "token", tmp_path / "kubeconfig"
     token.write_text("t")
     write_kubeconfig(kubeconfig, "http://127.0.0.1:1", token)
-    api = await config.new_client_from_config(str(kubeconfig), "c1", persist_config=False)
+    api = await new_client(str(kubeconfig), "c1")
     try:
         kubeconfig.write_text("{ half-written")
         reloader = CredentialReloader(str(kubeconfig), {"c1": api}, period=0)
@@ -80,7 +80,7 @@ async def test_a_kubeconfig_that_turns_tls_verification_off_is_refused(tmp_path:
     token, kubeconfig = tmp_path / "token", tmp_path / "kubeconfig"
     token.write_text("t")
     write_kubeconfig(kubeconfig, "https://127.0.0.1:1", token)
-    api = await config.new_client_from_config(str(kubeconfig), "c1", persist_config=False)
+    api = await new_client(str(kubeconfig), "c1")
     try:
         cfg = yaml.safe_load(kubeconfig.read_text())
         cfg["clusters"][0]["cluster"] |= {
