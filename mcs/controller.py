@@ -222,7 +222,9 @@ class Controller:
         ids = [m.cluster_id for m in members]
         if len(set(ids)) != len(ids):
             raise ValueError(f"cluster ids must be unique, got {ids}")
-        self.queue: WorkQueue[Key] = WorkQueue()
+        # Beside a user's change, a sixteenth of the workers (at least one) reconcile
+        # the rest: a busy loop gives each running reconcile a turn per pass.
+        self.queue: WorkQueue[Key] = WorkQueue(beside_urgent=max(1, workers // 16))
         WORKQUEUE_DEPTH.set_function(lambda: len(self.queue))
         self.workers = workers
         self.resync_period = resync_period

@@ -13,6 +13,13 @@ The queue (after client-go ``util/workqueue``) is:
 * **re-entrant**: a key added *while* it is being processed is processed again
   after ``done(key)``, in the earliest lane it was added in meanwhile, so no change
   is ever lost;
+* **urgent first, also in flight** (optional, ``beside_urgent``): while a key taken
+  from ``URGENT`` is in flight, at most ``beside_urgent`` keys of the later lanes are
+  in flight. A controller whose event loop is busy gives every ready task a turn in
+  each pass, so a user's change took turns with 63 backlog reconciles at every step of
+  its way (each watch event read, each write's answer); with fewer beside it, it takes
+  turns with fewer. Keys already in flight run on; the later lanes keep going, fewer
+  at once, until the urgent keys are done;
 * **shut down** explicitly: waiters wake up and get ``None``.
 
 Four structures carry this, each with one invariant:
@@ -26,7 +33,7 @@ Four structures carry this, each with one invariant:
   meanwhile), with the earliest lane it was added in;
 * ``_processing``: the keys handed out by ``get`` and not yet ``done``, with the
   lane each was taken from (``taken_from``). These may be in ``_dirty`` at the same
-  time.
+  time. ``_in_flight`` counts them per lane.
 
 ``run_workers`` sets ``current_lane`` for each reconcile, so that what the reconcile
 does downstream (its writes: ``mcs.writer``) can go ahead of the backlog too.
@@ -136,17 +143,26 @@ class WorkQueue(Generic[K]):
     adds are ignored, and pending timers are cancelled; keys in flight may
     still be passed to ``done``.
 
+    With ``beside_urgent``, ``get()`` hands out a key of a later lane only while fewer
+    than that many are in flight beside an urgent one (see the module docstring).
+
     Resource handling: the only resources are ``call_later`` timers, all
     cancelled by ``shutdown()``; call it when the queue is no longer needed.
     """
 
-    def __init__(self, *, backoff: ExponentialBackoff[K] | None = None) -> None:
+    def __init__(
+        self, *, backoff: ExponentialBackoff[K] | None = None, beside_urgent: int | None = None
+    ) -> None:
+        if beside_urgent is not None and beside_urgent < 1:
+            raise ValueError(f"beside_urgent must be at least 1, got {beside_urgent}")
+        self._beside_urgent = beside_urgent
         self._lanes = tuple(collections.deque[tuple[K, int]]() for _ in Lane)
         self._stale = [0 for _ in Lane]
         self._waiting: dict[K, int] = {}
         self._dirty: dict[K, Lane] = {}
         self._since: dict[K, float] = {}  # when each waiting key entered its lane
         self._processing: dict[K, Lane] = {}
+        self._in_flight = [0 for _ in Lane]
         self._tickets = itertools.count()
         self._timers: dict[K, asyncio.TimerHandle] = {}
         self._getters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -168,10 +184,9 @@ class WorkQueue(Generic[K]):
         if key in self._processing:
             return  # done() queues it
         self._enter(key, lane)
-        if asked is None:
-            self._wake_one()
-        else:
+        if asked is not None:
             self._left(asked)  # its entry there is stale now
+        self._wake_takers()
 
     def _enter(self, key: K, lane: Lane) -> None:
         ticket = next(self._tickets)
@@ -237,7 +252,7 @@ class WorkQueue(Generic[K]):
         Returns ``None`` once the queue is shut down. Cancel-safe: a key is
         never lost when the waiting task is cancelled.
         """
-        while not self._waiting:
+        while not self._may_take():
             if self._shutting_down:
                 return None
             getter = asyncio.get_running_loop().create_future()
@@ -249,8 +264,8 @@ class WorkQueue(Generic[K]):
                 with contextlib.suppress(ValueError):
                     self._getters.remove(getter)
                 # We were woken for a key we will not take: pass the wake-up on.
-                if self._waiting and not getter.cancelled():
-                    self._wake_one()
+                if not getter.cancelled():
+                    self._wake_takers()
                 raise
         if self._shutting_down:
             return None
@@ -260,7 +275,23 @@ class WorkQueue(Generic[K]):
             time.monotonic() - self._since.pop(key)
         )
         self._processing[key] = lane
+        self._in_flight[lane] += 1
         return key
+
+    def _may_take(self) -> bool:
+        """Whether a ``get`` may take a key now (see ``beside_urgent``)."""
+        if not self._waiting:
+            return False
+        if self._beside_urgent is None or not self._in_flight[Lane.URGENT]:
+            return True
+        return self._urgent_waiting() or self._beside() < self._beside_urgent
+
+    def _beside(self) -> int:
+        """Keys of the later lanes in flight."""
+        return len(self._processing) - self._in_flight[Lane.URGENT]
+
+    def _urgent_waiting(self) -> bool:
+        return len(self._lanes[Lane.URGENT]) > self._stale[Lane.URGENT]
 
     def _next(self) -> tuple[K, Lane]:
         """Take the first live entry of the earliest lane (one exists: ``_waiting``)."""
@@ -278,18 +309,30 @@ class WorkQueue(Generic[K]):
 
     def done(self, key: K) -> None:
         """Mark ``key`` as processed; re-queue it if it was added meanwhile."""
-        self._processing.pop(key, None)
+        taken = self._processing.pop(key, None)
+        if taken is not None:
+            self._in_flight[taken] -= 1
         lane = self._dirty.get(key)
         if lane is not None and not self._shutting_down:
             self._enter(key, lane)
-            self._wake_one()
+        self._wake_takers()
 
-    def _wake_one(self) -> None:
-        while self._getters:
+    def _wake_takers(self) -> None:
+        """Wake as many waiting getters as there are keys they may take now (a getter
+        woken for a key another took first waits again)."""
+        if not self._may_take():
+            return
+        if self._beside_urgent is None or not self._in_flight[Lane.URGENT]:
+            wanted = len(self._waiting)
+        else:
+            wanted = self._beside_urgent - self._beside()
+            if self._urgent_waiting():
+                wanted = max(wanted, 0) + len(self._lanes[Lane.URGENT]) - self._stale[Lane.URGENT]
+        while self._getters and wanted > 0:
             getter = self._getters.popleft()
             if not getter.done():
                 getter.set_result(None)
-                return
+                wanted -= 1
 
     # -------------------------------------------------------------- lifecycle
 

@@ -451,24 +451,110 @@ async def test_workers_let_other_tasks_run_between_keys() -> None:
     assert order[first:last].count("tick") >= 200 / 4 - 1
 
 
+async def test_beside_an_urgent_key_only_so_many_others_are_in_flight() -> None:
+    """With ``beside_urgent=2``: while an urgent key is in flight, a third key of a later
+    lane waits for one of the two to be done; another urgent key does not wait; once no
+    urgent key is in flight, the later lanes are handed out freely again."""
+    queue: WorkQueue[Key] = WorkQueue(beside_urgent=2)
+    others = [("ns", f"c{i}") for i in range(5)]
+    queue.add(A, Lane.URGENT)
+    for key in others:
+        queue.add(key)
+    assert [await take(queue) for _ in range(3)] == [A, *others[:2]]
+    third = asyncio.create_task(queue.get())
+    await asyncio.sleep(0.01)
+    assert not third.done(), "two keys beside an urgent one are in flight"
+    queue.add(B, Lane.URGENT)
+    assert await asyncio.wait_for(third, 10) == B, "an urgent key does not wait"
+    third = asyncio.create_task(queue.get())
+    await asyncio.sleep(0.01)
+    assert not third.done()
+    queue.done(others[0])
+    assert await asyncio.wait_for(third, 10) == others[2]
+    fourth = asyncio.create_task(queue.get())
+    await asyncio.sleep(0.01)
+    assert not fourth.done()
+    queue.done(A)
+    await asyncio.sleep(0.01)
+    assert not fourth.done(), "B is still in flight"
+    queue.done(B)
+    assert await asyncio.wait_for(fourth, 10) == others[3]
+    assert await take(queue) == others[4], "no urgent key in flight: no limit"
+    queue.shutdown()
+
+
+async def test_workers_run_few_other_keys_beside_an_urgent_one() -> None:
+    """8 workers, ``beside_urgent=1``: while the urgent key's reconcile runs, at most one
+    other key is reconciled at once; before and after it, up to 8."""
+    queue: WorkQueue[Key] = WorkQueue(beside_urgent=1)
+    urgent_running = asyncio.Event()
+    release = asyncio.Event()
+    running: set[Key] = set()
+    most_beside = most_alone = 0
+
+    async def handler(key: Key) -> None:
+        nonlocal most_beside, most_alone
+        if key == A:
+            urgent_running.set()
+            await release.wait()
+            urgent_running.clear()
+            return
+        running.add(key)
+        if urgent_running.is_set():
+            most_beside = max(most_beside, len(running))
+        else:
+            most_alone = max(most_alone, len(running))
+        await asyncio.sleep(0.005)
+        running.discard(key)
+
+    for i in range(40):
+        queue.add(("ns", f"c{i}"))
+    queue.add(A, Lane.URGENT)
+    workers = asyncio.create_task(run_workers(queue, handler, concurrency=8))
+    await asyncio.wait_for(urgent_running.wait(), 10)
+    for i in range(40, 80):
+        queue.add(("ns", f"c{i}"))
+    await asyncio.sleep(0.2)
+    release.set()
+    await asyncio.sleep(0.2)
+    queue.shutdown()
+    await asyncio.wait_for(workers, 10)
+    assert most_beside == 1
+    assert most_alone == 7 or most_alone == 8
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(
         st.tuples(st.sampled_from([*Lane, "get", "done"]), st.sampled_from([A, B, C])),
         max_size=40,
-    )
+    ),
+    st.sampled_from([None, 1]),
 )
-async def test_queue_against_a_model(ops: list[tuple[Lane | str, Key]]) -> None:
+async def test_queue_against_a_model(
+    ops: list[tuple[Lane | str, Key]], beside_urgent: int | None
+) -> None:
     """Random adds (in any lane), gets and dones against a plain model: each waiting key
     is handed out once, never while in flight, lane by lane and in each lane in the order
-    keys entered it, re-runs in the earliest lane asked, and nothing is lost."""
-    queue: WorkQueue[Key] = WorkQueue()
+    keys entered it, re-runs in the earliest lane asked, and nothing is lost; with
+    ``beside_urgent``, a get waits while an urgent key and that many others are in
+    flight and no urgent key waits."""
+    queue: WorkQueue[Key] = WorkQueue(beside_urgent=beside_urgent)
     lanes: list[list[Key]] = [[] for _ in Lane]  # the model: waiting keys, in order
-    flight: set[Key] = set()
+    flight: dict[Key, Lane] = {}  # in flight, and the lane each was taken from
     rerun: dict[Key, Lane] = {}  # re-added while in flight, and the earliest lane asked
 
     def waiting() -> list[Key]:
         return [key for lane in lanes for key in lane]
+
+    def held_back() -> bool:
+        urgent = sum(lane is Lane.URGENT for lane in flight.values())
+        return (
+            beside_urgent is not None
+            and urgent > 0
+            and not lanes[Lane.URGENT]
+            and len(flight) - urgent >= beside_urgent
+        )
 
     for op, key in ops:
         if isinstance(op, Lane):
@@ -481,18 +567,31 @@ async def test_queue_against_a_model(ops: list[tuple[Lane | str, Key]]) -> None:
                         lanes[now].remove(key)
                     lanes[op].append(key)
             queue.add(key, op)
+        elif op == "get" and waiting() and held_back():
+            getter = asyncio.create_task(queue.get())
+            await asyncio.sleep(0)
+            assert not getter.done()
+            getter.cancel()
+            await asyncio.gather(getter, return_exceptions=True)
         elif op == "get" and waiting():
             want = waiting()[0]
-            next(lane for lane in lanes if want in lane).remove(want)
+            taken_from = next(lane for lane in Lane if want in lanes[lane])
+            lanes[taken_from].remove(want)
             assert await take(queue) == want
-            flight.add(want)
+            flight[want] = taken_from
         elif op == "done" and key in flight:
-            flight.discard(key)
+            del flight[key]
             queue.done(key)
             if key in rerun:
                 lanes[rerun.pop(key)].append(key)
         assert len(queue) == len(waiting())
         assert queue.waiting() == {lane: len(lanes[lane]) for lane in Lane}
+    for key in list(flight):
+        del flight[key]
+        queue.done(key)
+        if key in rerun:
+            lanes[rerun.pop(key)].append(key)
     for want in waiting():
         assert await take(queue) == want
+        queue.done(want)
     queue.shutdown()
