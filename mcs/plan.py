@@ -16,6 +16,7 @@ write); the controller deletes derived Services itself.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,8 +44,10 @@ def owned(obj: Obj | None) -> bool:
     return bool(labels.get(MANAGED_BY) == FIELD_MANAGER)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def derived_name(namespace: str, name: str) -> str:
-    """``derived-`` + 10 chars of base32hex(sha256("ns/name")), lower case, as mcs-api's."""
+    """``derived-`` + 10 chars of base32hex(sha256("ns/name")), lower case, as mcs-api's
+    (cached: a reconcile asks it several times, and base32 is pure Python)."""
     digest = hashlib.sha256(f"{namespace}/{name}".encode()).digest()
     return "derived-" + base64.b32hexencode(digest).decode().lower()[:10]
 
