@@ -123,14 +123,20 @@ def _peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _metric(port: int, name: str, having: str = "") -> float:
-    """The sum of the samples of metric ``name`` (those whose line has ``having``)."""
+def _metrics_text(port: int) -> list[str]:
+    """The lines of one scrape of ``/metrics``."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in r.read().decode().splitlines()
-            if line.startswith((name + "{", name + " ")) and having in line
-        )
+        text: str = r.read().decode()
+    return text.splitlines()
+
+
+def _metric_in(lines: list[str], name: str, having: str = "") -> float:
+    """The sum of the samples of metric ``name`` (those whose line has ``having``)."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in lines
+        if line.startswith((name + "{", name + " ")) and having in line
+    )
 
 
 class CpuMeter:
@@ -193,7 +199,13 @@ class Controller:
                 await asyncio.sleep(0.1)
 
     def metric(self, name: str, having: str = "") -> float:
-        return _metric(self.metrics, name, having)
+        return _metric_in(_metrics_text(self.metrics), name, having)
+
+    def metrics_of(self, wanted: dict[str, tuple[str, str]]) -> dict[str, float]:
+        """Each of ``wanted``'s ``(metric, filter)`` sums, from one scrape (the
+        controller renders every metric for each, on its event loop)."""
+        lines = _metrics_text(self.metrics)
+        return {k: _metric_in(lines, *m) for k, m in wanted.items()}
 
     def cpu(self) -> float:
         return _cpu_seconds(self.proc.pid)
@@ -492,14 +504,15 @@ async def latency(apis: Apis, ns: str, samples: int, ctl: Controller) -> list[Sa
             await _create_service(api, ns, name)
             service = time.monotonic() - started
             await asyncio.sleep(SETTLE)
-            queued = int(ctl.metric(DEPTH))
-            before = {k: ctl.metric(*m) for k, m in SPENT.items()}
+            before = ctl.metrics_of({**SPENT, "queued": (DEPTH, "")})
+            queued = int(before.pop("queued"))
             at, started = format_time(datetime.now(UTC)), time.monotonic()
             await _create_service_export(api, ns, name)
             created = time.monotonic() - started
             took = await arrivals.everywhere(name) - started
             await asyncio.sleep(0.2)  # the key's last writes (its statuses) count too
-            spent = {k: ctl.metric(*m) - before[k] for k, m in SPENT.items()}
+            after = ctl.metrics_of(SPENT)
+            spent = {k: after[k] - before[k] for k in SPENT}
             out.append(Sample(took, service, created, at, queued, spent))
     return out
 
