@@ -279,19 +279,19 @@ class WorkQueue(Generic[K]):
         return key
 
     def _may_take(self) -> bool:
-        """Whether a ``get`` may take a key now (see ``beside_urgent``)."""
-        if not self._waiting:
-            return False
+        """Whether a ``get`` may take a key now."""
+        return self._takers() > 0
+
+    def _takers(self) -> int:
+        """How many ``get``s may take a key now: one per waiting key, but while an urgent
+        key is in flight, one per waiting urgent key and per free place beside it
+        (``beside_urgent``)."""
         if self._beside_urgent is None or not self._in_flight[Lane.URGENT]:
-            return True
-        return self._urgent_waiting() or self._beside() < self._beside_urgent
-
-    def _beside(self) -> int:
-        """Keys of the later lanes in flight."""
-        return len(self._processing) - self._in_flight[Lane.URGENT]
-
-    def _urgent_waiting(self) -> bool:
-        return len(self._lanes[Lane.URGENT]) > self._stale[Lane.URGENT]
+            return len(self._waiting)
+        beside = len(self._processing) - self._in_flight[Lane.URGENT]
+        urgent = len(self._lanes[Lane.URGENT]) - self._stale[Lane.URGENT]
+        free = max(0, self._beside_urgent - beside)
+        return min(len(self._waiting), urgent + free)
 
     def _next(self) -> tuple[K, Lane]:
         """Take the first live entry of the earliest lane (one exists: ``_waiting``)."""
@@ -318,16 +318,9 @@ class WorkQueue(Generic[K]):
         self._wake_takers()
 
     def _wake_takers(self) -> None:
-        """Wake as many waiting getters as there are keys they may take now (a getter
-        woken for a key another took first waits again)."""
-        if not self._may_take():
-            return
-        if self._beside_urgent is None or not self._in_flight[Lane.URGENT]:
-            wanted = len(self._waiting)
-        else:
-            wanted = self._beside_urgent - self._beside()
-            if self._urgent_waiting():
-                wanted = max(wanted, 0) + len(self._lanes[Lane.URGENT]) - self._stale[Lane.URGENT]
+        """Wake as many waiting getters as may take a key now (one woken for a key
+        another took first waits again)."""
+        wanted = self._takers()
         while self._getters and wanted > 0:
             getter = self._getters.popleft()
             if not getter.done():
