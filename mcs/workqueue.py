@@ -33,7 +33,7 @@ Four structures carry this, each with one invariant:
   meanwhile), with the earliest lane it was added in;
 * ``_processing``: the keys handed out by ``get`` and not yet ``done``, with the
   lane each was taken from (``taken_from``). These may be in ``_dirty`` at the same
-  time. ``_in_flight`` counts them per lane.
+  time. ``_urgent_in_flight`` counts those taken from ``URGENT``.
 
 ``run_workers`` sets ``current_lane`` for each reconcile, so that what the reconcile
 does downstream (its writes: ``mcs.writer``) can go ahead of the backlog too.
@@ -162,7 +162,7 @@ class WorkQueue(Generic[K]):
         self._dirty: dict[K, Lane] = {}
         self._since: dict[K, float] = {}  # when each waiting key entered its lane
         self._processing: dict[K, Lane] = {}
-        self._in_flight = [0 for _ in Lane]
+        self._urgent_in_flight = 0
         self._tickets = itertools.count()
         self._timers: dict[K, asyncio.TimerHandle] = {}
         self._getters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -275,7 +275,8 @@ class WorkQueue(Generic[K]):
             time.monotonic() - self._since.pop(key)
         )
         self._processing[key] = lane
-        self._in_flight[lane] += 1
+        if lane is Lane.URGENT:
+            self._urgent_in_flight += 1
         return key
 
     def _may_take(self) -> bool:
@@ -286,9 +287,9 @@ class WorkQueue(Generic[K]):
         """How many ``get``s may take a key now: one per waiting key, but while an urgent
         key is in flight, one per waiting urgent key and per free place beside it
         (``beside_urgent``)."""
-        if self._beside_urgent is None or not self._in_flight[Lane.URGENT]:
+        if self._beside_urgent is None or not self._urgent_in_flight:
             return len(self._waiting)
-        beside = len(self._processing) - self._in_flight[Lane.URGENT]
+        beside = len(self._processing) - self._urgent_in_flight
         urgent = len(self._lanes[Lane.URGENT]) - self._stale[Lane.URGENT]
         free = max(0, self._beside_urgent - beside)
         return min(len(self._waiting), urgent + free)
@@ -309,9 +310,8 @@ class WorkQueue(Generic[K]):
 
     def done(self, key: K) -> None:
         """Mark ``key`` as processed; re-queue it if it was added meanwhile."""
-        taken = self._processing.pop(key, None)
-        if taken is not None:
-            self._in_flight[taken] -= 1
+        if self._processing.pop(key, None) is Lane.URGENT:
+            self._urgent_in_flight -= 1
         lane = self._dirty.get(key)
         if lane is not None and not self._shutting_down:
             self._enter(key, lane)

@@ -547,6 +547,12 @@ async def test_queue_against_a_model(
     def waiting() -> list[Key]:
         return [key for lane in lanes for key in lane]
 
+    def finish(key: Key) -> None:
+        del flight[key]
+        queue.done(key)
+        if key in rerun:
+            lanes[rerun.pop(key)].append(key)
+
     def held_back() -> bool:
         urgent = sum(lane is Lane.URGENT for lane in flight.values())
         return (
@@ -580,17 +586,11 @@ async def test_queue_against_a_model(
             assert await take(queue) == want
             flight[want] = taken_from
         elif op == "done" and key in flight:
-            del flight[key]
-            queue.done(key)
-            if key in rerun:
-                lanes[rerun.pop(key)].append(key)
+            finish(key)
         assert len(queue) == len(waiting())
         assert queue.waiting() == {lane: len(lanes[lane]) for lane in Lane}
     for key in list(flight):
-        del flight[key]
-        queue.done(key)
-        if key in rerun:
-            lanes[rerun.pop(key)].append(key)
+        finish(key)
     for want in waiting():
         assert await take(queue) == want
         queue.done(want)
