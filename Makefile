@@ -35,9 +35,9 @@ test-integration: binaries
 
 ## lint: ruff and mypy --strict
 lint: install
-	$(BIN)/ruff check mcs tests bench
-	$(BIN)/ruff format --check mcs tests bench
-	$(BIN)/mypy mcs
+	$(BIN)/ruff check mcs mcs_mesh tests bench
+	$(BIN)/ruff format --check mcs mcs_mesh tests bench
+	$(BIN)/mypy mcs mcs_mesh
 
 ## demo: a 2-cluster mesh, the controller and the examples (hack/demo.sh)
 demo: binaries

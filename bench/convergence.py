@@ -62,12 +62,13 @@ from typing import Any, Self
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from mcs import plan, writer
-from mcs.informer import Informer, Obj, ResourceKind, key_of
-from mcs.kubeapi import new_client, request_json
-from mcs.mesh.mesh import Mesh, free_port
-from mcs.model import format_time
-from mcs.observability import configure_logging
+from mcs.core import plan
+from mcs.core.model import format_time
+from mcs.runtime import writer
+from mcs.runtime.informer import Informer, Obj, ResourceKind, key_of
+from mcs.runtime.kubeapi import new_client, request_json
+from mcs.runtime.observability import configure_logging
+from mcs_mesh.mesh import Mesh, free_port
 
 PORTS = [
     {"name": "http", "port": 80, "protocol": "TCP"},
@@ -169,7 +170,7 @@ class Controller:
                 [
                     sys.executable,
                     "-m",
-                    "mcs.cli",
+                    "mcs",
                     "run",
                     "--kubeconfig",
                     str(kubeconfig),

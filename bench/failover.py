@@ -30,8 +30,8 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
-from mcs import kubeapi
-from mcs.mesh.mesh import Mesh, free_port
+from mcs.runtime import kubeapi
+from mcs_mesh.mesh import Mesh, free_port
 
 NS, NAME = "bench-failover", "rebel-base"
 OURS = "mcs-controller.multicluster.x-k8s.io"
@@ -121,7 +121,7 @@ async def main() -> None:
                         [
                             sys.executable,
                             "-m",
-                            "mcs.cli",
+                            "mcs",
                             "run",
                             "--kubeconfig",
                             str(state.kubeconfig),

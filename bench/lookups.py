@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mcs import endpoints, plan
-from mcs.controller import Controller, Member, MemberConfig
-from mcs.informer import Key, Obj, key_of
+from mcs.core import endpoints, plan
+from mcs.runtime.controller import Controller, Member, MemberConfig
+from mcs.runtime.informer import Key, Obj, key_of
 
 OURS = {plan.MANAGED_BY: plan.FIELD_MANAGER}
 

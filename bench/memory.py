@@ -30,8 +30,8 @@ from pathlib import Path
 
 from kubernetes_asyncio import client
 
-from mcs import kubeapi
-from mcs.mesh.mesh import Mesh, free_port
+from mcs.runtime import kubeapi
+from mcs_mesh.mesh import Mesh, free_port
 
 
 def _rss_mib(pid: int) -> dict[str, float]:
@@ -80,7 +80,7 @@ async def _measure(kubeconfig: Path, tmp: Path, mcs_path: str) -> dict[str, obje
             [
                 sys.executable,
                 "-m",
-                "mcs.cli",
+                "mcs",
                 "run",
                 "--kubeconfig",
                 str(kubeconfig),

@@ -16,6 +16,8 @@ ln -s /opt/mcs/bin/kubectl-mcs /usr/local/bin/kubectl-mcs
 # The unprivileged user (distroless's "nonroot" id), written directly: no passwd package.
 echo "mcs:x:65532:65532:mcs:/nonexistent:/usr/sbin/nologin" >> /etc/passwd
 echo "mcs:x:65532:" >> /etc/group
+# The local clusterset (`mcs mesh`) is test and demo tooling, never in the image.
+rm -rf /opt/mcs/lib/python3*/site-packages/mcs_mesh
 # Nothing the controller needs at run time.
 rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/*-old /var/log/* \
   /usr/share/doc/* /usr/share/man/* /usr/share/info/* /usr/share/locale/* /tmp/* /root/.cache

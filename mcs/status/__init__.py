@@ -10,7 +10,7 @@ The package is a functional core in a thin shell, like the controller:
   `Snapshot` of plain API dicts. A member that cannot be read is recorded with
   the error, never raised. Every ``ApiClient`` it opens is closed.
 * ``summarize`` (``mcs.status.report``, pure) turns a `Snapshot` into a `Report`. It decides each
-  service's merge with the controller's own pure code (``mcs.plan.evaluate``), so
+  service's merge with the controller's own pure code (``mcs.core.plan.evaluate``), so
   the winner, the conflict reasons and the message are exactly what a controller
   with the same cluster ids writes. It also compares that verdict with the
   conditions the controller has written on each ServiceExport (``in_sync``).

@@ -11,7 +11,12 @@ from typing import Any
 
 from rich.live import Live
 
-from mcs.members import ConfigError, add_member_arguments, member_contexts, parse_cluster_ids
+from mcs.runtime.members import (
+    ConfigError,
+    add_member_arguments,
+    member_contexts,
+    parse_cluster_ids,
+)
 from mcs.status.collect import DEFAULT_TIMEOUT, Snapshot, collect
 from mcs.status.render import console, render, renderable, write
 from mcs.status.report import exit_code, summarize

@@ -16,10 +16,10 @@ import aiohttp
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from mcs.controller import SERVICE_EXPORTS, SERVICE_IMPORTS
-from mcs.informer import ENDPOINT_SLICES, NAMESPACES, SERVICES, Obj, ResourceKind
-from mcs.kubeapi import new_client, request_json
-from mcs.members import ConfigError, resolve_cluster_id
+from mcs.runtime.controller import SERVICE_EXPORTS, SERVICE_IMPORTS
+from mcs.runtime.informer import ENDPOINT_SLICES, NAMESPACES, SERVICES, Obj, ResourceKind
+from mcs.runtime.kubeapi import new_client, request_json
+from mcs.runtime.members import ConfigError, resolve_cluster_id
 
 DEFAULT_TIMEOUT = 5.0
 _PAGE = 500

@@ -251,7 +251,7 @@ def renderable(report: Report) -> RenderableType:
     """The text report as one ``rich`` renderable (what ``--watch`` redraws).
 
     The seam for more sections: each is a function ``Report -> list[renderable]``;
-    the global services section (from ``mcs.globalsvc``) goes between services and
+    the global services section (from ``mcs.core.globalsvc``) goes between services and
     summary.
     """
     sections = (_members, _controllers, _services, _global_services, _summary)

@@ -2,7 +2,7 @@
 ``summarize`` (a `Snapshot` into a `Report`) and ``exit_code`` (``--fail-on``).
 
 ``summarize`` decides each service's merge with the controller's own pure code
-(``mcs.plan.evaluate``), so the winner, the conflict reasons and the message are
+(``mcs.core.plan.evaluate``), so the winner, the conflict reasons and the message are
 exactly what a controller with the same cluster ids writes. It also compares that
 verdict with the conditions written on each ServiceExport (``in_sync``).
 """
@@ -17,12 +17,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from mcs import globalsvc
-from mcs.informer import Obj
-from mcs.merge import MergeResult, export_conditions
-from mcs.model import InvalidExport, parse_time
-from mcs.namespaces import NamespacePolicy
-from mcs.plan import ClusterView, Evaluation, evaluate
+from mcs.core import globalsvc
+from mcs.core.merge import MergeResult, export_conditions
+from mcs.core.model import InvalidExport, parse_time
+from mcs.core.namespaces import NamespacePolicy
+from mcs.core.plan import ClusterView, Evaluation, evaluate
+from mcs.runtime.informer import Obj
 from mcs.status.collect import ControllerSnapshot, MemberSnapshot, Snapshot, key_of
 
 FailOn = Literal["unreachable", "conflict", "any", "never"]
@@ -255,7 +255,7 @@ def _global_services(
     members: Sequence[MemberSnapshot], policy: NamespacePolicy
 ) -> list[GlobalServiceReport]:
     """The global Services of the readable members, as the controller sees them
-    (`mcs.globalsvc.status_rows`), under the namespace ``policy``."""
+    (`mcs.core.globalsvc.status_rows`), under the namespace ``policy``."""
     rows = globalsvc.status_rows(
         services={m.cluster_id: m.services for m in members},
         slices={m.cluster_id: m.slices for m in members},

@@ -30,9 +30,9 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
-from mcs import kubeapi
-from mcs.mesh import binaries
-from mcs.mesh.mesh import Mesh, MeshState
+from mcs.runtime import kubeapi
+from mcs_mesh import binaries
+from mcs_mesh.mesh import Mesh, MeshState
 from tests.integration.accounts import (
     ServiceAccounts,
     kubectl_path,
@@ -212,7 +212,7 @@ class Controllers:
             [
                 sys.executable,
                 "-m",
-                "mcs.cli",
+                "mcs",
                 "run",
                 "--kubeconfig",
                 str(kubeconfig),

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from mcs.mesh.mesh import Member, MeshState, _spawn, free_port
+from mcs_mesh.mesh import Member, MeshState, _spawn, free_port
 from tests.integration.conftest import API_SERVER_RESTARTS, Controllers, Kubectl, eventually
 
 

@@ -13,7 +13,7 @@ A Terminating namespace (being deleted) gets no imports (the API server refuses 
 objects in it; what of ours is left there goes with it, so it is not checked), but
 the exports still in it count while they exist: the controller merges every export
 it sees, and kube-controller-manager's namespace controller deletes them within
-seconds (``mcs.controller.Member.namespace_exists`` only decides where imports go).
+seconds (``mcs.runtime.controller.Member.namespace_exists`` only decides where imports go).
 A *withdrawn* member (unreachable for longer than the controller's grace period)
 counts as exporting nothing, and is not checked (``check``).
 """

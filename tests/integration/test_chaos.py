@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from mcs.mesh.mesh import Member, MeshState
+from mcs_mesh.mesh import Member, MeshState
 from tests.integration.accounts import ServiceAccounts
 from tests.integration.conftest import Controllers, Kubectl, _http_ok, eventually
 from tests.integration.faults import ApiServer, log_events, log_time, seed_for, spawn_controller

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mcs.mesh import binaries
+from mcs_mesh import binaries
 from tests.integration.test_mesh_cli import _processes_naming
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ def test_quick_start(binaries_ready: binaries.Binaries, tmp_path: Path) -> None:
         assert f"mcs mesh down --dir {state}" in out
     finally:
         down = subprocess.run(
-            [sys.executable, "-m", "mcs.cli", "mesh", "down", "--dir", str(state)],
+            [sys.executable, "-m", "mcs", "mesh", "down", "--dir", str(state)],
             cwd=ROOT,
             capture_output=True,
             text=True,

@@ -19,7 +19,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from mcs.mesh.mesh import MeshState
+from mcs_mesh.mesh import MeshState
 from tests.integration.conftest import Controllers, Kubectl, eventually, holds
 from tests.integration.mcs_objects import (
     deployment,

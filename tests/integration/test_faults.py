@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from mcs.mesh.mesh import MeshState
+from mcs_mesh.mesh import MeshState
 from tests.integration.accounts import ServiceAccounts
 from tests.integration.conftest import Controllers, Kubectl, eventually
 from tests.integration.faults import (
@@ -103,7 +103,7 @@ def test_member_death_withdraws_after_grace_and_returns(
             export(ns, "solo"),
             source_slice(ns, "solo", ["10.3.0.2"]),
         )
-        # A global Service (mcs.globalsvc) in cluster1 and cluster3: cluster1 balances
+        # A global Service (mcs.core.globalsvc) in cluster1 and cluster3: cluster1 balances
         # over both clusters' backends, and over its own alone while cluster3 is out.
         deploy(kubectl, ns, {"cluster1": {GLOBAL: "true"}, "cluster3": {GLOBAL: "true"}})
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from mcs.mesh.mesh import MeshState
+from mcs_mesh.mesh import MeshState
 from tests.integration.conftest import Controllers, Kubectl, eventually, holds
 from tests.integration.mcs_objects import condition, export, get_export, get_import
 from tests.integration.test_endpoints import _ask, _records

@@ -8,9 +8,9 @@ import asyncio
 
 from kubernetes_asyncio import client
 
-from mcs.controller import SERVICE_EXPORTS
-from mcs.informer import Informer, Obj, key_of
-from mcs.observability import REGISTRY
+from mcs.runtime.controller import SERVICE_EXPORTS
+from mcs.runtime.informer import Informer, Obj, key_of
+from mcs.runtime.observability import REGISTRY
 
 
 def _export(ns: str, name: str) -> Obj:

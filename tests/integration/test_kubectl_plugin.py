@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mcs.mesh.mesh import MeshState
+from mcs_mesh.mesh import MeshState
 from tests.integration.accounts import ServiceAccounts
 from tests.integration.conftest import Controllers, Kubectl, eventually, kubectl_path
 from tests.integration.mcs_objects import service

@@ -7,13 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mcs.mesh import binaries
+from mcs_mesh import binaries
 from tests.integration.conftest import kubectl_path
 
 
 def _mcs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mcs.cli", *args],
+        [sys.executable, "-m", "mcs", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mcs import plan
+from mcs.core import plan
 from tests.integration.accounts import ServiceAccounts
 from tests.integration.conftest import Controllers, Kubectl, eventually
 from tests.integration.mcs_objects import condition, export, get_export, get_import, service

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from mcs.mesh.mesh import MeshState
+from mcs_mesh.mesh import MeshState
 from tests.integration.conftest import Controllers, Kubectl, eventually
 from tests.integration.mcs_objects import condition_status, export, get_import, service
 
@@ -23,7 +23,7 @@ C1, C2 = "cluster1", "cluster2"
 
 def _status(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "mcs.cli", "status", "--kubeconfig", str(kubeconfig), *args],
+        [sys.executable, "-m", "mcs", "status", "--kubeconfig", str(kubeconfig), *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mcs import observability, statemetrics
+from mcs.runtime import observability, statemetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "manifests" / "monitoring"

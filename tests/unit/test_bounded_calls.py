@@ -17,11 +17,11 @@ from aiohttp import web
 from kubernetes_asyncio.client import ApiClient, Configuration
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from mcs.health import probe
-from mcs.kubeapi import request, request_json
-from mcs.leader import LeaderElector, LeadershipLost
-from mcs.workqueue import Lane, current_lane
-from mcs.writer import NotLeading, Slots, Writer
+from mcs.runtime.health import probe
+from mcs.runtime.kubeapi import request, request_json
+from mcs.runtime.leader import LeaderElector, LeadershipLost
+from mcs.runtime.workqueue import Lane, current_lane
+from mcs.runtime.writer import NotLeading, Slots, Writer
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mcs.mesh.binaries import Target
-from mcs.mesh.progress import BuildFailed, build_all, fmt, live
+from mcs_mesh.binaries import Target
+from mcs_mesh.progress import BuildFailed, build_all, fmt, live
 
 SCRIPT = """\
 target=$1 out=$2

@@ -1,4 +1,4 @@
-"""mcs.cachefields: informers keep what the controller reads, nothing a tenant can inflate."""
+"""mcs.core.cachefields: informers keep what the controller reads, nothing a tenant can inflate."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from mcs import cachefields, plan
+from mcs.core import cachefields, plan
 
 
 def _service(**meta: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-MCS = [sys.executable, "-m", "mcs.cli"]
+MCS = [sys.executable, "-m", "mcs"]
 
 
 def _kubeconfig(tmp_path: Path) -> Path:

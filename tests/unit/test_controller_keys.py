@@ -10,9 +10,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcs import endpoints, globalsvc, plan
-from mcs.controller import Controller, Member, MemberConfig
-from mcs.informer import Informer, Key, Obj, key_of
+from mcs.core import endpoints, globalsvc, plan
+from mcs.runtime.controller import Controller, Member, MemberConfig
+from mcs.runtime.informer import Informer, Key, Obj, key_of
 
 NS = ["a", "b"]
 NAMES = ["x", "y"]

@@ -1,4 +1,4 @@
-"""Unit tests for mcs.credentials: a rotated token file, a replaced kubeconfig and a
+"""Unit tests for mcs.runtime.credentials: a rotated token file, a replaced kubeconfig and a
 broken one, as the clients see them (no API server needed: nothing is sent)."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from mcs.credentials import CredentialReloader, refresh
-from mcs.kubeapi import new_client
+from mcs.runtime.credentials import CredentialReloader, refresh
+from mcs.runtime.kubeapi import new_client
 
 
 def write_kubeconfig(path: Path, server: str, token_file: Path) -> None:

@@ -1,4 +1,4 @@
-"""Unit and property tests for mcs.endpoints: the EndpointSlices of one import."""
+"""Unit and property tests for mcs.core.endpoints: the EndpointSlices of one import."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcs.endpoints import (
+from mcs.core.endpoints import (
     CONTROLLER_NAME,
     ENDPOINTSLICE_MANAGED_BY,
     KUBE_SERVICE_NAME,
@@ -24,9 +24,9 @@ from mcs.endpoints import (
     source_cluster,
     transform,
 )
-from mcs.merge import MergeResult, merge
-from mcs.model import ExportRecord, Port
-from mcs.plan import FIELD_MANAGER, MANAGED_BY, SERVICE_NAME, derived_name, derived_port_name
+from mcs.core.merge import MergeResult, merge
+from mcs.core.model import ExportRecord, Port
+from mcs.core.plan import FIELD_MANAGER, MANAGED_BY, SERVICE_NAME, derived_name, derived_port_name
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 NS, NAME = "demo", "hello"

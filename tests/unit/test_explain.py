@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mcs.explain import explain
+from mcs.core.explain import explain
 
 NS, NAME = "demo", "web"
 

@@ -1,4 +1,4 @@
-"""mcs.globalsvc: Cilium's annotations, who gets what, affinity, ports, slices, status."""
+"""mcs.core.globalsvc: Cilium's annotations, who gets what, affinity, ports, slices, status."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcs import globalsvc
-from mcs.endpoints import CONTROLLER_NAME, transform
-from mcs.globalsvc import (
+from mcs.core import globalsvc
+from mcs.core.endpoints import CONTROLLER_NAME, transform
+from mcs.core.globalsvc import (
     AFFINITY,
     AFFINITY_ALIAS,
     GLOBAL,

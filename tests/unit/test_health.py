@@ -1,4 +1,4 @@
-"""Unit tests for mcs.health: when a member joins, is withdrawn and returns, and what
+"""Unit tests for mcs.runtime.health: when a member joins, is withdrawn and returns, and what
 the affected ServiceImports show. A fake clock and fake informers drive the state."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from mcs.health import (
+from mcs.runtime.health import (
     WITHDRAWN_REASON,
     MemberHealth,
     annotate_import_status,
@@ -136,7 +136,7 @@ class FrozenMember:
 
 
 async def test_a_pending_member_is_replaced_by_the_one_with_its_cluster_id() -> None:
-    """Members are immutable (``mcs.controller.Member``): reading the id of a pending
+    """Members are immutable (``mcs.runtime.controller.Member``): reading the id of a pending
     member hands back a new one, which the tracker keeps and reports on joining."""
     members = [FrozenMember("c1", "c1"), FrozenMember("ctx2", "ctx2")]
     changes: list[tuple[str, str, bool]] = []

@@ -1,4 +1,4 @@
-"""The informer's indexes (mcs.informer.Store) against a brute-force filter of the cache,
+"""The informer's indexes (mcs.runtime.informer.Store) against a brute-force filter of the cache,
 over random sequences of watch events and relists."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcs.informer import SERVICES, Informer, Key, Obj, Store, key_of, label_index
+from mcs.runtime.informer import SERVICES, Informer, Key, Obj, Store, key_of, label_index
 
 LABEL = "kubernetes.io/service-name"
 NAMESPACES = ["a", "b", ""]

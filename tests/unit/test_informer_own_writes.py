@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcs.informer import SERVICES, Informer, Obj
+from mcs.runtime.informer import SERVICES, Informer, Obj
 
 KEY = ("a", "x")
 
@@ -23,7 +23,7 @@ def _svc(rv: int, port: int) -> Obj:
 
 
 def _without_resource_version(obj: Obj) -> Obj:
-    """Like the controller's caches (mcs.cachefields): no resourceVersion is kept."""
+    """Like the controller's caches (mcs.core.cachefields): no resourceVersion is kept."""
     return {"metadata": {"name": obj["metadata"]["name"]}, "spec": obj["spec"]}
 
 

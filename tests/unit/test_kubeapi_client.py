@@ -1,4 +1,4 @@
-"""The clients ``mcs.kubeapi.new_client`` makes: no request goes through a worker
+"""The clients ``mcs.runtime.kubeapi.new_client`` makes: no request goes through a worker
 thread (kubernetes_asyncio's own client sends two per request, to read ``~/.netrc``
 and the proxy variables), and the environment's proxy is still used, looked up once.
 
@@ -19,7 +19,7 @@ import yaml
 from aiohttp import web
 from kubernetes_asyncio.client import ApiClient, Configuration
 
-from mcs.kubeapi import new_client, proxy_from_env, request_json
+from mcs.runtime.kubeapi import new_client, proxy_from_env, request_json
 
 UNANSWERED = "http://192.0.2.1:6443"  # TEST-NET-1: never routed
 

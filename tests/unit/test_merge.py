@@ -1,4 +1,4 @@
-"""Scenario tests for mcs.merge: Cilium's conflict matrix, the conformance cases, and
+"""Scenario tests for mcs.core.merge: Cilium's conflict matrix, the conformance cases, and
 the rules the KEP leaves to the implementation. Scenarios are data; each test checks
 the ServiceImport spec and the ServiceExport conditions written out in full."""
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from mcs.merge import Conflict, MergeResult, export_conditions, merge
-from mcs.model import ExportRecord, InvalidExport, Port, record_from_objects
+from mcs.core.merge import Conflict, MergeResult, export_conditions, merge
+from mcs.core.model import ExportRecord, InvalidExport, Port, record_from_objects
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 OLDER = NOW - timedelta(days=1)

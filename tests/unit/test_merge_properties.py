@@ -1,4 +1,4 @@
-"""Property tests for mcs.merge over random sets of 1-6 exports.
+"""Property tests for mcs.core.merge over random sets of 1-6 exports.
 
 The strategies draw from small value pools on purpose, so that clashes (same port
 name, same number, equal timestamps, disjoint IP families) are common rather than
@@ -18,8 +18,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcs.merge import CONFLICT_REASONS, MergeResult, export_conditions, merge
-from mcs.model import ExportRecord, ImportSpec, InvalidExport, Port
+from mcs.core.merge import CONFLICT_REASONS, MergeResult, export_conditions, merge
+from mcs.core.model import ExportRecord, ImportSpec, InvalidExport, Port
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -80,7 +80,7 @@ def export_sets(draw: st.DrawFn, min_size: int = 1) -> list[ExportRecord]:
 
 
 def expected_reasons(exports: list[ExportRecord], winner: ExportRecord) -> set[str]:
-    """The conflict reasons the rules in mcs.merge's docstring call for, written
+    """The conflict reasons the rules in mcs.core.merge's docstring call for, written
     independently of its code: a reason is due iff two exports differ in its field."""
 
     def differ(value: Callable[[ExportRecord], object]) -> bool:

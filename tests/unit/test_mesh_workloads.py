@@ -7,9 +7,9 @@ import ipaddress
 from itertools import combinations
 from pathlib import Path
 
-from mcs.mesh.binaries import Binaries
-from mcs.mesh.certs import Pki
-from mcs.mesh.workloads import COMPONENTS, commands, node_cidrs, pod_cidrs
+from mcs_mesh.binaries import Binaries
+from mcs_mesh.certs import Pki
+from mcs_mesh.workloads import COMPONENTS, commands, node_cidrs, pod_cidrs
 
 
 def _service_cidrs(i: int) -> list[str]:  # as mcs/mesh/mesh.py assigns them

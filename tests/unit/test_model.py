@@ -1,4 +1,4 @@
-"""Unit tests for mcs.model: reading API objects into records, and the API forms out."""
+"""Unit tests for mcs.core.model: reading API objects into records, and the API forms out."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from mcs.model import (
+from mcs.core.model import (
     CONDITION_MESSAGE_MAX,
     Condition,
     ExportRecord,

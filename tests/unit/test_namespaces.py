@@ -1,4 +1,4 @@
-"""mcs.namespaces: the deny-list, Cilium's namespace filter and the opt-in mode."""
+"""mcs.core.namespaces: the deny-list, Cilium's namespace filter and the opt-in mode."""
 
 from __future__ import annotations
 
@@ -7,16 +7,16 @@ from typing import Any
 
 import pytest
 
-from mcs import plan
-from mcs.cli import build_parser
-from mcs.namespaces import (
+from mcs.commands.cli import build_parser
+from mcs.commands.run import namespace_policy
+from mcs.core import plan
+from mcs.core.namespaces import (
     DEFAULT_EXCLUDED,
     GLOBAL_NAMESPACE,
     NamespacePolicy,
     global_mark,
     parse_namespace_list,
 )
-from mcs.run import namespace_policy
 
 
 def ns(name: str = "app", annotation: str | None = None, label: str | None = None) -> Any:

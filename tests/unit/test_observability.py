@@ -1,4 +1,4 @@
-"""Unit tests for mcs.observability: logging setup, metrics and the health server."""
+"""Unit tests for mcs.runtime.observability: logging setup, metrics and the health server."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 import structlog
 
-from mcs.observability import (
+from mcs.runtime.observability import (
     REGISTRY,
     WATCH_RESTARTS,
     HealthServer,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from mcs import plan
+from mcs.core import plan
 
 NOW = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
 

@@ -7,8 +7,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 
-from mcs.informer import Store
-from mcs.statemetrics import BY_STATE, STATES, export_states, samples
+from mcs.runtime.informer import Store
+from mcs.runtime.statemetrics import BY_STATE, STATES, export_states, samples
 
 
 def _export(valid: str, conflict: str | None) -> dict[str, Any]:

@@ -15,10 +15,10 @@ from typing import Any
 import yaml
 
 from mcs import status
-from mcs.merge import export_conditions
-from mcs.model import InvalidExport
-from mcs.observability import HealthServer
-from mcs.plan import ClusterView, evaluate
+from mcs.core.merge import export_conditions
+from mcs.core.model import InvalidExport
+from mcs.core.plan import ClusterView, evaluate
+from mcs.runtime.observability import HealthServer
 from mcs.status import ControllerSnapshot, MemberSnapshot, Snapshot, summarize
 from mcs.status.render import console as render_console
 
@@ -509,7 +509,7 @@ def _global_member(cluster: str, addresses: list[str], *, shared: bool = True) -
 
 def _with_remote(members: list[MemberSnapshot]) -> list[MemberSnapshot]:
     """Each member plus the remote slices the controller plans for it (`plan_cluster`)."""
-    from mcs.globalsvc import Side, plan_cluster
+    from mcs.core.globalsvc import Side, plan_cluster
     from tests.unit.test_globalsvc import NAME as GNAME
     from tests.unit.test_globalsvc import NS as GNS
 

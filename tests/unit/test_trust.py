@@ -1,4 +1,4 @@
-"""mcs.trust: which endpoints and which exported metadata a member may hand to the others."""
+"""mcs.core.trust: which endpoints and which exported metadata a member may hand to the others."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from kubernetes_asyncio.client import Configuration
 
-from mcs import endpoints, trust
-from mcs.members import ConfigError, check_tls
-from mcs.model import ExportRecord, InvalidExport, record_from_objects
-from mcs.run import add_run_parser, endpoint_policy
+from mcs.commands.run import add_run_parser, endpoint_policy
+from mcs.core import endpoints, trust
+from mcs.core.model import ExportRecord, InvalidExport, record_from_objects
+from mcs.runtime.members import ConfigError, check_tls
 
 NO_RANGES = trust.EndpointPolicy()
 

@@ -1,4 +1,4 @@
-"""Unit tests for mcs.workqueue: client-go queue semantics, backoff and workers."""
+"""Unit tests for mcs.runtime.workqueue: client-go queue semantics, backoff and workers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcs.observability import REGISTRY
-from mcs.workqueue import (
+from mcs.runtime.observability import REGISTRY
+from mcs.runtime.workqueue import (
     ExponentialBackoff,
     Lane,
     TerminalError,

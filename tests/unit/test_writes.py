@@ -1,4 +1,4 @@
-"""The ordered writes of one local cluster for one key (mcs.writes), run against a tiny
+"""The ordered writes of one local cluster for one key (mcs.core.writes), run against a tiny
 in-memory stand-in for the API server that assigns ClusterIPs like the real one."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mcs import plan, writes
+from mcs.core import plan, writes
 
 NOW = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
 NS, NAME = "demo", "web"

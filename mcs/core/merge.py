@@ -61,7 +61,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from mcs.model import Condition, ExportRecord, ImportSpec, InvalidExport, Port, parse_time
+from mcs.core.model import Condition, ExportRecord, ImportSpec, InvalidExport, Port, parse_time
 
 # The order in which conflicts are reported and their reasons joined.
 CONFLICT_REASONS = (

@@ -11,12 +11,14 @@ import socket
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
-from mcs import kubeapi, statemetrics, trust
-from mcs.controller import Controller, Member, MemberConfig
-from mcs.credentials import CredentialReloader
-from mcs.health import DEFAULT_GRACE
-from mcs.leader import LeaderElector, LeadershipLost
-from mcs.members import (
+from mcs.core import trust
+from mcs.core.namespaces import DEFAULT_EXCLUDED, NamespacePolicy, parse_namespace_list
+from mcs.runtime import kubeapi, statemetrics
+from mcs.runtime.controller import Controller, Member, MemberConfig
+from mcs.runtime.credentials import CredentialReloader
+from mcs.runtime.health import DEFAULT_GRACE
+from mcs.runtime.leader import LeaderElector, LeadershipLost
+from mcs.runtime.members import (
     ConfigError,
     add_member_arguments,
     check_tls,
@@ -25,9 +27,8 @@ from mcs.members import (
     resolve_cluster_id,
     validate_cluster_id,
 )
-from mcs.namespaces import DEFAULT_EXCLUDED, NamespacePolicy, parse_namespace_list
-from mcs.observability import HealthServer, configure_logging, loop_lag_measured
-from mcs.writer import MAX_IN_FLIGHT
+from mcs.runtime.observability import HealthServer, configure_logging, loop_lag_measured
+from mcs.runtime.writer import MAX_IN_FLIGHT
 
 log = structlog.get_logger(__name__)
 
@@ -133,7 +134,7 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
 
 
 def add_trust_arguments(p: argparse.ArgumentParser) -> None:
-    """What a member may tell the others (``mcs.trust``), and TLS towards members."""
+    """What a member may tell the others (``mcs.core.trust``), and TLS towards members."""
     p.add_argument(
         "--member-cidrs",
         action="append",
@@ -186,7 +187,7 @@ CLUSTER_ID_TIMEOUT = 10.0
 async def build_members(args: argparse.Namespace) -> tuple[list[MemberConfig], set[str]]:
     """The members, and the contexts whose cluster id could not be read in time
     (``CLUSTER_ID_TIMEOUT``): those start with their context (or ``--cluster-id``) as a
-    provisional id and join once their ClusterProperty has been read (``mcs.health``)."""
+    provisional id and join once their ClusterProperty has been read (``mcs.runtime.health``)."""
     contexts = member_contexts(args.kubeconfig, args.contexts)
     local = set(c for c in args.local.split(",") if c) or set(contexts)
     if not local <= set(contexts):

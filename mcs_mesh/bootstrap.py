@@ -11,7 +11,7 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from mcs import kubeapi
+from mcs.runtime import kubeapi
 
 
 def load_crds(crd_dir: Path) -> list[dict[str, Any]]:

@@ -1,7 +1,7 @@
 """The writes one local cluster needs for one key, in order: pure functions, no I/O.
 
 The reconcile of a key reads the cached views of every member, evaluates the merge
-once (``mcs.plan.evaluate``), then asks this module, for each local cluster, for the
+once (``mcs.core.plan.evaluate``), then asks this module, for each local cluster, for the
 ordered writes that make the cluster hold what it should, and hands them to the
 writer. No write result is read back except one: the ClusterIPs the API server gives
 the derived Service, which become the ServiceImport's ``spec.ips``.
@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from mcs import endpoints, health, plan
-from mcs.merge import MergeResult
+from mcs.core import endpoints, plan
+from mcs.core.merge import MergeResult
+from mcs.runtime import health
 
 __all__ = ["KeyState", "LocalState", "Plan", "Write", "plan_local", "slice_writes"]
 
@@ -71,7 +72,7 @@ class KeyState:
     Service), or None."""
     now: datetime
     withdrawn: Sequence[tuple[str, str | None]] = ()
-    """The withdrawn members (``mcs.health``) that export the key: (cluster id, since)."""
+    """The withdrawn members (``mcs.runtime.health``) that export the key: (cluster id, since)."""
 
 
 @dataclass(frozen=True, slots=True)

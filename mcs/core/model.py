@@ -14,7 +14,7 @@ Contract with the rest of the controller:
   Service. It returns an `ExportRecord` when the pair can be exported and an
   `InvalidExport` (reason ``NoService``, ``InvalidServiceType``, or
   ``InvalidExportedMetadata`` when its exported labels or annotations would be
-  refused by the API server or are reserved: `mcs.trust.metadata_problems`) when not.
+  refused by the API server or are reserved: `mcs.core.trust.metadata_problems`) when not.
 * Exported labels and annotations come only from the ServiceExport's
   ``spec.exportedLabels`` / ``spec.exportedAnnotations``, never from the metadata
   of either object (KEP-1645, "Exporting Services").
@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from mcs.trust import metadata_problems
+from mcs.core.trust import metadata_problems
 
 ServiceType = Literal["ClusterSetIP", "Headless"]
 

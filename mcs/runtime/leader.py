@@ -31,7 +31,7 @@ import structlog
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from mcs.kubeapi import CALL_TIMEOUT
+from mcs.runtime.kubeapi import CALL_TIMEOUT
 
 log = structlog.get_logger(__name__)
 

@@ -33,9 +33,9 @@ import yaml
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from mcs import kubeapi
-from mcs.mesh.binaries import Binaries
-from mcs.mesh.certs import Pki, issue_client
+from mcs.runtime import kubeapi
+from mcs_mesh.binaries import Binaries
+from mcs_mesh.certs import Pki, issue_client
 
 #: kube-controller-manager controllers a workload needs (names as ``--help`` lists them)
 CONTROLLERS = (

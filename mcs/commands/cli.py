@@ -10,8 +10,7 @@ import sys
 from collections.abc import Callable
 from types import FrameType
 
-from mcs.mesh.cli import add_mesh_parser
-from mcs.run import add_run_parser
+from mcs.commands.run import add_run_parser
 from mcs.status import add_status_parser
 
 
@@ -25,8 +24,8 @@ def _mesh_command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse
 
     def command(args: argparse.Namespace) -> int:
         try:
-            from mcs.mesh.binaries import BinariesUnavailable
-            from mcs.mesh.mesh import MeshError
+            from mcs_mesh.binaries import BinariesUnavailable
+            from mcs_mesh.mesh import MeshError
         except ImportError as e:
             raise MeshToolingMissing(
                 f"`mcs mesh` needs the mesh extra ({e.name} is missing): pip install 'mcs[mesh]'"
@@ -48,7 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcs", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    add_mesh_parser(sub, _mesh_command)
+    try:
+        from mcs_mesh.cli import add_mesh_parser
+    except ImportError:  # the controller's image leaves the local clusterset out
+        mesh = sub.add_parser("mesh", help="a local clusterset (not installed here)")
+        mesh.set_defaults(func=_mesh_command(lambda args: 0))
+    else:
+        add_mesh_parser(sub, _mesh_command)
     add_run_parser(sub)
     add_status_parser(sub)
     return parser

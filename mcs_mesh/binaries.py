@@ -7,7 +7,7 @@ through the Go module proxy into a cache outside the repository,
 kube-apiserver and etcd always; CoreDNS for ``--dns``; kube-controller-manager,
 kube-scheduler and kwok for a mesh with workloads (the default).
 
-A build shows one line per binary (:mod:`mcs.mesh.progress`); Go's own output goes
+A build shows one line per binary (:mod:`mcs_mesh.progress`); Go's own output goes
 to ``<cache>/logs/build-<binary>.log``, whose path is printed when a build fails.
 """
 
@@ -140,10 +140,10 @@ def ensure(*, coredns: bool = False, workloads: bool = False, log: TextIO = sys.
             "(1.26+) so mcs can build them from the Go module proxy, or set KUBEBUILDER_ASSETS "
             "to a folder holding kube-apiserver and etcd."
         )
-    from mcs.mesh.progress import BuildFailed, build_all
+    from mcs_mesh.progress import BuildFailed, build_all
 
-    script = resources.files("mcs.mesh").joinpath("build-binaries.sh")
-    coredns_src = resources.files("mcs.mesh").joinpath("coredns")
+    script = resources.files("mcs_mesh").joinpath("build-binaries.sh")
+    coredns_src = resources.files("mcs_mesh").joinpath("coredns")
     try:
         build_all(
             targets(coredns=coredns, workloads=workloads),

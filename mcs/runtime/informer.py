@@ -48,7 +48,7 @@ import structlog
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from mcs.observability import WATCH_RESTARTS
+from mcs.runtime.observability import WATCH_RESTARTS
 
 __all__ = [
     "ENDPOINT_SLICES",
@@ -770,7 +770,7 @@ class _OwnWrites:
     before: Obj | None = None  # the cached object when the first held event came
     deleted: bool = False  # deleted or relisted during a write: do not cache its answer
     # The resourceVersion of the cached object, once an answer or an event since the
-    # first write set it (cached objects need not keep theirs: see mcs.cachefields).
+    # first write set it (cached objects need not keep theirs: see mcs.core.cachefields).
     # Until then the cache holds a state older than any write or event still to come.
     cached_rv: int | None = None
 

@@ -30,8 +30,8 @@ from typing import Any, Protocol
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mcs.informer import Obj
-from mcs.observability import REGISTRY
+from mcs.runtime.informer import Obj
+from mcs.runtime.observability import REGISTRY
 
 
 class _Leading(Protocol):
@@ -87,7 +87,7 @@ def samples(
 
 
 class ControllerMetrics(Collector):
-    """Reads ``controller`` (a ``mcs.controller.Controller``) and ``elector`` (a
+    """Reads ``controller`` (a ``mcs.runtime.controller.Controller``) and ``elector`` (a
     ``LeaderElector`` or None) at each scrape."""
 
     def __init__(self, controller: Any, elector: _Leading | None) -> None:

@@ -24,8 +24,8 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
-from mcs.mesh.binaries import Binaries
-from mcs.mesh.mesh import Member, MeshError, MeshState, _spawn, free_port, stop_pids
+from mcs_mesh.binaries import Binaries
+from mcs_mesh.mesh import Member, MeshError, MeshState, _spawn, free_port, stop_pids
 
 ZONE = "clusterset.local"
 #: The MCS DNS specification's schema version, answered for ``TXT dns-version.clusterset.local``.

@@ -22,7 +22,7 @@ Rules (`desired_slices`):
   in merged order. A source slice port maps to the exposed merged port with the same
   name and protocol; it keeps the source's number (the *target* port on the pods) and
   takes the merged port's appProtocol. It is named as the derived Service names the
-  port (`mcs.plan.derived_port_name`: an unnamed port among several becomes
+  port (`mcs.core.plan.derived_port_name`: an unnamed port among several becomes
   ``<protocol>-<port>``) for a ClusterSetIP import, so that kube-proxy matches it, and
   as the ServiceImport names it for a Headless import (DNS gives SRV records to named
   ports only). Source ports that match no exposed merged port are dropped, and so are
@@ -60,9 +60,9 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from mcs.merge import MergeResult
-from mcs.model import Port
-from mcs.plan import FIELD_MANAGER, MANAGED_BY, SERVICE_NAME, derived_port_name
+from mcs.core.merge import MergeResult
+from mcs.core.model import Port
+from mcs.core.plan import FIELD_MANAGER, MANAGED_BY, SERVICE_NAME, derived_port_name
 
 __all__ = [
     "CONTROLLER_NAME",

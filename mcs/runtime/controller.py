@@ -3,16 +3,16 @@
 One ``Member`` per cluster of the clusterset, each with its indexed informers
 (ServiceExports, Services, ServiceImports, EndpointSlices, Namespaces). Every event
 is mapped to the key ``(namespace, name)`` of the service it concerns and queued (what
-users write, ServiceExports and Services, ahead of the rest: ``mcs.workqueue.Lane``); a
+users write, ServiceExports and Services, ahead of the rest: ``mcs.runtime.workqueue.Lane``); a
 worker reconciles the key: views of *all* members from the caches -> the merge
-(``mcs.plan``) -> for each *local* member the ordered writes (``mcs.writes``) -> the
-writer (``mcs.writer``). Central and per-cluster deployments run this same code;
+(``mcs.core.plan``) -> for each *local* member the ordered writes (``mcs.core.writes``) -> the
+writer (``mcs.runtime.writer``). Central and per-cluster deployments run this same code;
 they differ only in which members are local. No path run per event or per reconcile
 scans a whole cache: lookups go through the informers' indexes.
 
 Nothing is decided before every cache has listed once (``ready``), or before
 ``member_grace`` seconds have passed: a member that has not joined by then is left
-out (``mcs.health``) and joins when it comes up. A member unreachable for longer than
+out (``mcs.runtime.health``) and joins when it comes up. A member unreachable for longer than
 ``member_grace`` is withdrawn: the merge sees it as empty (for imports and global
 services alike). A periodic resync re-queues every known key; a steady state makes
 no writes.
@@ -31,8 +31,11 @@ from typing import Any, cast
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
-from mcs import cachefields, endpoints, globalsvc, health, plan, statemetrics, trust, writes
-from mcs.informer import (
+from mcs.core import cachefields, endpoints, globalsvc, plan, trust, writes
+from mcs.core.model import format_time
+from mcs.core.namespaces import NamespacePolicy
+from mcs.runtime import health, statemetrics
+from mcs.runtime.informer import (
     ENDPOINT_SLICES,
     NAMESPACES,
     SERVICES,
@@ -44,12 +47,10 @@ from mcs.informer import (
     key_of,
     label_index,
 )
-from mcs.leader import LeaderElector
-from mcs.model import format_time
-from mcs.namespaces import NamespacePolicy
-from mcs.observability import CLUSTER_CONNECTED, ENDPOINTS_DROPPED, RESYNCS, WORKQUEUE_DEPTH
-from mcs.workqueue import Lane, WorkQueue, run_workers
-from mcs.writer import MAX_IN_FLIGHT, Writer
+from mcs.runtime.leader import LeaderElector
+from mcs.runtime.observability import CLUSTER_CONNECTED, ENDPOINTS_DROPPED, RESYNCS, WORKQUEUE_DEPTH
+from mcs.runtime.workqueue import Lane, WorkQueue, run_workers
+from mcs.runtime.writer import MAX_IN_FLIGHT, Writer
 
 SERVICE_EXPORTS = ResourceKind(plan.GROUP, plan.VERSION, "serviceexports")
 SERVICE_IMPORTS = ResourceKind(plan.GROUP, plan.VERSION, "serviceimports")
@@ -88,7 +89,7 @@ class Member:
     * ``slices``: ``BY_KUBE_SERVICE``, ``(ns, value)`` of ``kubernetes.io/service-name``;
     * ``imports``, ``services``, ``slices``: ``BY_OWNED_KEY``, the key an object of
       ours (by its ownership labels) belongs to;
-    * ``services``: ``BY_GLOBAL_SERVICE``, the key of a global Service (`mcs.globalsvc`);
+    * ``services``: ``BY_GLOBAL_SERVICE``, the key of a global Service (`mcs.core.globalsvc`);
     * ``exports``: ``statemetrics.BY_STATE``, what its conditions say (for ``/metrics``).
     """
 
@@ -123,7 +124,7 @@ class Member:
         ]
 
     def global_slices(self, ns: str, service: str) -> list[Obj]:
-        """Our global-service EndpointSlices of Service ``ns/service`` (`mcs.globalsvc`)."""
+        """Our global-service EndpointSlices of Service ``ns/service`` (`mcs.core.globalsvc`)."""
         return [
             s
             for s in self.slices.by_index(BY_KUBE_SERVICE, (ns, service))
@@ -230,7 +231,7 @@ class Controller:
         self.resync_period = resync_period
         self._clock = clock
         self.endpoint_policy = endpoint_policy or trust.EndpointPolicy()
-        # What mcs.trust last dropped from each (key, source cluster): reported on change.
+        # What mcs.core.trust last dropped from each (key, source cluster): reported on change.
         self._dropped: dict[tuple[Key, str], frozenset[str]] = {}
         self.namespace_policy = namespace_policy or NamespacePolicy()
         # Events already posted about global Services: (cluster, ns, name, reason) -> name.
@@ -476,7 +477,7 @@ class Controller:
         """Views -> plan -> writes -> status, for one key in every local cluster.
 
         The merge is evaluated once from the cached views of every member; then each
-        local cluster's ordered writes are planned (``mcs.writes.plan_local``) and
+        local cluster's ordered writes are planned (``mcs.core.writes.plan_local``) and
         written, the local clusters concurrently: a failure in one does not stop the
         others (the key is retried as a whole)."""
         ns, name = key
@@ -592,7 +593,7 @@ class Controller:
         now: datetime,
     ) -> None:
         """Make ``member`` hold exactly the remote backends of global Service ``key``
-        (`mcs.globalsvc`), and tell the user what they should know about it."""
+        (`mcs.core.globalsvc`), and tell the user what they should know about it."""
         ns, name = key
         writer = self._writers[member.context]
         observed = member.global_slices(ns, name)
@@ -636,7 +637,7 @@ class Controller:
                     self._noted[noted] = event["metadata"]["name"]
 
     async def _trusted_sources(self, m: Member, key: Key) -> list[Obj]:
-        """``m``'s source slices of ``key`` with only the endpoints `mcs.trust` lets
+        """``m``'s source slices of ``key`` with only the endpoints `mcs.core.trust` lets
         through. A change in what is dropped is logged and counted, and reported by an
         Event on ``m``'s ServiceExport when ``m`` is local (its own controller tells it)."""
         kept, dropped = trust.filter_slices(

@@ -2,7 +2,7 @@
 
 From the objects of every member (each cluster's ServiceExport and Service of one
 name) and the cluster asked about, `explain` says what the merge decided for that
-cluster's export, with the controller's own pure code (``mcs.plan.evaluate``): the
+cluster's export, with the controller's own pure code (``mcs.core.plan.evaluate``): the
 winner (the oldest export, KEP-1645), and for each conflicting property the value
 this cluster has, the value the winner has (which the ServiceImport uses) and what
 to change so that the conflict goes away.
@@ -15,10 +15,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from mcs.informer import Obj
-from mcs.merge import MergeResult
-from mcs.model import ExportRecord, Port, format_time, record_from_objects
-from mcs.plan import ClusterView, evaluate
+from mcs.core.merge import MergeResult
+from mcs.core.model import ExportRecord, Port, format_time, record_from_objects
+from mcs.core.plan import ClusterView, evaluate
+from mcs.runtime.informer import Obj
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 

@@ -45,15 +45,15 @@ import structlog
 from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import Counter, Gauge
 
-from mcs import kubeapi
-from mcs.model import format_time
-from mcs.observability import REGISTRY
-from mcs.plan import API_VERSION, event
+from mcs.core.model import format_time
+from mcs.core.plan import API_VERSION, event
+from mcs.runtime import kubeapi
+from mcs.runtime.observability import REGISTRY
 
 if TYPE_CHECKING:
     from kubernetes_asyncio.client import ApiClient
 
-    from mcs.informer import Informer
+    from mcs.runtime.informer import Informer
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +80,7 @@ class MemberUnreachable(RuntimeError):
 
 
 class HealthMember(Protocol):
-    """What health needs of a member (``mcs.controller.Member`` has it)."""
+    """What health needs of a member (``mcs.runtime.controller.Member`` has it)."""
 
     @property
     def context(self) -> str: ...

@@ -6,7 +6,7 @@ are already there) and gets back plain API dicts: the ServiceImport, its status,
 the derived Service, and the conditions of each export. The writer compares these
 with what it observed and sends only the difference.
 
-Order of writes for a ClusterSetIP import (``mcs.writes``): the derived Service
+Order of writes for a ClusterSetIP import (``mcs.core.writes``): the derived Service
 first, then the ServiceImport once, with the derived Service's ClusterIPs as
 ``spec.ips`` and ``spec.ipFamilies``, then the import's status. The derived
 Service has no ownerReference (it would need the import's uid, hence a second
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from mcs.merge import MergeResult, export_conditions, merge
-from mcs.model import ExportRecord, InvalidExport, Port, format_time, record_from_objects
-from mcs.namespaces import Exclusion
+from mcs.core.merge import MergeResult, export_conditions, merge
+from mcs.core.model import ExportRecord, InvalidExport, Port, format_time, record_from_objects
+from mcs.core.namespaces import Exclusion
 
 GROUP = "multicluster.x-k8s.io"
 VERSION = "v1beta1"
@@ -62,7 +62,7 @@ class ClusterView:
     service: Obj | None = None
     service_import: Obj | None = None
     derived: Obj | None = None
-    # Why the namespace takes no part in this cluster (mcs.namespaces), or None.
+    # Why the namespace takes no part in this cluster (mcs.core.namespaces), or None.
     exclusion: Exclusion | None = None
 
     @property

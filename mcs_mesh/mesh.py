@@ -1,8 +1,8 @@
 """``mcs mesh``: one etcd and N member clusters on loopback, one kubeconfig.
 
 Each member is a kube-apiserver and, unless ``workloads=False``, the
-kube-controller-manager, kube-scheduler and kwok nodes of :mod:`mcs.mesh.workloads`;
-with ``dns=True`` also a CoreDNS (:mod:`mcs.mesh.dns`).
+kube-controller-manager, kube-scheduler and kwok nodes of :mod:`mcs_mesh.workloads`;
+with ``dns=True`` also a CoreDNS (:mod:`mcs_mesh.dns`).
 
 The state of a mesh lives in one directory (``.mcs-mesh/`` by default): the PKI,
 etcd's data, the logs, ``state.json`` (what runs, with pids and ports) and
@@ -38,8 +38,8 @@ from typing import Any
 import aiohttp
 import yaml
 
-from mcs.mesh import binaries
-from mcs.mesh.certs import Pki, create_pki
+from mcs_mesh import binaries
+from mcs_mesh.certs import Pki, create_pki
 
 DEFAULT_DIR = Path(".mcs-mesh")
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
@@ -150,9 +150,9 @@ def _owns(pid: int, directory: Path) -> bool:
 
 
 def _is_controller(argv: list[str]) -> bool:
-    """``mcs run`` (console script or ``python -m mcs.cli``): a controller on this mesh
+    """``mcs run`` (console script or ``python -m mcs``): a controller on this mesh
     (its ``--kubeconfig`` names the mesh directory) is stopped with it."""
-    return "run" in argv[1:4] and any(Path(a).name in ("mcs", "mcs.cli") for a in argv[:3])
+    return "run" in argv[1:4] and any(Path(a).name in ("mcs",) for a in argv[:3])
 
 
 def mesh_rss_mib(pid: int) -> int:
@@ -392,7 +392,7 @@ class Mesh:
             if workloads:
                 started += await self._start_workloads(bins, pki, state, nodes, detach)
             if dns:
-                from mcs.mesh.dns import start_dns
+                from mcs_mesh.dns import start_dns
 
                 for m in state.members:
                     started.append(start_dns(bins, state, m, detach))
@@ -433,7 +433,7 @@ class Mesh:
         self, bins: binaries.Binaries, pki: Pki, state: MeshState, nodes: int, detach: bool
     ) -> list[subprocess.Popen[bytes]]:
         """kube-controller-manager, kube-scheduler and kwok for every member, then its Nodes."""
-        from mcs.mesh import workloads as wl
+        from mcs_mesh import workloads as wl
 
         started: list[subprocess.Popen[bytes]] = []
         waits = []
@@ -475,7 +475,7 @@ class Mesh:
 
     async def _bootstrap(self, state: MeshState, context: str) -> None:
         """Install the CRDs, wait for them, and create the cluster-id ClusterProperty."""
-        from mcs.mesh.bootstrap import bootstrap_cluster
+        from mcs_mesh.bootstrap import bootstrap_cluster
 
         await bootstrap_cluster(state.kubeconfig, context, CRD_DIR, cluster_id=context)
 

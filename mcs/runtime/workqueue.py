@@ -36,7 +36,7 @@ Four structures carry this, each with one invariant:
   time. ``_urgent_in_flight`` counts those taken from ``URGENT``.
 
 ``run_workers`` sets ``current_lane`` for each reconcile, so that what the reconcile
-does downstream (its writes: ``mcs.writer``) can go ahead of the backlog too.
+does downstream (its writes: ``mcs.runtime.writer``) can go ahead of the backlog too.
 
 Delays (``add_after``) are ``loop.call_later`` timers, at most one per key
 (an earlier deadline replaces a later one), all cancelled by ``shutdown``.
@@ -62,7 +62,7 @@ from typing import Any, Generic, TypeVar
 
 import structlog
 
-from mcs.observability import (
+from mcs.runtime.observability import (
     RECONCILE_DURATION,
     RECONCILE_ERRORS,
     RECONCILES,

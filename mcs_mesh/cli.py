@@ -1,6 +1,6 @@
 """``mcs mesh up|down|status|build``: the local clusterset on the command line.
 
-Only the standard library is imported here: the mesh tooling (``mcs.mesh.mesh``, which
+Only the standard library is imported here: the mesh tooling (``mcs_mesh.mesh``, which
 needs the ``mesh`` extra) is imported when a ``mesh`` command runs, so the controller's
 image, which leaves the extra out, still parses ``mcs`` arguments.
 """
@@ -16,21 +16,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mcs.mesh.mesh import Mesh
+    from mcs_mesh.mesh import Mesh
 
-# mcs.mesh.mesh.DEFAULT_DIR, spelled here so that parsing needs no mesh tooling
+# mcs_mesh.mesh.DEFAULT_DIR, spelled here so that parsing needs no mesh tooling
 DEFAULT_DIR = Path(".mcs-mesh")
 Command = Callable[[argparse.Namespace], int]
 
 
 def _mesh(folder: Path) -> Mesh:
-    from mcs.mesh.mesh import Mesh
+    from mcs_mesh.mesh import Mesh
 
     return Mesh(folder)
 
 
 def _rss_mib(pid: int) -> int:
-    from mcs.mesh.mesh import mesh_rss_mib
+    from mcs_mesh.mesh import mesh_rss_mib
 
     return mesh_rss_mib(pid)
 
@@ -114,7 +114,7 @@ def _proc_line(pid: int, alive: set[int]) -> str:
 
 
 def _mesh_build(args: argparse.Namespace) -> int:
-    from mcs.mesh import binaries
+    from mcs_mesh import binaries
 
     bins = binaries.ensure(coredns=args.dns, workloads=not args.no_workloads)
     for name, path in vars(bins).items():
@@ -125,7 +125,7 @@ def _mesh_build(args: argparse.Namespace) -> int:
 
 def add_mesh_parser(sub: Any, wrap: Callable[[Command], Command] = lambda fn: fn) -> None:
     """Add ``mesh`` and its subcommands to the ``mcs`` subparsers ``sub``; ``wrap`` turns
-    each command into what runs (``mcs.cli`` turns mesh errors into one line)."""
+    each command into what runs (``mcs.commands.cli`` turns mesh errors into one line)."""
     mesh = sub.add_parser("mesh", help="a local clusterset: real control planes, kwok nodes")
     msub = mesh.add_subparsers(dest="mesh_command", required=True)
     for name, fn, text in [

@@ -23,7 +23,7 @@ Rules:
   ``"true"``; then C receives nothing (it still offers its backends if shared).
 * **Who gets what** (`uses`): C uses R's backends exactly when S exists in both, is
   global in both, shared in R, and the namespace takes part in both
-  (`mcs.namespaces`). An ExternalName Service neither offers nor receives, and
+  (`mcs.core.namespaces`). An ExternalName Service neither offers nor receives, and
   ``default/kubernetes`` (the API server's Service) never receives.
 * **Affinity** (`remote_wanted`): ``local`` offers remote backends only while C has
   no ready local endpoint (failover, and back as soon as one is ready again);
@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from mcs.endpoints import (
+from mcs.core.endpoints import (
     CONTROLLER_NAME,
     ENDPOINTSLICE_MANAGED_BY,
     KUBE_SERVICE_NAME,
@@ -62,9 +62,9 @@ from mcs.endpoints import (
     build_slices,
     managed_by_us,
 )
-from mcs.endpoints import _dedupe as dedupe_endpoints
-from mcs.endpoints import _endpoints as copy_endpoints
-from mcs.plan import FIELD_MANAGER, MANAGED_BY, SERVICE_NAME, event
+from mcs.core.endpoints import _dedupe as dedupe_endpoints
+from mcs.core.endpoints import _endpoints as copy_endpoints
+from mcs.core.plan import FIELD_MANAGER, MANAGED_BY, SERVICE_NAME, event
 
 __all__ = [
     "AFFINITY",
@@ -434,7 +434,7 @@ def status_rows(
 
     ``services`` and ``slices`` map a cluster id to all its Services and
     EndpointSlices; ``excluded`` maps a cluster id to the namespaces that do not
-    take part there (`mcs.namespaces`). Counts are of what the slices hold now; the
+    take part there (`mcs.core.namespaces`). Counts are of what the slices hold now; the
     held-back clusters and notes are what the controller decides from the same data.
     """
     skip = {c: set(ns) for c, ns in (excluded or {}).items()}

@@ -29,8 +29,8 @@ from typing import Any
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
-from mcs import kubeapi
-from mcs.members import check_tls
+from mcs.runtime import kubeapi
+from mcs.runtime.members import check_tls
 
 log = structlog.get_logger(__name__)
 

@@ -218,7 +218,7 @@ REJECTED_OBJECTS = Counter(
 )
 ENDPOINTS_DROPPED = Counter(
     "mcs_endpoints_dropped",
-    "Endpoints of a member's EndpointSlices newly left out of its imports (mcs.trust), "
+    "Endpoints of a member's EndpointSlices newly left out of its imports (mcs.core.trust), "
     "by source cluster and reason (invalid, outside-cidrs, fqdn-not-allowed).",
     ["cluster", "reason"],
     registry=REGISTRY,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from mcs.mesh.binaries import Target
+    from mcs_mesh.binaries import Target
 
 #: seconds a cold build of each binary took on 2 shared cores; shown until this
 #: machine has built it once

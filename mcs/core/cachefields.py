@@ -4,9 +4,9 @@ Every Service, ServiceExport and Namespace of every member is cached, and their
 tenants choose how big they are (a Service's annotations alone may hold 256 KiB, its
 selector and labels more). These transforms bound what one object costs the
 controller to the fields it reads, whatever the tenant writes. EndpointSlices have
-their own (`mcs.endpoints.transform`). ServiceImports are ours: they keep their
+their own (`mcs.core.endpoints.transform`). ServiceImports are ours: they keep their
 labels, annotations, spec and status, and of ``managedFields`` only the label and
-annotation keys our apply owns (`mcs.plan.applied_keys`; the whole entries were half
+annotation keys our apply owns (`mcs.core.plan.applied_keys`; the whole entries were half
 of a cached import).
 
 Dropping ``resourceVersion`` (and status the controller does not read) also means
@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mcs.endpoints import KUBE_SERVICE_NAME, SOURCE_CLUSTER
-from mcs.plan import FIELD_MANAGER, MANAGED_BY, SERVICE_NAME, applied_keys
+from mcs.core.endpoints import KUBE_SERVICE_NAME, SOURCE_CLUSTER
+from mcs.core.plan import FIELD_MANAGER, MANAGED_BY, SERVICE_NAME, applied_keys
 
 __all__ = ["KEPT_ANNOTATION_PREFIXES", "export", "namespace", "service", "service_import"]
 

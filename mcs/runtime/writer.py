@@ -9,12 +9,12 @@ At most ``max_in_flight`` writes per cluster are sent at once; more wait their t
 Each HTTP/1.1 request in flight holds its own TLS connection (about 300 KiB of
 buffers), so many workers writing to every cluster at once cost memory without
 making the API servers any faster. Turns go by the lane of the key a write is for
-(``mcs.workqueue.current_lane``), then first come first served, and while users'
+(``mcs.runtime.workqueue.current_lane``), then first come first served, and while users'
 writes are in flight the others hold only a few slots (``Slots``): the writes of a
 new export neither queue behind those of a backlog of EndpointSlice changes nor share
 the API server with all of them.
 
-Every write is bounded in time (``mcs.kubeapi.CALL_TIMEOUT``) and, under leader
+Every write is bounded in time (``mcs.runtime.kubeapi.CALL_TIMEOUT``) and, under leader
 election, by ``budget()``: the seconds for which this process is still sure to hold
 the lease. With no budget left the write is not sent (``NotLeading``); a write in
 flight is abandoned when the budget runs out, so a deposed leader stops writing
@@ -38,11 +38,11 @@ import structlog
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from mcs.informer import ENDPOINT_SLICES, SERVICES, ResourceKind
-from mcs.kubeapi import CALL_TIMEOUT, request_json
-from mcs.observability import API_WRITE_DURATION, API_WRITE_WAIT, API_WRITES
-from mcs.plan import FIELD_MANAGER, GROUP, VERSION
-from mcs.workqueue import Lane, current_lane
+from mcs.core.plan import FIELD_MANAGER, GROUP, VERSION
+from mcs.runtime.informer import ENDPOINT_SLICES, SERVICES, ResourceKind
+from mcs.runtime.kubeapi import CALL_TIMEOUT, request_json
+from mcs.runtime.observability import API_WRITE_DURATION, API_WRITE_WAIT, API_WRITES
+from mcs.runtime.workqueue import Lane, current_lane
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"

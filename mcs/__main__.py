@@ -1,0 +1,7 @@
+"""``python -m mcs``: the ``mcs`` command."""
+
+import sys
+
+from mcs.commands.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The commands: ``mcs`` (``mcs run``, ``mcs status``, ``mcs mesh``) and ``kubectl mcs``."""
