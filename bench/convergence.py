@@ -62,10 +62,11 @@ from typing import Any, Self
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from mcs.core import plan
+from mcs.core import imports, plan
+from mcs.core.api import Obj, ResourceKind, key_of
 from mcs.core.model import format_time
 from mcs.runtime import writer
-from mcs.runtime.informer import Informer, Obj, ResourceKind, key_of
+from mcs.runtime.informer import Informer
 from mcs.runtime.kubeapi import new_client, request_json
 from mcs.runtime.observability import configure_logging
 from mcs_mesh.mesh import Mesh, free_port
@@ -582,7 +583,7 @@ async def restart_phase(
 async def _apply(api: client.ApiClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
     """Server-side apply, as the controller's writer does it (retried, as the
     controller's work queue would)."""
-    query = {"fieldManager": plan.FIELD_MANAGER, "force": "true"}
+    query = {"fieldManager": api.FIELD_MANAGER, "force": "true"}
     return await _again(
         lambda _: request_json(api, "PATCH", path, body=body, content_type=APPLY, query=query)
     )
@@ -612,14 +613,14 @@ async def floor_phase(apis: Apis, size: Size, meter: CpuMeter) -> dict[str, Any]
         now = datetime.now(UTC)
 
         async def in_cluster(c: str) -> None:
-            derived = plan.desired_derived_service(ns, name, merged)
+            derived = imports.desired_derived_service(ns, name, merged)
             assert derived is not None
             path = f"/api/v1/namespaces/{ns}/services/{derived['metadata']['name']}"
             got = await write(c, _apply, path, derived)
-            imp = plan.desired_import(ns, name, merged, got)
+            imp = imports.desired_import(ns, name, merged, got)
             ipath = f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/serviceimports/{name}"
             await write(c, _apply, ipath, imp)
-            status = plan.desired_import_status(merged, imp, [], now)
+            status = imports.desired_import_status(merged, imp, [], now)
             await write(c, _merge, ipath + "/status", {"status": status})
 
         await asyncio.gather(*(in_cluster(c) for c in apis))

@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mcs.core import endpoints, plan
-from mcs.runtime.controller import Controller, Member, MemberConfig
-from mcs.runtime.informer import Key, Obj, key_of
+from mcs.core import api
+from mcs.core.api import Key, Obj, key_of
+from mcs.runtime.cluster import Cluster, MemberConfig
+from mcs.runtime.controller import Controller
 
-OURS = {plan.MANAGED_BY: plan.FIELD_MANAGER}
+OURS = {api.MANAGED_BY: api.FIELD_MANAGER}
 
 
 def _obj(ns: str, name: str, labels: dict[str, str] | None = None) -> Obj:
@@ -32,13 +33,13 @@ def fill(ctl: Controller, namespaces: int, per: int) -> None:
             m.namespaces._apply({"type": "ADDED", "object": _obj("", ns)})
             for i in range(per):
                 name = f"svc-{i:05}"
-                derived = plan.derived_name(ns, name)
+                derived = api.derived_name(ns, name)
                 events: list[tuple[Any, Obj]] = [
                     (m.exports, _obj(ns, name)),
                     (m.services, _obj(ns, name)),
                     (m.imports, _obj(ns, name, OURS)),
-                    (m.services, _obj(ns, derived, {**OURS, plan.SERVICE_NAME: name})),
-                    (m.slices, _obj(ns, f"{name}-abc", {endpoints.KUBE_SERVICE_NAME: name})),
+                    (m.services, _obj(ns, derived, {**OURS, api.SERVICE_NAME: name})),
+                    (m.slices, _obj(ns, f"{name}-abc", {api.KUBE_SERVICE_NAME: name})),
                     (
                         m.slices,
                         _obj(
@@ -46,9 +47,9 @@ def fill(ctl: Controller, namespaces: int, per: int) -> None:
                             f"{name}-ours",
                             {
                                 **OURS,
-                                endpoints.ENDPOINTSLICE_MANAGED_BY: endpoints.CONTROLLER_NAME,
-                                plan.SERVICE_NAME: name,
-                                endpoints.KUBE_SERVICE_NAME: derived,
+                                api.ENDPOINTSLICE_MANAGED_BY: api.CONTROLLER_NAME,
+                                api.SERVICE_NAME: name,
+                                api.KUBE_SERVICE_NAME: derived,
                             },
                         ),
                     ),
@@ -57,31 +58,31 @@ def fill(ctl: Controller, namespaces: int, per: int) -> None:
                     informer._apply({"type": "ADDED", "object": obj})
 
 
-def scan_keys_in(members: tuple[Member, ...], namespace: str) -> list[Key]:
+def scan_keys_in(members: tuple[Cluster, ...], namespace: str) -> list[Key]:
     """keys_in as it was: every key of every cache, then filtered."""
     keys: set[Key] = set()
     for m in members:
         keys.update(m.exports.keys())
-        keys.update(key_of(o) for o in m.imports.list() if plan.owned(o))
+        keys.update(key_of(o) for o in m.imports.list() if api.owned(o))
         for o in m.services.list():
             labels = o["metadata"].get("labels") or {}
-            if plan.owned(o) and plan.SERVICE_NAME in labels:
-                keys.add((key_of(o)[0], labels[plan.SERVICE_NAME]))
+            if api.owned(o) and api.SERVICE_NAME in labels:
+                keys.add((key_of(o)[0], labels[api.SERVICE_NAME]))
         for o in m.slices.list():
-            if endpoints.managed_by_us(o):
-                k = endpoints.slice_key(o)
+            if api.managed_by_us(o):
+                k = api.import_slice_key(o)
                 if k:
                     keys.add(k)
     return sorted(k for k in keys if k[0] == namespace)
 
 
-def scan_source_slices(m: Member, ns: str, service: str) -> list[Obj]:
+def scan_source_slices(m: Cluster, ns: str, service: str) -> list[Obj]:
     return [
         s
         for s in m.slices.list(None)
         if s["metadata"]["namespace"] == ns
-        and s["metadata"].get("labels", {}).get(endpoints.KUBE_SERVICE_NAME) == service
-        and not endpoints.managed_by_us(s)
+        and s["metadata"].get("labels", {}).get(api.KUBE_SERVICE_NAME) == service
+        and not api.managed_by_us(s)
     ]
 
 

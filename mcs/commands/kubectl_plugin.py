@@ -39,9 +39,8 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from mcs.core.api import API_VERSION, GROUP, VERSION, Obj
 from mcs.core.explain import Explanation, explain
-from mcs.core.plan import API_VERSION, GROUP, VERSION
-from mcs.runtime.informer import Obj
 from mcs.runtime.kubeapi import new_client, request_json
 from mcs.runtime.members import ConfigError, member_contexts, parse_cluster_ids
 from mcs.status.cli import add_status_parser, use_color

@@ -14,7 +14,8 @@ from kubernetes_asyncio.client import ApiClient
 from mcs.core import trust
 from mcs.core.namespaces import DEFAULT_EXCLUDED, NamespacePolicy, parse_namespace_list
 from mcs.runtime import kubeapi, statemetrics
-from mcs.runtime.controller import Controller, Member, MemberConfig
+from mcs.runtime.cluster import Cluster, MemberConfig
+from mcs.runtime.controller import Controller
 from mcs.runtime.credentials import CredentialReloader
 from mcs.runtime.health import DEFAULT_GRACE
 from mcs.runtime.leader import LeaderElector, LeadershipLost
@@ -258,7 +259,7 @@ async def run(args: argparse.Namespace) -> int:
             members, pending = await build_members(args)
             overrides = parse_cluster_ids(args.cluster_id)
 
-            async def resolve_id(m: Member) -> str:
+            async def resolve_id(m: Cluster) -> str:
                 return await resolve_cluster_id(m.api, m.context, overrides)
 
             elector = _elector(args, members) if args.leader_elect else None

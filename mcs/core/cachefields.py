@@ -6,7 +6,7 @@ selector and labels more). These transforms bound what one object costs the
 controller to the fields it reads, whatever the tenant writes. EndpointSlices have
 their own (`mcs.core.endpoints.transform`). ServiceImports are ours: they keep their
 labels, annotations, spec and status, and of ``managedFields`` only the label and
-annotation keys our apply owns (`mcs.core.plan.applied_keys`; the whole entries were half
+annotation keys our apply owns (`mcs.core.writes.applied_keys`; the whole entries were half
 of a cached import).
 
 Dropping ``resourceVersion`` (and status the controller does not read) also means
@@ -21,12 +21,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mcs.core.endpoints import KUBE_SERVICE_NAME, SOURCE_CLUSTER
-from mcs.core.plan import FIELD_MANAGER, MANAGED_BY, SERVICE_NAME, applied_keys
+from mcs.core.api import (
+    FIELD_MANAGER,
+    KUBE_SERVICE_NAME,
+    MANAGED_BY,
+    SERVICE_NAME,
+    SOURCE_CLUSTER,
+    Obj,
+)
+from mcs.core.writes import applied_keys
 
 __all__ = ["KEPT_ANNOTATION_PREFIXES", "export", "namespace", "service", "service_import"]
-
-Obj = Mapping[str, Any]
 
 # Annotations read by the controller (global services, namespace filter, our own).
 KEPT_ANNOTATION_PREFIXES = (

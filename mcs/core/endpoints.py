@@ -57,31 +57,36 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from mcs.core.api import (
+    CONTROLLER_NAME,
+    ENDPOINTSLICE_MANAGED_BY,
+    FIELD_MANAGER,
+    KUBE_SERVICE_NAME,
+    MANAGED_BY,
+    SERVICE_NAME,
+    SOURCE_CLUSTER,
+    Obj,
+    labels_of,
+    managed_by_us,
+)
+from mcs.core.imports import derived_port_name
 from mcs.core.merge import MergeResult
 from mcs.core.model import Port
-from mcs.core.plan import FIELD_MANAGER, MANAGED_BY, SERVICE_NAME, derived_port_name
 
 __all__ = [
-    "CONTROLLER_NAME",
-    "ENDPOINTSLICE_MANAGED_BY",
-    "KUBE_SERVICE_NAME",
     "MAX_ENDPOINTS_PER_SLICE",
-    "SOURCE_CLUSTER",
+    "Group",
     "build_slices",
+    "copy_endpoints",
     "desired_slices",
-    "managed_by_us",
-    "slice_key",
+    "group_endpoints",
     "source_cluster",
     "transform",
 ]
 
-SOURCE_CLUSTER = "multicluster.kubernetes.io/source-cluster"
-KUBE_SERVICE_NAME = "kubernetes.io/service-name"
-ENDPOINTSLICE_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
-CONTROLLER_NAME = "mcs-controller.multicluster.x-k8s.io"
 MAX_ENDPOINTS_PER_SLICE = 100
 
 _API_VERSION = "discovery.k8s.io/v1"
@@ -96,7 +101,8 @@ _KEPT_LABELS = (
 _KEPT_METADATA = ("name", "namespace", "uid", "deletionTimestamp")
 _MAX_NAME = 253
 
-Obj = Mapping[str, Any]
+Group = tuple[str, list[dict[str, Any]], list[dict[str, Any]]]
+"""Endpoints that share one slice shape: (addressType, ports, endpoints)."""
 
 
 def desired_slices(
@@ -119,45 +125,48 @@ def desired_slices(
     out: list[dict[str, Any]] = []
     for cluster in merged.clusters:
         exposed = merged.exposed_ports.get(cluster, ())
-        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        group_ports: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for source in sources.get(cluster, ()):
-            if managed_by_us(source) or not isinstance(source.get("addressType"), str):
-                continue
-            ports = _translate_ports(source.get("ports"), exposed, count, headless)
-            if not ports and not headless:
-                continue
-            group = (source["addressType"], _canonical(ports))
-            group_ports[group] = ports
-            groups.setdefault(group, []).extend(_endpoints(source.get("endpoints")))
         labels = _labels(name, cluster, derived_service)
-        for group, endpoints in groups.items():
-            address_type, ports_json = group
-            digest = _digest(cluster, address_type, ports_json)
-            out += build_slices(
-                namespace,
-                name,
-                digest,
-                labels,
-                address_type,
-                _dedupe(endpoints),
-                group_ports[group],
-            )
+        for group in group_endpoints(
+            sources.get(cluster, ()),
+            lambda ports: _translate_ports(ports, exposed, count, headless),  # noqa: B023
+            keep_portless=headless,
+        ):
+            out += build_slices(namespace, name, cluster, labels, group)
     out.sort(key=lambda s: str(s["metadata"]["name"]))
     return out
 
 
+def group_endpoints(
+    sources: Iterable[Obj],
+    ports_of: Callable[[object], list[dict[str, Any]]],
+    *,
+    keep_portless: bool,
+) -> list[Group]:
+    """The endpoints of ``sources`` (source slices that are not ours) grouped by
+    (addressType, ports as ``ports_of`` translates a slice's ports), each group's
+    endpoints copied (`copy_endpoints`) and deduplicated, groups in a stable order. A
+    slice whose ports all translate away is left out unless ``keep_portless``."""
+    groups: dict[tuple[str, str], Group] = {}
+    for source in sources:
+        address_type = source.get("addressType")
+        if managed_by_us(source) or not isinstance(address_type, str):
+            continue
+        ports = ports_of(source.get("ports"))
+        if not ports and not keep_portless:
+            continue
+        group = groups.setdefault((address_type, _canonical(ports)), (address_type, ports, []))
+        group[2].extend(copy_endpoints(source.get("endpoints")))
+    return [(t, ports, _dedupe(eps)) for _, (t, ports, eps) in sorted(groups.items())]
+
+
 def build_slices(
-    namespace: str,
-    name: str,
-    digest: str,
-    labels: Mapping[str, str],
-    address_type: str,
-    endpoints: Sequence[dict[str, Any]],
-    ports: Sequence[Mapping[str, Any]],
+    namespace: str, name: str, tag: str, labels: Mapping[str, str], group: Group
 ) -> list[dict[str, Any]]:
-    """One group's EndpointSlices: ``endpoints`` cut into slices of at most
-    `MAX_ENDPOINTS_PER_SLICE`, named ``<name>-<digest>-<index>``."""
+    """One group's EndpointSlices: its endpoints cut into slices of at most
+    `MAX_ENDPOINTS_PER_SLICE`, named ``<name>-<hash>-<index>``, the hash covering
+    ``tag`` (the source cluster, or a tag of it), the address type and the ports."""
+    address_type, ports, endpoints = group
+    digest = _digest(tag, address_type, _canonical(ports))
     return [
         {
             "apiVersion": _API_VERSION,
@@ -175,29 +184,10 @@ def build_slices(
     ]
 
 
-def managed_by_us(obj: Obj) -> bool:
-    """True for an EndpointSlice this controller manages (by its EndpointSlice managed-by)."""
-    return _labels_of(obj).get(ENDPOINTSLICE_MANAGED_BY) == CONTROLLER_NAME
-
-
 def source_cluster(obj: Obj) -> str | None:
     """The ``multicluster.kubernetes.io/source-cluster`` label of an EndpointSlice."""
-    value = _labels_of(obj).get(SOURCE_CLUSTER)
+    value = labels_of(obj).get(SOURCE_CLUSTER)
     return value if isinstance(value, str) and value else None
-
-
-def slice_key(obj: Obj) -> tuple[str, str] | None:
-    """``(namespace, import name)`` of one of our imported slices, from its MCS
-    service-name label; None for a slice without it.
-
-    (A source slice maps to its Service through ``kubernetes.io/service-name``;
-    the controller does that itself.)
-    """
-    value = _labels_of(obj).get(SERVICE_NAME)
-    namespace = (obj.get("metadata") or {}).get("namespace")
-    if not (isinstance(value, str) and value and isinstance(namespace, str)):
-        return None
-    return (namespace, value)
 
 
 def transform(obj: Obj) -> dict[str, Any]:
@@ -213,7 +203,7 @@ def transform(obj: Obj) -> dict[str, Any]:
     """
     meta = obj.get("metadata")
     meta = meta if isinstance(meta, Mapping) else {}
-    labels = _labels_of(obj)
+    labels = labels_of(obj)
     out_meta: dict[str, Any] = {k: meta[k] for k in _KEPT_METADATA if k in meta}
     out_meta["labels"] = {k: labels[k] for k in _KEPT_LABELS if k in labels}
     out: dict[str, Any] = {
@@ -223,18 +213,12 @@ def transform(obj: Obj) -> dict[str, Any]:
     }
     if "addressType" in obj:
         out["addressType"] = obj["addressType"]
-    out["endpoints"] = _endpoints(obj.get("endpoints"))
+    out["endpoints"] = copy_endpoints(obj.get("endpoints"))
     out["ports"] = [_port(p) for p in _dicts(obj.get("ports"))]
     return out
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-def _labels_of(obj: Obj) -> Mapping[str, Any]:
-    meta = obj.get("metadata")
-    labels = meta.get("labels") if isinstance(meta, Mapping) else None
-    return labels if isinstance(labels, Mapping) else {}
 
 
 def _labels(name: str, cluster: str, derived_service: str | None) -> dict[str, str]:
@@ -285,7 +269,7 @@ def _translate_ports(
     return out
 
 
-def _endpoints(value: object) -> list[dict[str, Any]]:
+def copy_endpoints(value: object) -> list[dict[str, Any]]:
     out = []
     for ep in _dicts(value):
         addresses = ep.get("addresses")

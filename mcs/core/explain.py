@@ -15,10 +15,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from mcs.core.api import Obj
 from mcs.core.merge import MergeResult
 from mcs.core.model import ExportRecord, Port, format_time, record_from_objects
 from mcs.core.plan import ClusterView, evaluate
-from mcs.runtime.informer import Obj
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -61,11 +61,11 @@ class Explanation(BaseModel):
     conflicts: list[FieldConflict] = []
 
 
-Member = tuple[str, Obj | None, Obj | None]
+Objects = tuple[str, Obj | None, Obj | None]
 """(cluster id, its ServiceExport or None, its Service or None) for one member."""
 
 
-def explain(namespace: str, name: str, cluster: str, members: Sequence[Member]) -> Explanation:
+def explain(namespace: str, name: str, cluster: str, members: Sequence[Objects]) -> Explanation:
     """The verdict on ``cluster``'s export of ``namespace/name`` given every member's
     objects of that name (``cluster`` must be one of them to be exported)."""
     views = [
@@ -114,7 +114,7 @@ def explain(namespace: str, name: str, cluster: str, members: Sequence[Member]) 
     )
 
 
-def _winner(merged: MergeResult | None, members: Sequence[Member]) -> dict[str, object]:
+def _winner(merged: MergeResult | None, members: Sequence[Objects]) -> dict[str, object]:
     if merged is None:
         return {}
     export = next(e for c, e, _ in members if c == merged.winner)

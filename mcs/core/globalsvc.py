@@ -49,22 +49,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal
 
-from mcs.core.endpoints import (
+from mcs.core.api import (
     CONTROLLER_NAME,
     ENDPOINTSLICE_MANAGED_BY,
+    FIELD_MANAGER,
     KUBE_SERVICE_NAME,
+    MANAGED_BY,
     SOURCE_CLUSTER,
-    _canonical,
-    _digest,
-    build_slices,
-    managed_by_us,
+    Obj,
 )
-from mcs.core.endpoints import _dedupe as dedupe_endpoints
-from mcs.core.endpoints import _endpoints as copy_endpoints
-from mcs.core.plan import FIELD_MANAGER, MANAGED_BY, SERVICE_NAME, event
+from mcs.core.endpoints import build_slices, copy_endpoints, group_endpoints
 
 __all__ = [
     "AFFINITY",
@@ -78,15 +74,12 @@ __all__ = [
     "ClusterPlan",
     "Note",
     "Side",
-    "StatusRow",
-    "global_slice_key",
-    "is_global_slice",
+    "annotations_of",
     "match_ports",
     "parse",
     "plan_cluster",
+    "ready_count",
     "remote_wanted",
-    "service_event",
-    "status_rows",
     "uses",
 ]
 
@@ -99,7 +92,6 @@ AFFINITY_ALIAS = "io.cilium/service-affinity"
 SYNC_SLICES = "service.cilium.io/global-sync-endpoint-slices"
 
 Affinity = Literal["", "local", "remote"]
-Obj = Mapping[str, Any]
 
 
 # --- annotations -------------------------------------------------------------------------
@@ -320,23 +312,21 @@ def plan_cluster(namespace: str, name: str, local: Side, others: Sequence[Side])
     out: list[dict[str, Any]] = []
     used: list[str] = []
     for remote in offering:
-        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        group_ports: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for source in remote.slices:
-            if managed_by_us(source) or not isinstance(source.get("addressType"), str):
-                continue
-            ports = match_ports(service_ports, source.get("ports"))
-            if not ports and not headless:
-                continue
-            group = (source["addressType"], _canonical(ports))
-            group_ports[group] = ports
-            groups.setdefault(group, []).extend(copy_endpoints(source.get("endpoints")))
+        groups = group_endpoints(
+            remote.slices,
+            lambda ports: match_ports(service_ports, ports),
+            keep_portless=headless,
+        )
         if groups:
             used.append(remote.cluster)
-        for group in sorted(groups):
-            address_type, ports_json = group
-            endpoints = dedupe_endpoints(groups[group])
-            for ep in endpoints:
+        labels = {
+            KUBE_SERVICE_NAME: name,
+            SOURCE_CLUSTER: remote.cluster,
+            ENDPOINTSLICE_MANAGED_BY: CONTROLLER_NAME,
+            MANAGED_BY: FIELD_MANAGER,
+        }
+        for group in groups:
+            for ep in group[2]:
                 host = ep.get("hostname")
                 if host is None:
                     continue
@@ -344,17 +334,8 @@ def plan_cluster(namespace: str, name: str, local: Side, others: Sequence[Side])
                 if first != remote.cluster:
                     del ep["hostname"]
                     clashes.setdefault(host, [first]).append(remote.cluster)
-            labels = {
-                KUBE_SERVICE_NAME: name,
-                SOURCE_CLUSTER: remote.cluster,
-                ENDPOINTSLICE_MANAGED_BY: CONTROLLER_NAME,
-                MANAGED_BY: FIELD_MANAGER,
-            }
             # "global:" cannot be part of a cluster id: never the name of an import slice.
-            digest = _digest(f"global:{remote.cluster}", address_type, ports_json)
-            out += build_slices(
-                namespace, name, digest, labels, address_type, endpoints, group_ports[group]
-            )
+            out += build_slices(namespace, name, f"global:{remote.cluster}", labels, group)
     for host, clusters in sorted(clashes.items()):
         where = ", ".join(dict.fromkeys(clusters))
         notes.append(
@@ -368,125 +349,3 @@ def plan_cluster(namespace: str, name: str, local: Side, others: Sequence[Side])
         )
     out.sort(key=lambda s: str(s["metadata"]["name"]))
     return ClusterPlan(local.cluster, out, tuple(used), notes=tuple(notes))
-
-
-def is_global_slice(obj: Obj) -> bool:
-    """True for an EndpointSlice of ours that carries a global Service's remote
-    backends (ours, and not an MCS import slice)."""
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    return managed_by_us(obj) and SERVICE_NAME not in labels and KUBE_SERVICE_NAME in labels
-
-
-def global_slice_key(obj: Obj) -> tuple[str, str] | None:
-    """``(namespace, Service name)`` of one of our global slices, else None."""
-    if not is_global_slice(obj):
-        return None
-    meta = obj.get("metadata") or {}
-    return (str(meta.get("namespace")), str(meta["labels"][KUBE_SERVICE_NAME]))
-
-
-# --- events and status -------------------------------------------------------------------
-
-
-def service_event(service: Obj, note: Note, cluster: str, now: datetime) -> dict[str, Any]:
-    """A core/v1 Event on ``service`` for ``note``. Its name comes from the Service's
-    uid and the note, so posting the same note again creates nothing new."""
-    uid = (service.get("metadata") or {}).get("uid")
-    return event(
-        service,
-        "v1",
-        "Service",
-        f"{uid}/{note.reason}/{note.message}",
-        (note.type, note.reason, note.message),
-        cluster,
-        now,
-    )
-
-
-@dataclass(frozen=True)
-class StatusRow:
-    """One global Service in one cluster, for ``mcs status``.
-
-    ``backends`` maps a cluster id to the ready endpoints of that cluster the Service
-    uses here (its own under this cluster's id, counted from kube's slices; remote
-    ones from our slices). ``held_back`` are clusters that offer backends which
-    affinity keeps out right now.
-    """
-
-    cluster: str
-    namespace: str
-    name: str
-    is_global: bool
-    shared: bool
-    affinity: str
-    backends: dict[str, int]
-    held_back: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()
-
-
-def status_rows(
-    services: Mapping[str, Sequence[Obj]],
-    slices: Mapping[str, Sequence[Obj]],
-    excluded: Mapping[str, Iterable[str]] | None = None,
-) -> list[StatusRow]:
-    """Rows for every Service that is global in at least one cluster, one per cluster
-    that has it, sorted by (namespace, name, cluster).
-
-    ``services`` and ``slices`` map a cluster id to all its Services and
-    EndpointSlices; ``excluded`` maps a cluster id to the namespaces that do not
-    take part there (`mcs.core.namespaces`). Counts are of what the slices hold now; the
-    held-back clusters and notes are what the controller decides from the same data.
-    """
-    skip = {c: set(ns) for c, ns in (excluded or {}).items()}
-    by_key: dict[tuple[str, str], dict[str, Obj]] = {}
-    for cluster, svcs in services.items():
-        for svc in svcs:
-            meta = svc.get("metadata") or {}
-            key = (str(meta.get("namespace")), str(meta.get("name")))
-            by_key.setdefault(key, {})[cluster] = svc
-    rows: list[StatusRow] = []
-    for (ns, name), present in sorted(by_key.items()):
-        if not any(annotations_of(s).is_global for s in present.values()):
-            continue
-        sides = {
-            c: Side(
-                c,
-                svc,
-                ns not in skip.get(c, set()),
-                [
-                    s
-                    for s in slices.get(c, ())
-                    if (s.get("metadata") or {}).get("namespace") == ns
-                    and ((s.get("metadata") or {}).get("labels") or {}).get(KUBE_SERVICE_NAME)
-                    == name
-                    and not managed_by_us(s)
-                ],
-            )
-            for c, svc in present.items()
-        }
-        for cluster in sorted(present):
-            side = sides[cluster]
-            ann = side.annotations
-            backends = {cluster: ready_count(side.slices)}
-            for s in slices.get(cluster, ()):
-                if global_slice_key(s) == (ns, name):
-                    source = str(s["metadata"]["labels"].get(SOURCE_CLUSTER, "?"))
-                    backends[source] = backends.get(source, 0) + ready_count([s])
-            planned = plan_cluster(ns, name, side, [v for c, v in sides.items() if c != cluster])
-            notes = [n.message for n in planned.notes]
-            if not side.namespace_ok:
-                notes.append(f'namespace "{ns}" does not take part in the clusterset here')
-            rows.append(
-                StatusRow(
-                    cluster=cluster,
-                    namespace=ns,
-                    name=name,
-                    is_global=ann.is_global,
-                    shared=ann.shared,
-                    affinity=ann.affinity_value or "",
-                    backends=backends,
-                    held_back=planned.held_back,
-                    notes=tuple(notes),
-                )
-            )
-    return rows

@@ -106,7 +106,7 @@ class NamespacePolicy:
 
     def not_taking_part(self, namespaces: Iterable[Mapping[str, Any]], cluster: str) -> set[str]:
         """The names of ``namespaces`` (Namespace objects of ``cluster``) that do not
-        take part, with the deny-list (for ``globalsvc.status_rows``)."""
+        take part, with the deny-list (for ``mcs status``)."""
         out = set(self.excluded)
         for obj in namespaces:
             name = str((obj.get("metadata") or {}).get("name"))

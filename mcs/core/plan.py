@@ -1,60 +1,67 @@
-"""What should exist for one service ``(namespace, name)``: pure functions, no I/O.
+"""The one plan of a key: every member's view of one service in, every write out. Pure.
 
-The controller hands in what every member cluster shows for the key (its
-ServiceExport, Service, namespace, and the ServiceImport and derived Service that
-are already there) and gets back plain API dicts: the ServiceImport, its status,
-the derived Service, and the conditions of each export. The writer compares these
-with what it observed and sends only the difference.
+The shell reads, for one key ``(namespace, name)``, what each member cluster's caches
+hold (`MemberView`: its ServiceExport, Service, Namespace, the ServiceImport and
+derived Service already there, its own EndpointSlices and ours, and what member
+health says of it) and calls `plan_key` once. The plan holds, for every local member
+that can be written now, the ordered writes of everything mcs keeps there for the
+key, and every Event; the shell carries it out and nothing else:
 
-Order of writes for a ClusterSetIP import (``mcs.core.writes``): the derived Service
-first, then the ServiceImport once, with the derived Service's ClusterIPs as
-``spec.ips`` and ``spec.ipFamilies``, then the import's status. The derived
-Service has no ownerReference (it would need the import's uid, hence a second
-write); the controller deletes derived Services itself.
+1. **Views.** A withdrawn member looks as if it had nothing (`mcs.core.health`'s
+   verdict, made by the shell); a namespace that does not take part is excluded
+   (`mcs.core.namespaces`).
+2. **The merge** (`evaluate`): each valid export becomes a record, and the records
+   are merged (`mcs.core.merge`); invalid ones get their reason.
+3. **Trust**, once per member: its source EndpointSlices keep only the endpoints it
+   may hand the others (`mcs.core.trust`); what is dropped is returned for the logs
+   and metrics, and reported by an Event on the export of a local member.
+4. **Per local member** (`ClusterPlan`): the derived Service first (`derived`), then,
+   given the derived Service the server returned (`then`), the ServiceImport with its
+   IPs, its status, the import's EndpointSlices (`mcs.core.endpoints`), the export's
+   conditions, the global Service's EndpointSlices of remote backends
+   (`mcs.core.globalsvc`), and the Events (`mcs.core.events`). Each write is only what
+   differs from the caches (`mcs.core.writes`): a steady state plans no write.
+
+No write result is read back except one: the ClusterIPs the API server gives the
+derived Service, which become the ServiceImport's ``spec.ips``. So the fewest writes
+for a new ClusterSetIP export are, in each cluster, one apply of the derived Service,
+one of the ServiceImport and one status patch of it, one apply per EndpointSlice,
+and the export's status patch in its own cluster.
 """
 
 from __future__ import annotations
 
-import base64
-import functools
-import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from mcs.core import endpoints, events, globalsvc, imports, trust, writes
+from mcs.core.api import Obj, derived_name, owned
 from mcs.core.merge import MergeResult, export_conditions, merge
-from mcs.core.model import ExportRecord, InvalidExport, Port, format_time, record_from_objects
-from mcs.core.namespaces import Exclusion
+from mcs.core.model import ExportRecord, InvalidExport, record_from_objects
+from mcs.core.namespaces import Exclusion, NamespacePolicy
+from mcs.core.writes import Write
 
-GROUP = "multicluster.x-k8s.io"
-VERSION = "v1beta1"
-API_VERSION = f"{GROUP}/{VERSION}"
-FIELD_MANAGER = "mcs-controller"
-MANAGED_BY = "app.kubernetes.io/managed-by"
-SERVICE_NAME = "multicluster.kubernetes.io/service-name"
-DERIVED_SERVICE = "multicluster.kubernetes.io/derived-service"
-
-Obj = Mapping[str, Any]
-
-
-def owned(obj: Obj | None) -> bool:
-    """True when ``obj`` carries our ownership label (the only objects we change or delete)."""
-    labels = (obj or {}).get("metadata", {}).get("labels") or {}
-    return bool(labels.get(MANAGED_BY) == FIELD_MANAGER)
+__all__ = [
+    "ClusterPlan",
+    "ClusterView",
+    "Evaluation",
+    "KeyPlan",
+    "MemberView",
+    "Policy",
+    "evaluate",
+    "export_status",
+    "plan_key",
+]
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def derived_name(namespace: str, name: str) -> str:
-    """``derived-`` + 10 chars of base32hex(sha256("ns/name")), lower case, as mcs-api's
-    (cached: a reconcile asks it several times, and base32 is pure Python)."""
-    digest = hashlib.sha256(f"{namespace}/{name}".encode()).digest()
-    return "derived-" + base64.b32hexencode(digest).decode().lower()[:10]
+# ------------------------------------------------------------------ the merge's views
 
 
 @dataclass(frozen=True)
 class ClusterView:
-    """What one member cluster shows for one key."""
+    """What one member cluster shows for one key, as the merge sees it."""
 
     cluster: str
     namespace_exists: bool
@@ -78,12 +85,9 @@ class Evaluation:
     merged: MergeResult | None
     invalid: dict[str, InvalidExport] = field(default_factory=dict)
 
-    @property
-    def exported(self) -> bool:
-        return self.merged is not None
-
 
 def evaluate(views: Sequence[ClusterView]) -> Evaluation:
+    """The merge of every valid export among ``views``, and why the others are invalid."""
     records: list[ExportRecord] = []
     invalid: dict[str, InvalidExport] = {}
     for view in views:
@@ -100,103 +104,6 @@ def evaluate(views: Sequence[ClusterView]) -> Evaluation:
         else:
             records.append(rec)
     return Evaluation(merge(records) if records else None, invalid)
-
-
-def _meta(
-    namespace: str, name: str, labels: Mapping[str, str], annotations: Mapping[str, str]
-) -> dict[str, Any]:
-    meta: dict[str, Any] = {
-        "name": name,
-        "namespace": namespace,
-        "labels": {**labels, MANAGED_BY: FIELD_MANAGER},
-    }
-    if annotations:
-        meta["annotations"] = dict(annotations)
-    return meta
-
-
-def desired_import(
-    namespace: str, name: str, merged: MergeResult, derived: Obj | None
-) -> dict[str, Any]:
-    """The ServiceImport (metadata and spec) for one local cluster.
-
-    For a ClusterSetIP import the IPs and families are those the cluster gave the
-    derived Service; until it has them the import carries the merged families and no IPs.
-    """
-    spec = merged.spec
-    ips: list[str] = []
-    body_spec = spec.to_api()
-    annotations = dict(spec.annotations)
-    if spec.type == "ClusterSetIP":
-        annotations[DERIVED_SERVICE] = derived_name(namespace, name)
-        dspec = (derived or {}).get("spec", {})
-        ips = [ip for ip in dspec.get("clusterIPs") or [] if ip and ip != "None"]
-        if ips:
-            body_spec = spec.to_api(ips=ips)
-            body_spec["ipFamilies"] = list(dspec.get("ipFamilies") or [])[: len(ips)]
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "ServiceImport",
-        "metadata": _meta(namespace, name, spec.labels, annotations),
-        "spec": body_spec,
-    }
-
-
-def desired_import_status(
-    merged: MergeResult, service_import: Obj, previous: Sequence[Obj], now: datetime
-) -> dict[str, Any]:
-    """ServiceImport ``status``: the constituent clusters (oldest first) and a Ready condition."""
-    spec = service_import.get("spec", {})
-    if merged.spec.type == "Headless" or spec.get("ips"):
-        ready = ("True", "Ready", "ServiceImport is ready")
-    else:
-        ready = ("False", "Pending", "Waiting for the derived Service to get its cluster IPs")
-    old = next((c for c in previous if c.get("type") == "Ready"), {})
-    since = old.get("lastTransitionTime") if old.get("status") == ready[0] else None
-    cond = {
-        "type": "Ready",
-        "status": ready[0],
-        "reason": ready[1],
-        "message": ready[2],
-        "lastTransitionTime": since or format_time(now),
-    }
-    return {"clusters": [{"cluster": c} for c in merged.clusters], "conditions": [cond]}
-
-
-def desired_derived_service(
-    namespace: str, name: str, merged: MergeResult
-) -> dict[str, Any] | None:
-    """The selector-less derived Service of a ClusterSetIP import; None for Headless.
-
-    It has no ownerReference to the import: see the module docstring."""
-    spec = merged.spec
-    if spec.type != "ClusterSetIP":
-        return None
-    meta = _meta(namespace, derived_name(namespace, name), {SERVICE_NAME: name}, {})
-    svc_spec: dict[str, Any] = {
-        "type": "ClusterIP",
-        "ports": [p.to_api() | {"name": derived_port_name(p, len(spec.ports))} for p in spec.ports],
-    }
-    if spec.ip_families:
-        svc_spec["ipFamilies"] = list(spec.ip_families)
-        svc_spec["ipFamilyPolicy"] = (
-            "PreferDualStack" if len(spec.ip_families) > 1 else "SingleStack"
-        )
-    if spec.session_affinity == "ClientIP":
-        svc_spec["sessionAffinity"] = "ClientIP"
-        if spec.session_affinity_timeout is not None:
-            svc_spec["sessionAffinityConfig"] = {
-                "clientIP": {"timeoutSeconds": spec.session_affinity_timeout}
-            }
-    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": svc_spec}
-
-
-def derived_port_name(port: Port, count: int) -> str:
-    """The port's name on the derived Service: a Service with several ports needs every
-    one named, so an unnamed port among others becomes ``<protocol>-<port>``."""
-    if port.name or count == 1:
-        return port.name
-    return f"{port.protocol.lower()}-{port.port}"
 
 
 def export_status(
@@ -219,134 +126,313 @@ def export_status(
     return export_conditions(evaluation.merged, previous, now, generation, ready=ready)
 
 
-def derived_service_changed(desired: Obj, observed: Obj | None) -> bool:
-    """Whether the derived Service must be (re)applied."""
-    if observed is None:
-        return True
-    ospec, dspec = observed.get("spec", {}), desired["spec"]
-    if (ospec.get("clusterIP") == "None") or [_port_key(p) for p in ospec.get("ports", [])] != [
-        _port_key(p) for p in dspec["ports"]
-    ]:
-        return True
-    for key in ("sessionAffinity", "sessionAffinityConfig", "ipFamilyPolicy"):
-        if key in dspec and ospec.get(key) != dspec[key]:
-            return True
-    if (
-        "ipFamilies" in dspec
-        and list(ospec.get("ipFamilies", [])) != dspec["ipFamilies"]
-        and ospec.get("ipFamilyPolicy") != "PreferDualStack"
-    ):
-        return True
-    return _meta_changed(desired, observed)
+# ------------------------------------------------------------------------ the plan
 
 
-def _port_key(p: Obj) -> tuple[Any, ...]:
-    return (p.get("name", ""), p.get("protocol", "TCP"), p.get("port"), p.get("appProtocol"))
+def _no_slice(_name: str) -> Obj | None:
+    return None
 
 
-def _meta_changed(desired: Obj, observed: Obj) -> bool:
-    dmeta, ometa = desired["metadata"], observed.get("metadata", {})
-    if any(ometa.get("labels", {}).get(k) != v for k, v in dmeta.get("labels", {}).items()):
-        return True
-    return any(
-        ometa.get("annotations", {}).get(k) != v for k, v in dmeta.get("annotations", {}).items()
-    )
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    """What one member's caches hold for one key, and what member health says of it."""
+
+    cluster: str
+    local: bool = False
+    namespace: Obj | None = None
+    """The Namespace object; None when there is none."""
+    export: Obj | None = None
+    service: Obj | None = None
+    service_import: Obj | None = None
+    derived: Obj | None = None
+    source_slices: Sequence[Obj] = ()
+    """The Service's own EndpointSlices (every manager's but ours)."""
+    imported_slices: Sequence[Obj] = ()
+    """Our EndpointSlices of the import (read for local members)."""
+    global_slices: Sequence[Obj] = ()
+    """Our EndpointSlices of remote backends attached to the Service (local members)."""
+    slice_named: Callable[[str], Obj | None] = _no_slice
+    """Any EndpointSlice of the namespace by name (to leave one that is not ours alone)."""
+    withdrawn: bool = False
+    withdrawn_since: str | None = None
+    reachable: bool = True
+    """False while a local member is unreachable: it is not written (the key is retried)."""
 
 
-def import_changed(
-    desired: Obj, observed: Obj | None, owned_keys: tuple[set[str], set[str]] = (set(), set())
-) -> bool:
-    """Whether the ServiceImport must be (re)applied.
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The controller's policies: which namespaces take part, which endpoints count."""
 
-    ``owned_keys`` are the label and annotation keys our field manager applied last
-    time; one of them that is no longer desired must be removed, which takes a write.
-    """
-    if observed is None:
-        return True
-    if dict(observed.get("spec", {})) != desired["spec"]:
-        return True
-    if _meta_changed(desired, observed):
-        return True
-    labels, annotations = owned_keys
-    dmeta = desired["metadata"]
-    return bool(
-        labels - set(dmeta.get("labels", {})) or annotations - set(dmeta.get("annotations", {}))
-    )
+    namespaces: NamespacePolicy = field(default_factory=NamespacePolicy)
+    endpoints: trust.EndpointPolicy = field(default_factory=trust.EndpointPolicy)
 
 
-def applied_keys(obj: Obj, manager: str = FIELD_MANAGER) -> tuple[set[str], set[str]]:
-    """Label and annotation keys that ``manager`` owns on ``obj`` (from managedFields)."""
-    labels: set[str] = set()
-    annotations: set[str] = set()
-    for entry in obj.get("metadata", {}).get("managedFields") or []:
-        if entry.get("manager") != manager or entry.get("subresource"):
-            continue
-        meta = (entry.get("fieldsV1") or {}).get("f:metadata", {})
-        labels |= {k[2:] for k in meta.get("f:labels", {}) if k.startswith("f:")}
-        annotations |= {k[2:] for k in meta.get("f:annotations", {}) if k.startswith("f:")}
-    return labels, annotations
+@dataclass(frozen=True, slots=True)
+class ClusterPlan:
+    """The writes of one local cluster for one key: ``derived`` first, then
+    ``then(derived Service as written)`` (``derived_observed`` when nothing was written).
+    ``in_the_way`` says why the import could not be planned here (a Service that is not
+    ours holds the derived Service's name): the rest is written, then the key fails."""
+
+    cluster: str
+    derived: tuple[Write, ...]
+    then: Callable[[Obj | None], tuple[Write, ...]] = field(repr=False)
+    derived_observed: Obj | None = None
+    warnings: tuple[str, ...] = ()
+    in_the_way: str | None = None
 
 
-def conflict_event(
-    export: Obj, previous: Sequence[Obj], conditions: Sequence[Obj], cluster: str, now: datetime
-) -> dict[str, Any] | None:
-    """A core/v1 Event for an export whose Conflict condition appeared or cleared, else None.
+@dataclass(frozen=True, slots=True)
+class KeyPlan:
+    """Everything one reconcile of a key does: the writes of each local member that
+    can be written now, and what the shell reports (logs, metrics)."""
 
-    Its name is derived from the export's uid and the transition, so repeating the
-    same transition (a retried reconcile, a restart) creates nothing new."""
-    before = {c.get("type"): c.get("status") for c in previous}.get("Conflict", "False")
-    after = next((c for c in conditions if c.get("type") == "Conflict"), None)
-    if after is None or after.get("status") == before:
-        return None
-    meta = export["metadata"]
-    appeared = after["status"] == "True"
-    transition = f"{meta.get('uid')}/{after['status']}/{after.get('lastTransitionTime')}"
-    return event(
-        export,
-        API_VERSION,
-        "ServiceExport",
-        transition,
-        ("Warning", "ConflictDetected", after.get("message", ""))
-        if appeared
-        else ("Normal", "ConflictResolved", "No conflicts any more."),
-        cluster,
-        now,
-    )
+    clusters: tuple[ClusterPlan, ...]
+    dropped: Mapping[str, tuple[trust.DroppedEndpoint, ...]] = field(default_factory=dict)
+    """Endpoints each member's slices lost to the trust policy (members with any)."""
+    blocked: str | None = None
+    """Objects not ours that stand in the way of the import, for the log."""
+    unreachable: tuple[str, ...] = ()
+    """Local members not written because they are unreachable: the key is retried."""
 
 
-def event(
-    obj: Obj,
-    api_version: str,
-    kind: str,
-    identity: str,
-    what: tuple[str, str, str],
-    cluster: str,
+def plan_key(
+    namespace: str,
+    name: str,
+    members: Sequence[MemberView],
     now: datetime,
-) -> dict[str, Any]:
-    """A core/v1 Event on ``obj``: ``what`` is (type, reason, message). Its name is
-    derived from ``identity``, so creating the same Event again creates nothing new."""
-    meta = obj["metadata"]
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
-    stamp = format_time(now)
-    type_, reason, message = what
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": f"{meta['name']}.{digest}", "namespace": meta["namespace"]},
-        "involvedObject": {
-            "apiVersion": api_version,
-            "kind": kind,
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "uid": meta.get("uid"),
-        },
-        "type": type_,
-        "reason": reason,
-        "message": message,
-        "source": {"component": FIELD_MANAGER},
-        "reportingComponent": FIELD_MANAGER,
-        "reportingInstance": cluster,
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
+    policy: Policy | None = None,
+) -> KeyPlan:
+    """The plan of key ``namespace/name`` given every member's view (see the module doc)."""
+    policy = policy or Policy()
+    views = {m.cluster: _view(namespace, m, policy.namespaces) for m in members}
+    evaluation = evaluate(list(views.values()))
+    merged = evaluation.merged
+    is_global = any(globalsvc.annotations_of(v.service).is_global for v in views.values())
+    is_global = is_global or any(m.global_slices for m in members if m.local)
+    trusted: dict[str, list[dict[str, Any]]] = {}
+    dropped: dict[str, tuple[trust.DroppedEndpoint, ...]] = {}
+    if merged is not None or is_global:
+        for m in members:
+            if not m.withdrawn:
+                kept, lost = trust.filter_slices(m.cluster, m.source_slices, policy.endpoints)
+                trusted[m.cluster] = kept
+                if lost:
+                    dropped[m.cluster] = tuple(lost)
+    key = _Key(
+        namespace,
+        name,
+        evaluation,
+        views,
+        trusted,
+        _blocked(namespace, name, merged, views),
+        now,
+        tuple((m.cluster, m.withdrawn_since) for m in members if m.withdrawn and m.export),
+    )
+    written = [m for m in members if m.local and not m.withdrawn and m.reachable]
+    clusters = []
+    for m in written:
+        cluster = _plan_cluster(key, m)
+        if is_global:
+            cluster = _with_global(key, m, cluster, members)
+        if m.cluster in dropped and views[m.cluster].export is not None:
+            event = events.dropped_event(
+                views[m.cluster].export or {}, dropped[m.cluster], m.cluster, now
+            )
+            cluster = _then_also(cluster, (Write("create", "events", event),), ())
+        clusters.append(cluster)
+    unreachable = tuple(
+        m.cluster for m in members if m.local and not m.withdrawn and not m.reachable
+    )
+    return KeyPlan(tuple(clusters), dropped, key.blocked, unreachable)
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    """What the whole clusterset says about one key (the same for every local member)."""
+
+    namespace: str
+    name: str
+    evaluation: Evaluation
+    views: Mapping[str, ClusterView]
+    sources: Mapping[str, Sequence[Obj]]
+    """Each member's own EndpointSlices of the Service, trusted endpoints only."""
+    blocked: str | None
+    now: datetime
+    withdrawn: Sequence[tuple[str, str | None]]
+    """The withdrawn members that export the key: (cluster id, since)."""
+
+
+def _view(namespace: str, m: MemberView, policy: NamespacePolicy) -> ClusterView:
+    """``m``'s view for the merge: empty while it is withdrawn."""
+    if m.withdrawn:
+        return ClusterView(cluster=m.cluster, namespace_exists=False)
+    return ClusterView(
+        cluster=m.cluster,
+        namespace_exists=m.namespace is not None
+        and m.namespace.get("status", {}).get("phase") != "Terminating",
+        export=m.export,
+        service=m.service,
+        service_import=m.service_import,
+        derived=m.derived,
+        exclusion=policy.exclusion(namespace, m.namespace, m.cluster),
+    )
+
+
+def _blocked(
+    ns: str, name: str, merged: MergeResult | None, views: Mapping[str, ClusterView]
+) -> str | None:
+    """Why the import cannot be written in some cluster: objects not ours in the way."""
+    if merged is None:
+        return None
+    clashes = [
+        f'ServiceImport "{ns}/{name}" in cluster "{c}" was not created by mcs-controller '
+        "(no app.kubernetes.io/managed-by=mcs-controller label); it is left untouched"
+        for c, v in views.items()
+        if v.takes_part and v.service_import is not None and not owned(v.service_import)
+    ]
+    if merged.spec.type == "ClusterSetIP":
+        clashes += [
+            f'Service "{ns}/{derived_name(ns, name)}" in cluster "{c}" was not created by '
+            "mcs-controller (no app.kubernetes.io/managed-by=mcs-controller label) and "
+            "holds the name of the derived Service; it is left untouched"
+            for c, v in views.items()
+            if v.takes_part and v.derived is not None and not owned(v.derived)
+        ]
+    return "; ".join(clashes) or None
+
+
+def _plan_cluster(key: _Key, m: MemberView) -> ClusterPlan:
+    """The import's writes in one local cluster: derived Service, import, slices, export."""
+    view = key.views[m.cluster]
+    ns, name = key.namespace, key.name
+    merged = key.evaluation.merged if view.takes_part else None
+    ours = view.service_import is None or owned(view.service_import)
+    derived_writes: list[Write] = []
+    derived = view.derived
+    want_derived: dict[str, Any] | None = None
+    if merged is not None and ours:
+        want_derived = imports.desired_derived_service(ns, name, merged)
+        if want_derived is not None:
+            if derived is not None and not owned(derived):
+                message = (
+                    f'Service "{ns}/{want_derived["metadata"]["name"]}" exists and is not ours'
+                )
+                return ClusterPlan(m.cluster, (), lambda _: (), derived, (), message)
+            if derived is not None and writes.family_switch(derived, want_derived):
+                derived_writes.append(Write("delete", "services", derived))
+                derived = None
+            if writes.derived_service_changed(want_derived, derived):
+                derived_writes.append(Write("apply", "services", want_derived))
+    desired_slices: list[dict[str, Any]] = []
+    if merged is not None:
+        tag = derived_name(ns, name) if merged.spec.type == "ClusterSetIP" else None
+        desired_slices = endpoints.desired_slices(ns, name, merged, key.sources, tag)
+    slice_writes, warnings = writes.slice_writes(m.imported_slices, desired_slices, m.slice_named)
+
+    def then(derived_now: Obj | None) -> tuple[Write, ...]:
+        out: list[Write] = []
+        if merged is None:  # not exported (any more), or no namespace here
+            out += [Write("delete", r, o) for r, o in _ours(view)]
+        elif ours:
+            out += _import_writes(key, view, merged, derived_now)
+            if want_derived is None:  # Headless (now): no derived Service
+                out += [Write("delete", r, o) for r, o in _ours(view) if r == "services"]
+        out += slice_writes
+        out += _export_writes(key, view)
+        return tuple(out)
+
+    return ClusterPlan(m.cluster, tuple(derived_writes), then, derived, tuple(warnings))
+
+
+def _ours(view: ClusterView) -> list[tuple[str, Obj]]:
+    """The import and derived Service of ours that this cluster holds."""
+    found = [("serviceimports", view.service_import), ("services", view.derived)]
+    return [(r, o) for r, o in found if o is not None and owned(o)]
+
+
+def _import_writes(
+    key: _Key, view: ClusterView, merged: MergeResult, derived: Obj | None
+) -> list[Write]:
+    observed = view.service_import
+    desired = imports.desired_import(key.namespace, key.name, merged, derived)
+    out: list[Write] = []
+    if writes.import_changed(
+        desired, observed, writes.applied_keys(observed) if observed else (set(), set())
+    ):
+        out.append(Write("apply", "serviceimports", desired))
+    # The status follows the spec just written (its IPs decide Ready), and keeps the
+    # previous conditions' transition times.
+    previous = (observed or {}).get("status", {}).get("conditions") or []
+    status = imports.desired_import_status(merged, desired, previous, key.now, key.withdrawn)
+    if observed is None or writes.status_differs(status, observed.get("status") or {}):
+        out.append(Write("status", "serviceimports", desired, status))
+        event = events.withdrawal_event(
+            observed or desired, previous, status["conditions"], view.cluster, key.now
+        )
+        if event is not None:
+            out.append(Write("create", "events", event))
+    return out
+
+
+def _export_writes(key: _Key, view: ClusterView) -> list[Write]:
+    conditions = export_status(key.evaluation, view, key.now, key.blocked)
+    if view.export is None or conditions is None:
+        return []
+    previous = view.export.get("status", {}).get("conditions") or []
+    if conditions == previous:
+        return []
+    out = [Write("status", "serviceexports", view.export, {"conditions": conditions})]
+    event = events.conflict_event(view.export, previous, conditions, view.cluster, key.now)
+    if event is not None:
+        out.append(Write("create", "events", event))
+    return out
+
+
+def _with_global(
+    key: _Key, m: MemberView, cluster: ClusterPlan, members: Sequence[MemberView]
+) -> ClusterPlan:
+    """``cluster`` plus the global Service's remote backends in ``m`` and its notes."""
+    sides = {
+        o.cluster: globalsvc.Side(
+            o.cluster,
+            key.views[o.cluster].service,
+            key.views[o.cluster].takes_part,
+            # Remote endpoints pass the endpoint trust policy, as for imports.
+            m.source_slices if o is m else key.sources.get(o.cluster, ()),
+        )
+        for o in members
     }
+    local = sides.pop(m.cluster)
+    planned = globalsvc.plan_cluster(key.namespace, key.name, local, list(sides.values()))
+    slice_writes, warnings = writes.slice_writes(m.global_slices, planned.slices, m.slice_named)
+    notes: tuple[Write, ...] = ()
+    if local.service is not None:
+        notes = tuple(
+            Write(
+                "create",
+                "events",
+                events.service_event(
+                    local.service, (n.type, n.reason, n.message), m.cluster, key.now
+                ),
+            )
+            for n in planned.notes
+        )
+    return _then_also(cluster, (*slice_writes, *notes), tuple(warnings))
+
+
+def _then_also(
+    cluster: ClusterPlan, more: tuple[Write, ...], warnings: tuple[str, ...]
+) -> ClusterPlan:
+    """``cluster`` with ``more`` writes after its own."""
+    if not more and not warnings:
+        return cluster
+    before = cluster.then
+    return ClusterPlan(
+        cluster.cluster,
+        cluster.derived,
+        lambda derived: (*before(derived), *more),
+        cluster.derived_observed,
+        cluster.warnings + warnings,
+        cluster.in_the_way,
+    )

@@ -39,13 +39,13 @@ bytes (every member holds a copy).
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import ipaddress
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from mcs.core.api import CONTROLLER_NAME, ENDPOINTSLICE_MANAGED_BY, Obj
 
 __all__ = [
     "DEFAULT_IGNORED_MANAGERS",
@@ -54,20 +54,15 @@ __all__ = [
     "EndpointPolicy",
     "address_problem",
     "check_slice",
-    "dropped_event",
     "filter_slices",
     "metadata_problems",
     "parse_member_cidrs",
 ]
 
-Obj = Mapping[str, Any]
-
-ENDPOINTSLICE_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
-OUR_MANAGER = "mcs-controller.multicluster.x-k8s.io"
 
 # Controllers whose EndpointSlices on a Service hold endpoints of *other* clusters.
 DEFAULT_IGNORED_MANAGERS = (
-    OUR_MANAGER,
+    CONTROLLER_NAME,
     "endpointslice-mesh-controller.cilium.io",  # Cilium's clustermesh EndpointSlice sync
     "endpointslice-local-mcsapi-controller.cilium.io",  # Cilium's MCS mirror
 )
@@ -101,7 +96,7 @@ class EndpointPolicy:
 
     def counts(self, manager: str) -> bool:
         """Whether a source slice with this managed-by value is a source of endpoints."""
-        if manager == OUR_MANAGER:
+        if manager == CONTROLLER_NAME:
             return False
         return _matches(manager, self.managers) and not _matches(manager, self.ignored_managers)
 
@@ -180,40 +175,6 @@ def filter_slices(
             kept.append(one)
         dropped.extend(lost)
     return kept, dropped
-
-
-def dropped_event(
-    export: Obj, dropped: Sequence[DroppedEndpoint], reporter: str, stamp: str
-) -> dict[str, Any]:
-    """A Warning Event on ``export`` listing the endpoints its cluster's slices lost.
-
-    Its name is derived from the export's uid and the dropped set, so reporting the same
-    set again (a resync, a restart, another local member) creates nothing new."""
-    meta = export.get("metadata") or {}
-    items = sorted(f"{d.slice}: {d}" for d in dropped)
-    digest = hashlib.sha256(json.dumps([meta.get("uid"), items]).encode()).hexdigest()[:12]
-    shown = "; ".join(items[:20]) + (f"; and {len(items) - 20} more" if len(items) > 20 else "")
-    return {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": f"{meta.get('name')}.{digest}", "namespace": meta.get("namespace")},
-        "involvedObject": {
-            "apiVersion": "multicluster.x-k8s.io/v1beta1",
-            "kind": "ServiceExport",
-            "name": meta.get("name"),
-            "namespace": meta.get("namespace"),
-            "uid": meta.get("uid"),
-        },
-        "type": "Warning",
-        "reason": "EndpointsDropped",
-        "message": f"{len(items)} endpoint(s) not imported into the clusterset: {shown}"[:1024],
-        "source": {"component": "mcs-controller"},
-        "reportingComponent": "mcs-controller",
-        "reportingInstance": reporter,
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-    }
 
 
 def address_problem(

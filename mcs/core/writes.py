@@ -1,47 +1,37 @@
-"""The writes one local cluster needs for one key, in order: pure functions, no I/O.
+"""The diff: which writes turn what a cluster holds into what it should hold. Pure, no I/O.
 
-The reconcile of a key reads the cached views of every member, evaluates the merge
-once (``mcs.core.plan.evaluate``), then asks this module, for each local cluster, for the
-ordered writes that make the cluster hold what it should, and hands them to the
-writer. No write result is read back except one: the ClusterIPs the API server gives
-the derived Service, which become the ServiceImport's ``spec.ips``.
+`mcs.core.plan` decides what each local cluster should hold for a key; these functions
+compare that with what the cluster's caches hold and return only the writes that
+differ, so a steady state makes none:
 
-So a plan has two rounds:
-
-1. ``derived``: the writes of the derived Service (a delete when its primary IP
-   family must change, then an apply). Empty when the cached derived Service is
-   already right, or for a Headless import.
-2. ``then(derived)``: given the derived Service as the server returned it (or as
-   cached), the ServiceImport (written once, with its IPs), its status, the
-   imported EndpointSlices, and the export's status (plus a conflict Event).
-
-The fewest writes: a new ClusterSetIP export costs, in each cluster, one apply of
-the derived Service, one of the ServiceImport and one status patch of the
-ServiceImport; plus one status patch of the export in its own cluster, and one
-apply per EndpointSlice. That is the floor: the import cannot carry its IPs before
-the derived Service has them, and status is its own subresource. The derived
-Service has no ownerReference to its import: that would need the import's uid
-first, hence a second write of one of the two; the controller deletes derived
-Services itself (the import's removal, and any derived Service of ours whose key is
-no longer exported, found through its ``multicluster.kubernetes.io/service-name``
-label on every resync), so the API server's garbage collector has nothing to add.
-A steady state gives empty plans.
+* `import_changed`, `derived_service_changed`: whether the ServiceImport or the
+  derived Service must be applied again (only the fields we set count, and a label or
+  annotation our field manager applied that is no longer wanted);
+* `status_differs`: whether the import's status must be patched (the transition time
+  alone does not count);
+* `family_switch`: a derived Service whose primary IP family changes cannot be
+  updated, only deleted and created;
+* `slice_writes`: apply what is new or differs, delete what is no longer wanted,
+  leave a slice that is not ours alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from mcs.core import endpoints, plan
-from mcs.core.merge import MergeResult
-from mcs.runtime import health
+from mcs.core.api import FIELD_MANAGER, Obj
 
-__all__ = ["KeyState", "LocalState", "Plan", "Write", "plan_local", "slice_writes"]
-
-Obj = Mapping[str, Any]
+__all__ = [
+    "Write",
+    "applied_keys",
+    "derived_service_changed",
+    "family_switch",
+    "import_changed",
+    "slice_writes",
+    "status_differs",
+]
 
 Verb = Literal["apply", "delete", "status", "create"]
 
@@ -56,130 +46,6 @@ class Write:
     resource: str
     obj: Obj
     status: Obj | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class KeyState:
-    """What the whole clusterset says about one key (the same for every local cluster)."""
-
-    namespace: str
-    name: str
-    evaluation: plan.Evaluation
-    sources: Mapping[str, Sequence[Obj]]
-    """Each exporting cluster's own EndpointSlices of the Service."""
-    blocked: str | None
-    """Why the import cannot be written in some cluster (an unowned import or derived
-    Service), or None."""
-    now: datetime
-    withdrawn: Sequence[tuple[str, str | None]] = ()
-    """The withdrawn members (``mcs.runtime.health``) that export the key: (cluster id, since)."""
-
-
-@dataclass(frozen=True, slots=True)
-class LocalState:
-    """What one local cluster holds for the key."""
-
-    view: plan.ClusterView
-    imported_slices: Sequence[Obj]
-    """Our EndpointSlices of this import in this cluster."""
-    slice_named: Callable[[str], Obj | None]
-    """Any EndpointSlice of the namespace by name (to leave one that is not ours alone)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """The writes of one local cluster for one key: ``derived`` first, then ``then(...)``
-    with the derived Service those writes produced (or ``derived_observed`` if none)."""
-
-    derived: tuple[Write, ...]
-    then: Callable[[Obj | None], tuple[Write, ...]] = field(repr=False)
-    derived_observed: Obj | None = None
-    warnings: tuple[str, ...] = ()
-
-
-class DerivedServiceInTheWay(RuntimeError):
-    """A Service with the derived Service's name exists and is not ours."""
-
-
-def plan_local(key: KeyState, local: LocalState) -> Plan:
-    """The ordered writes that make one local cluster hold what it should for the key."""
-    view = local.view
-    ns, name = key.namespace, key.name
-    evaluation = key.evaluation
-    merged = evaluation.merged if view.takes_part else None
-    ours = view.service_import is None or plan.owned(view.service_import)
-    derived_writes: list[Write] = []
-    derived = view.derived
-    want_derived: dict[str, Any] | None = None
-    if merged is not None and ours:
-        want_derived = plan.desired_derived_service(ns, name, merged)
-        if want_derived is not None:
-            if derived is not None and not plan.owned(derived):
-                raise DerivedServiceInTheWay(
-                    f'Service "{ns}/{want_derived["metadata"]["name"]}" exists and is not ours'
-                )
-            if derived is not None and _family_switch(derived, want_derived):
-                derived_writes.append(Write("delete", "services", derived))
-                derived = None
-            if plan.derived_service_changed(want_derived, derived):
-                derived_writes.append(Write("apply", "services", want_derived))
-    slice_writes, warnings = _slice_writes(key, local, merged)
-
-    def then(derived_now: Obj | None) -> tuple[Write, ...]:
-        out: list[Write] = []
-        if merged is None:  # not exported (any more), or no namespace here
-            out += [Write("delete", r, o) for r, o in _ours(view)]
-        elif ours:
-            out += _import_writes(key, view, merged, derived_now)
-            if want_derived is None:  # Headless (now): no derived Service
-                out += [Write("delete", r, o) for r, o in _ours(view) if r == "services"]
-        out += slice_writes
-        out += _export_writes(key, view)
-        return tuple(out)
-
-    return Plan(tuple(derived_writes), then, derived, tuple(warnings))
-
-
-def _ours(view: plan.ClusterView) -> list[tuple[str, Obj]]:
-    """The import and derived Service of ours that this cluster holds."""
-    found = [("serviceimports", view.service_import), ("services", view.derived)]
-    return [(r, o) for r, o in found if o is not None and plan.owned(o)]
-
-
-def _import_writes(
-    key: KeyState, view: plan.ClusterView, merged: MergeResult, derived: Obj | None
-) -> list[Write]:
-    observed = view.service_import
-    desired = plan.desired_import(key.namespace, key.name, merged, derived)
-    out: list[Write] = []
-    if plan.import_changed(
-        desired, observed, plan.applied_keys(observed) if observed else (set(), set())
-    ):
-        out.append(Write("apply", "serviceimports", desired))
-    # The status follows the spec just written (its IPs decide Ready), and keeps the
-    # previous conditions' transition times.
-    previous = (observed or {}).get("status", {}).get("conditions") or []
-    status = plan.desired_import_status(merged, desired, previous, key.now)
-    status = health.annotate_import_status(status, key.withdrawn)
-    if observed is None or _status_differs(status, observed.get("status") or {}):
-        out.append(Write("status", "serviceimports", desired, status))
-        event = health.withdrawal_event(
-            observed or desired, previous, status["conditions"], view.cluster, key.now
-        )
-        if event is not None:
-            out.append(Write("create", "events", event))
-    return out
-
-
-def _slice_writes(
-    key: KeyState, local: LocalState, merged: MergeResult | None
-) -> tuple[list[Write], list[str]]:
-    ns, name = key.namespace, key.name
-    desired: list[dict[str, Any]] = []
-    if merged is not None:
-        derived = plan.derived_name(ns, name) if merged.spec.type == "ClusterSetIP" else None
-        desired = endpoints.desired_slices(ns, name, merged, key.sources, derived)
-    return slice_writes(local.imported_slices, desired, local.slice_named)
 
 
 def slice_writes(
@@ -205,36 +71,90 @@ def slice_writes(
     return out, warnings
 
 
-def _export_writes(key: KeyState, view: plan.ClusterView) -> list[Write]:
-    conditions = plan.export_status(key.evaluation, view, key.now, key.blocked)
-    if view.export is None or conditions is None:
-        return []
-    previous = view.export.get("status", {}).get("conditions") or []
-    if conditions == previous:
-        return []
-    out = [Write("status", "serviceexports", view.export, {"conditions": conditions})]
-    event = plan.conflict_event(view.export, previous, conditions, view.cluster, key.now)
-    if event is not None:
-        out.append(Write("create", "events", event))
-    return out
-
-
 def _without_uid(obj: Obj) -> Obj:
     meta = {k: v for k, v in obj["metadata"].items() if k != "uid"}
     return {**obj, "metadata": meta}
 
 
-def _family_switch(observed: Obj, desired: Obj) -> bool:
+def family_switch(observed: Obj, desired: Obj) -> bool:
     """A derived Service whose primary IP family must change cannot be updated, only replaced."""
     want = desired["spec"].get("ipFamilies")
     have = observed.get("spec", {}).get("ipFamilies")
     return bool(want and have and want[0] != have[0])
 
 
-def _status_differs(desired: Obj, observed: Obj) -> bool:
+def status_differs(desired: Obj, observed: Obj) -> bool:
     def strip(conds: Sequence[Obj]) -> list[tuple[Any, ...]]:
         return [(c.get("type"), c.get("status"), c.get("reason"), c.get("message")) for c in conds]
 
     return desired["clusters"] != observed.get("clusters") or strip(desired["conditions"]) != strip(
         observed.get("conditions") or []
     )
+
+
+def import_changed(
+    desired: Obj, observed: Obj | None, owned_keys: tuple[set[str], set[str]] = (set(), set())
+) -> bool:
+    """Whether the ServiceImport must be (re)applied.
+
+    ``owned_keys`` are the label and annotation keys our field manager applied last
+    time; one of them that is no longer desired must be removed, which takes a write.
+    """
+    if observed is None:
+        return True
+    if dict(observed.get("spec", {})) != desired["spec"]:
+        return True
+    if _meta_changed(desired, observed):
+        return True
+    labels, annotations = owned_keys
+    dmeta = desired["metadata"]
+    return bool(
+        labels - set(dmeta.get("labels", {})) or annotations - set(dmeta.get("annotations", {}))
+    )
+
+
+def derived_service_changed(desired: Obj, observed: Obj | None) -> bool:
+    """Whether the derived Service must be (re)applied."""
+    if observed is None:
+        return True
+    ospec, dspec = observed.get("spec", {}), desired["spec"]
+    if (ospec.get("clusterIP") == "None") or [_port_key(p) for p in ospec.get("ports", [])] != [
+        _port_key(p) for p in dspec["ports"]
+    ]:
+        return True
+    for key in ("sessionAffinity", "sessionAffinityConfig", "ipFamilyPolicy"):
+        if key in dspec and ospec.get(key) != dspec[key]:
+            return True
+    if (
+        "ipFamilies" in dspec
+        and list(ospec.get("ipFamilies", [])) != dspec["ipFamilies"]
+        and ospec.get("ipFamilyPolicy") != "PreferDualStack"
+    ):
+        return True
+    return _meta_changed(desired, observed)
+
+
+def _port_key(p: Obj) -> tuple[Any, ...]:
+    return (p.get("name", ""), p.get("protocol", "TCP"), p.get("port"), p.get("appProtocol"))
+
+
+def _meta_changed(desired: Obj, observed: Obj) -> bool:
+    dmeta, ometa = desired["metadata"], observed.get("metadata", {})
+    if any(ometa.get("labels", {}).get(k) != v for k, v in dmeta.get("labels", {}).items()):
+        return True
+    return any(
+        ometa.get("annotations", {}).get(k) != v for k, v in dmeta.get("annotations", {}).items()
+    )
+
+
+def applied_keys(obj: Obj, manager: str = FIELD_MANAGER) -> tuple[set[str], set[str]]:
+    """Label and annotation keys that ``manager`` owns on ``obj`` (from managedFields)."""
+    labels: set[str] = set()
+    annotations: set[str] = set()
+    for entry in obj.get("metadata", {}).get("managedFields") or []:
+        if entry.get("manager") != manager or entry.get("subresource"):
+            continue
+        meta = (entry.get("fieldsV1") or {}).get("f:metadata", {})
+        labels |= {k[2:] for k in meta.get("f:labels", {}) if k.startswith("f:")}
+        annotations |= {k[2:] for k in meta.get("f:annotations", {}) if k.startswith("f:")}
+    return labels, annotations

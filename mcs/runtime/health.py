@@ -21,7 +21,8 @@ Withdrawal and return are logged, counted in ``mcs_member_withdrawn{cluster}``
 (1 while withdrawn) and ``mcs_member_withdrawals_total{cluster}``, and reported to
 ``on_change`` (the controller queues the member's keys once: one reconcile per
 affected key). The affected ServiceImports get a ``Ready`` reason naming the member
-(``annotate_import_status``) and an Event on the transition (``withdrawal_event``).
+and an Event on the transition (`mcs.core.imports.desired_import_status`,
+`mcs.core.events.withdrawal_event`).
 
 Why a grace period: a member's API server can be unreachable while its pods serve
 traffic (a control-plane upgrade, an etcd leader election, a network blip between
@@ -35,10 +36,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import aiohttp
 import structlog
@@ -46,7 +47,6 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client import Counter, Gauge
 
 from mcs.core.model import format_time
-from mcs.core.plan import API_VERSION, event
 from mcs.runtime import kubeapi
 from mcs.runtime.observability import REGISTRY
 
@@ -58,7 +58,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 DEFAULT_GRACE = 60.0
-WITHDRAWN_REASON = "MemberWithdrawn"
 
 MEMBER_WITHDRAWN = Gauge(
     "mcs_member_withdrawn",
@@ -329,55 +328,3 @@ class MemberHealth(Generic[M]):
                 log.warning("member unreachable", context=context, error=error)
         m = self._member(context)
         self._note_reachability(m, self.unreachable_since(m))
-
-
-# ----------------------------------------------------------- what imports show
-
-
-def annotate_import_status(
-    status: dict[str, Any], withdrawn: Sequence[tuple[str, str | None]]
-) -> dict[str, Any]:
-    """ServiceImport ``status`` whose Ready condition names the withdrawn members that
-    exported it (``(cluster id, withdrawn since)``); unchanged when there are none."""
-    if not withdrawn:
-        return status
-    names = ", ".join(f"{c} (since {since})" if since else c for c, since in withdrawn)
-    conditions = []
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "Ready":
-            cond = {
-                **cond,
-                "reason": WITHDRAWN_REASON,
-                "message": f"Exports of unreachable member(s) withdrawn: {names}. "
-                f"{cond.get('message', '')}".strip(),
-            }
-        conditions.append(cond)
-    return {**status, "conditions": conditions}
-
-
-def withdrawal_event(
-    service_import: Mapping[str, Any],
-    previous: Sequence[dict[str, Any]],
-    conditions: Sequence[dict[str, Any]],
-    cluster: str,
-    now: datetime,
-) -> dict[str, Any] | None:
-    """A core/v1 Event on the ServiceImport when its Ready reason turned into or out of
-    ``MemberWithdrawn``, else None. The name derives from the import's uid and the new
-    message, so a retried reconcile creates nothing new."""
-
-    def ready(conds: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        return next((c for c in conds if c.get("type") == "Ready"), {})
-
-    before, after = ready(previous), ready(conditions)
-    was, now_w = before.get("reason") == WITHDRAWN_REASON, after.get("reason") == WITHDRAWN_REASON
-    if was == now_w and (not now_w or before.get("message") == after.get("message")):
-        return None
-    meta = service_import["metadata"]
-    what = (
-        ("Warning", WITHDRAWN_REASON, after.get("message", ""))
-        if now_w
-        else ("Normal", "MemberReturned", "Every exporting member is reachable.")
-    )
-    identity = f"{meta.get('uid')}/{after.get('reason')}/{after.get('message')}"
-    return event(service_import, API_VERSION, "ServiceImport", identity, what, cluster, now)

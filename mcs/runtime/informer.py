@@ -41,38 +41,25 @@ import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
-from urllib.parse import quote
 
 import aiohttp
 import structlog
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from mcs.core.api import Key, Obj, ResourceKind, key_of
 from mcs.runtime.observability import WATCH_RESTARTS
 
 __all__ = [
-    "ENDPOINT_SLICES",
-    "NAMESPACES",
-    "SERVICES",
     "EventHandler",
     "EventType",
     "IndexFunc",
     "Informer",
-    "Key",
-    "Obj",
-    "ResourceKind",
     "Store",
     "Transform",
-    "key_of",
     "label_index",
     "strip_managed_fields",
 ]
-
-Obj = dict[str, Any]
-"""A Kubernetes object as decoded JSON (never a kubernetes_asyncio model)."""
-
-Key = tuple[str, str]
-"""``(namespace, name)``; the namespace is ``""`` for cluster-scoped objects."""
 
 EventType = Literal["ADDED", "MODIFIED", "DELETED"]
 
@@ -86,42 +73,6 @@ IndexFunc = Callable[[Obj], Iterable[Hashable]]
 """The values an object is indexed under (none, one or several); must not raise."""
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class ResourceKind:
-    """Where a kind lives in the API: ``group`` is ``""`` for the core group."""
-
-    group: str
-    version: str
-    plural: str
-    namespaced: bool = True
-    label_selector: str | None = None
-
-    @property
-    def name(self) -> str:
-        """``plural`` or ``plural.group``, as kubectl names it (for logs and metrics)."""
-        return f"{self.plural}.{self.group}" if self.group else self.plural
-
-    def path(self, namespace: str | None = None) -> str:
-        """The collection URL path, across all namespaces unless one is given."""
-        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        if namespace is not None:
-            if not self.namespaced:
-                raise ValueError(f"{self.name} is cluster-scoped")
-            base += f"/namespaces/{quote(namespace, safe='')}"
-        return f"{base}/{self.plural}"
-
-
-SERVICES = ResourceKind("", "v1", "services")
-ENDPOINT_SLICES = ResourceKind("discovery.k8s.io", "v1", "endpointslices")
-NAMESPACES = ResourceKind("", "v1", "namespaces", namespaced=False)
-
-
-def key_of(obj: Obj) -> Key:
-    """The cache key of a raw object."""
-    meta = obj.get("metadata") or {}
-    return (meta.get("namespace") or "", meta["name"])
 
 
 def strip_managed_fields(obj: Obj) -> Obj:

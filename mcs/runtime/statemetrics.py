@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from mcs.runtime.informer import Obj
+from mcs.core.api import Obj
 from mcs.runtime.observability import REGISTRY
 
 

@@ -38,8 +38,7 @@ import structlog
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from mcs.core.plan import FIELD_MANAGER, GROUP, VERSION
-from mcs.runtime.informer import ENDPOINT_SLICES, SERVICES, ResourceKind
+from mcs.core.api import FIELD_MANAGER, KINDS, Obj
 from mcs.runtime.kubeapi import CALL_TIMEOUT, request_json
 from mcs.runtime.observability import API_WRITE_DURATION, API_WRITE_WAIT, API_WRITES
 from mcs.runtime.workqueue import Lane, current_lane
@@ -48,14 +47,6 @@ APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 
 log = structlog.get_logger(__name__)
-
-Obj = dict[str, Any]
-
-
-EVENTS = ResourceKind("", "v1", "events")
-IMPORTS = ResourceKind(GROUP, VERSION, "serviceimports")
-EXPORTS = ResourceKind(GROUP, VERSION, "serviceexports")
-KINDS = {k.plural: k for k in (IMPORTS, EXPORTS, SERVICES, ENDPOINT_SLICES, EVENTS)}
 
 
 MAX_IN_FLIGHT = 16  # writes sent at once to one cluster (``--max-writes-in-flight``)

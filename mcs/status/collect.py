@@ -16,8 +16,15 @@ import aiohttp
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from mcs.runtime.controller import SERVICE_EXPORTS, SERVICE_IMPORTS
-from mcs.runtime.informer import ENDPOINT_SLICES, NAMESPACES, SERVICES, Obj, ResourceKind
+from mcs.core.api import (
+    ENDPOINT_SLICES,
+    NAMESPACES,
+    SERVICE_EXPORTS,
+    SERVICE_IMPORTS,
+    SERVICES,
+    Obj,
+    ResourceKind,
+)
 from mcs.runtime.kubeapi import new_client, request_json
 from mcs.runtime.members import ConfigError, resolve_cluster_id
 

@@ -17,13 +17,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from mcs.core import globalsvc
+from mcs.core.api import Obj
 from mcs.core.merge import MergeResult, export_conditions
 from mcs.core.model import InvalidExport, parse_time
 from mcs.core.namespaces import NamespacePolicy
 from mcs.core.plan import ClusterView, Evaluation, evaluate
-from mcs.runtime.informer import Obj
 from mcs.status.collect import ControllerSnapshot, MemberSnapshot, Snapshot, key_of
+from mcs.status.global_services import status_rows
 
 FailOn = Literal["unreachable", "conflict", "any", "never"]
 
@@ -255,8 +255,8 @@ def _global_services(
     members: Sequence[MemberSnapshot], policy: NamespacePolicy
 ) -> list[GlobalServiceReport]:
     """The global Services of the readable members, as the controller sees them
-    (`mcs.core.globalsvc.status_rows`), under the namespace ``policy``."""
-    rows = globalsvc.status_rows(
+    (`mcs.status.global_services.status_rows`), under the namespace ``policy``."""
+    rows = status_rows(
         services={m.cluster_id: m.services for m in members},
         slices={m.cluster_id: m.slices for m in members},
         excluded={

@@ -8,8 +8,8 @@ import asyncio
 
 from kubernetes_asyncio import client
 
-from mcs.runtime.controller import SERVICE_EXPORTS
-from mcs.runtime.informer import Informer, Obj, key_of
+from mcs.core.api import SERVICE_EXPORTS, Obj, key_of
+from mcs.runtime.informer import Informer
 from mcs.runtime.observability import REGISTRY
 
 

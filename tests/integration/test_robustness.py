@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mcs.core import plan
+from mcs.core import api
 from tests.integration.accounts import ServiceAccounts
 from tests.integration.conftest import Controllers, Kubectl, eventually
 from tests.integration.mcs_objects import condition, export, get_export, get_import, service
@@ -23,7 +23,7 @@ def test_derived_name_clash_shows_on_the_export(
     controllers: Controllers, kubectl: Kubectl, namespace: str
 ) -> None:
     ns = namespace
-    derived = plan.derived_name(ns, "web")
+    derived = api.derived_name(ns, "web")
     squatter = {
         "apiVersion": "v1",
         "kind": "Service",

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from mcs.core import cachefields, plan
+from mcs.core import api, cachefields, imports, plan, writes
 
 
 def _service(**meta: Any) -> dict[str, Any]:
@@ -84,13 +84,13 @@ def test_our_derived_service_trims_to_an_unchanged_one() -> None:
         [plan.ClusterView("c1", True, export=_export(), service=_service(labels={}))]
     )
     assert ev.merged is not None
-    want = plan.desired_derived_service("ns", "web", ev.merged)
+    want = imports.desired_derived_service("ns", "web", ev.merged)
     assert want is not None
     observed = json.loads(json.dumps(want))
     observed["metadata"] |= {"uid": "d1", "resourceVersion": "7"}
     observed["spec"] |= {"clusterIP": "10.96.0.99", "clusterIPs": ["10.96.0.99"]}
-    assert not plan.derived_service_changed(want, cachefields.service(observed))
-    assert plan.owned(cachefields.service(observed))
+    assert not writes.derived_service_changed(want, cachefields.service(observed))
+    assert api.owned(cachefields.service(observed))
 
 
 def _export() -> dict[str, Any]:
@@ -122,14 +122,14 @@ def test_namespace_keeps_labels_filter_annotation_and_phase() -> None:
 
 def _import(managed_fields: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "apiVersion": f"{plan.GROUP}/{plan.VERSION}",
+        "apiVersion": f"{api.GROUP}/{api.VERSION}",
         "kind": "ServiceImport",
         "metadata": {
             "name": "web",
             "namespace": "ns",
             "uid": "i1",
             "resourceVersion": "9",
-            "labels": {plan.MANAGED_BY: "mcs-controller", "team": "a"},
+            "labels": {api.MANAGED_BY: "mcs-controller", "team": "a"},
             "annotations": {"note": "exported"},
             "managedFields": managed_fields,
         },
@@ -153,14 +153,14 @@ def _entry(manager: str, labels: list[str], subresource: str | None = None) -> d
 def test_import_keeps_only_the_keys_our_apply_owns() -> None:
     raw = _import(
         [
-            _entry(plan.FIELD_MANAGER, [plan.MANAGED_BY, "team"]),
+            _entry(api.FIELD_MANAGER, [api.MANAGED_BY, "team"]),
             _entry("kubectl", ["other"]),
-            _entry(plan.FIELD_MANAGER, ["from-status"], subresource="status"),
+            _entry(api.FIELD_MANAGER, ["from-status"], subresource="status"),
         ]
     )
     trimmed = cachefields.service_import(raw)
-    assert plan.applied_keys(trimmed) == plan.applied_keys(raw)
-    assert plan.applied_keys(trimmed) == ({plan.MANAGED_BY, "team"}, {"note"})
+    assert writes.applied_keys(trimmed) == writes.applied_keys(raw)
+    assert writes.applied_keys(trimmed) == ({api.MANAGED_BY, "team"}, {"note"})
     assert len(trimmed["metadata"]["managedFields"]) == 1
     assert "f:spec" not in json.dumps(trimmed)
     assert "resourceVersion" not in trimmed["metadata"]
@@ -171,4 +171,4 @@ def test_import_keeps_only_the_keys_our_apply_owns() -> None:
 def test_import_without_our_apply_has_no_managed_fields() -> None:
     trimmed = cachefields.service_import(_import([_entry("kubectl", ["team"])]))
     assert "managedFields" not in trimmed["metadata"]
-    assert plan.applied_keys(trimmed) == (set(), set())
+    assert writes.applied_keys(trimmed) == (set(), set())

@@ -10,14 +10,16 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcs.core import endpoints, globalsvc, plan
-from mcs.runtime.controller import Controller, Member, MemberConfig
-from mcs.runtime.informer import Informer, Key, Obj, key_of
+from mcs.core import api, globalsvc
+from mcs.core.api import Key, Obj, key_of
+from mcs.runtime.cluster import Cluster, MemberConfig
+from mcs.runtime.controller import Controller
+from mcs.runtime.informer import Informer
 
 NS = ["a", "b"]
 NAMES = ["x", "y"]
-OURS = {plan.MANAGED_BY: plan.FIELD_MANAGER}
-OUR_SLICE = {endpoints.ENDPOINTSLICE_MANAGED_BY: endpoints.CONTROLLER_NAME, **OURS}
+OURS = {api.MANAGED_BY: api.FIELD_MANAGER}
+OUR_SLICE = {api.ENDPOINTSLICE_MANAGED_BY: api.CONTROLLER_NAME, **OURS}
 
 
 def meta(ns: str, name: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -30,7 +32,7 @@ exports = st.builds(lambda ns, n: ("exports", meta(ns, n, {})), namespaces, name
 
 
 def service(ns: str, name: str, ours: bool, svc: str, is_global: bool) -> tuple[str, Obj]:
-    obj = meta(ns, name, ({**OURS, plan.SERVICE_NAME: svc} if ours else {}))
+    obj = meta(ns, name, ({**OURS, api.SERVICE_NAME: svc} if ours else {}))
     if is_global:
         obj["metadata"]["annotations"] = {"service.cilium.io/global": "true"}
     return ("services", obj)
@@ -56,9 +58,9 @@ slices = st.builds(
         meta(
             ns,
             n,
-            {**OUR_SLICE, plan.SERVICE_NAME: svc, endpoints.KUBE_SERVICE_NAME: "derived-1"}
+            {**OUR_SLICE, api.SERVICE_NAME: svc, api.KUBE_SERVICE_NAME: "derived-1"}
             if ours
-            else {endpoints.KUBE_SERVICE_NAME: svc},
+            else {api.KUBE_SERVICE_NAME: svc},
         ),
     ),
     namespaces,
@@ -76,20 +78,20 @@ events = st.lists(
 )
 
 
-def brute_all_keys(members: tuple[Member, ...]) -> set[Key]:
+def brute_all_keys(members: tuple[Cluster, ...]) -> set[Key]:
     """The implementation before the indexes: every cache scanned."""
     keys: set[Key] = set()
     for m in members:
         keys.update(m.exports.keys())
         keys.update(key_of(o) for o in m.services.list() if globalsvc.annotations_of(o).is_global)
-        keys.update(key_of(o) for o in m.imports.list() if plan.owned(o))
+        keys.update(key_of(o) for o in m.imports.list() if api.owned(o))
         for o in m.services.list():
             labels = o["metadata"].get("labels") or {}
-            if plan.owned(o) and plan.SERVICE_NAME in labels:
-                keys.add((key_of(o)[0], labels[plan.SERVICE_NAME]))
+            if api.owned(o) and api.SERVICE_NAME in labels:
+                keys.add((key_of(o)[0], labels[api.SERVICE_NAME]))
         for o in m.slices.list():
-            if endpoints.managed_by_us(o):
-                k = endpoints.slice_key(o) or globalsvc.global_slice_key(o)
+            if api.managed_by_us(o):
+                k = api.import_slice_key(o) or api.global_slice_key(o)
                 if k:
                     keys.add(k)
     return keys
@@ -118,13 +120,13 @@ def test_index_lookups_match_full_scans(sequence: list[tuple[str, tuple[str, Obj
                 assert sorted(map(key_of, m.source_slices(ns, name))) == sorted(
                     key_of(s)
                     for s in m.slices.list(ns)
-                    if s["metadata"]["labels"].get(endpoints.KUBE_SERVICE_NAME) == name
-                    and not endpoints.managed_by_us(s)
+                    if s["metadata"]["labels"].get(api.KUBE_SERVICE_NAME) == name
+                    and not api.managed_by_us(s)
                 )
                 assert sorted(map(key_of, m.imported_slices(ns, name))) == sorted(
                     key_of(s)
                     for s in m.slices.list(ns)
-                    if endpoints.managed_by_us(s) and endpoints.slice_key(s) == (ns, name)
+                    if api.managed_by_us(s) and api.import_slice_key(s) == (ns, name)
                 )
 
 
@@ -135,7 +137,7 @@ def test_member_is_immutable() -> None:
     except AttributeError:
         pass
     else:
-        raise AssertionError("Member could be changed")
+        raise AssertionError("Cluster could be changed")
 
 
 async def test_what_users_write_is_reconciled_before_other_events() -> None:
@@ -145,9 +147,9 @@ async def test_what_users_write_is_reconciled_before_other_events() -> None:
     ctl = controller()
     first, second = ctl.members
     for i in range(3):
-        slice_ = meta("a", f"s{i}", {endpoints.KUBE_SERVICE_NAME: f"old-{i}"})
+        slice_ = meta("a", f"s{i}", {api.KUBE_SERVICE_NAME: f"old-{i}"})
         first.slices._apply({"type": "ADDED", "object": slice_})
-    derived = meta("c", "derived-1", {**OURS, plan.SERVICE_NAME: "ours"})
+    derived = meta("c", "derived-1", {**OURS, api.SERVICE_NAME: "ours"})
     first.services._apply({"type": "ADDED", "object": derived})  # ours: not a user's
     second.exports._apply({"type": "ADDED", "object": meta("a", "new", {})})
     first.services._apply({"type": "ADDED", "object": meta("b", "edited", {})})

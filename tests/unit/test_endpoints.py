@@ -12,21 +12,27 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcs.core.endpoints import (
+from mcs.core.api import (
     CONTROLLER_NAME,
     ENDPOINTSLICE_MANAGED_BY,
+    FIELD_MANAGER,
     KUBE_SERVICE_NAME,
-    MAX_ENDPOINTS_PER_SLICE,
+    MANAGED_BY,
+    SERVICE_NAME,
     SOURCE_CLUSTER,
-    desired_slices,
+    derived_name,
     managed_by_us,
-    slice_key,
+)
+from mcs.core.api import import_slice_key as slice_key
+from mcs.core.endpoints import (
+    MAX_ENDPOINTS_PER_SLICE,
+    desired_slices,
     source_cluster,
     transform,
 )
+from mcs.core.imports import derived_port_name
 from mcs.core.merge import MergeResult, merge
 from mcs.core.model import ExportRecord, Port
-from mcs.core.plan import FIELD_MANAGER, MANAGED_BY, SERVICE_NAME, derived_name, derived_port_name
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 NS, NAME = "demo", "hello"

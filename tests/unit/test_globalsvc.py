@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mcs.core import globalsvc
-from mcs.core.endpoints import CONTROLLER_NAME, transform
+from mcs.core import api, events, globalsvc
+from mcs.core.api import CONTROLLER_NAME
+from mcs.core.endpoints import transform
 from mcs.core.globalsvc import (
     AFFINITY,
     AFFINITY_ALIAS,
@@ -25,9 +26,9 @@ from mcs.core.globalsvc import (
     parse,
     plan_cluster,
     remote_wanted,
-    status_rows,
     uses,
 )
+from mcs.status.global_services import status_rows
 
 NS, NAME = "ns", "rebel-base"
 PORTS = [{"name": "http", "protocol": "TCP", "port": 80}]
@@ -417,7 +418,7 @@ def test_slice_shape_labels_and_endpoints() -> None:
         {"addresses": ["10.2.0.2"], "conditions": {"ready": False}},
     ]
     assert s["ports"] == [{"name": "http", "protocol": "TCP", "port": 8080}]
-    assert globalsvc.global_slice_key(s) == (NS, NAME)
+    assert api.global_slice_key(s) == (NS, NAME)
     # What the informer caches of a written slice compares equal: no write at steady state.
     assert transform(s) == s
 
@@ -457,10 +458,10 @@ def test_hostname_clash_first_cluster_keeps_it() -> None:
 
 
 def test_service_event_is_named_by_uid_and_note() -> None:
-    note = globalsvc.Note("HostnameClash", "m", "Warning")
+    note = ("Warning", "HostnameClash", "m")
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    a = globalsvc.service_event(service(), note, "c1", now)
-    b = globalsvc.service_event(service(), note, "c1", datetime(2026, 2, 1, tzinfo=UTC))
+    a = events.service_event(service(), note, "c1", now)
+    b = events.service_event(service(), note, "c1", datetime(2026, 2, 1, tzinfo=UTC))
     assert a["metadata"]["name"] == b["metadata"]["name"]
     assert a["involvedObject"] == {
         "apiVersion": "v1",

@@ -6,17 +6,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from mcs.runtime.health import (
-    WITHDRAWN_REASON,
-    MemberHealth,
-    annotate_import_status,
-    withdrawal_event,
-)
+from mcs.runtime.health import MemberHealth
 
 GRACE = 10.0
 
@@ -178,48 +172,6 @@ def test_a_clashing_cluster_id_keeps_the_member_out() -> None:
 def test_negative_grace_is_refused() -> None:
     with pytest.raises(ValueError):
         MemberHealth([], grace=-1)
-
-
-def ready_status(reason: str = "Ready", message: str = "ServiceImport is ready") -> Any:
-    return {
-        "clusters": [{"cluster": "c1"}],
-        "conditions": [
-            {
-                "type": "Ready",
-                "status": "True",
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": "2026-01-01T00:00:00Z",
-            }
-        ],
-    }
-
-
-def test_import_status_names_the_withdrawn_members() -> None:
-    plain = ready_status()
-    assert annotate_import_status(plain, []) is plain
-    out = annotate_import_status(plain, [("c2", "2026-01-01T00:01:00Z"), ("c3", None)])
-    ready = out["conditions"][0]
-    assert ready["reason"] == WITHDRAWN_REASON and ready["status"] == "True"
-    assert "c2 (since 2026-01-01T00:01:00Z), c3" in ready["message"]
-    assert ready["lastTransitionTime"] == "2026-01-01T00:00:00Z"
-    assert plain["conditions"][0]["reason"] == "Ready", "the input is not modified"
-
-
-def test_events_on_withdrawal_and_return_only() -> None:
-    imp = {"metadata": {"name": "web", "namespace": "ns", "uid": "u1"}}
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    plain = ready_status()["conditions"]
-    out = annotate_import_status(ready_status(), [("c2", "t")])["conditions"]
-    assert withdrawal_event(imp, plain, plain, "c1", now) is None
-    went = withdrawal_event(imp, plain, out, "c1", now)
-    assert went is not None and went["reason"] == WITHDRAWN_REASON and went["type"] == "Warning"
-    assert "c2" in went["message"]
-    assert withdrawal_event(imp, out, out, "c1", now) is None
-    back = withdrawal_event(imp, out, plain, "c1", now)
-    assert back is not None and back["reason"] == "MemberReturned"
-    assert back["metadata"]["name"] != went["metadata"]["name"]
-    assert withdrawal_event(imp, plain, out, "c1", now) == went, "same transition, same name"
 
 
 def test_one_failed_probe_is_not_unreachable_two_are_since_the_first() -> None:

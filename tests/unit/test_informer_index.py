@@ -9,7 +9,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcs.runtime.informer import SERVICES, Informer, Key, Obj, Store, key_of, label_index
+from mcs.core.api import SERVICES, Key, Obj, key_of
+from mcs.runtime.informer import Informer, Store, label_index
 
 LABEL = "kubernetes.io/service-name"
 NAMESPACES = ["a", "b", ""]

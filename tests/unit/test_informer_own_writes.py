@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcs.runtime.informer import SERVICES, Informer, Obj
+from mcs.core.api import SERVICES, Obj
+from mcs.runtime.informer import Informer
 
 KEY = ("a", "x")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from mcs.core import plan
+from mcs.core import api, imports, plan, writes
 
 NOW = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -32,34 +32,34 @@ def _view(cluster: str, created: str = "2026-01-01T00:00:00Z", **svc_spec: Any) 
 
 
 def test_derived_name_matches_mcs_api() -> None:
-    assert plan.derived_name("demo", "serve") == "derived-ovtkn0laet"
+    assert api.derived_name("demo", "serve") == "derived-ovtkn0laet"
 
 
 def test_clusterset_import_gets_ips_from_derived_service() -> None:
     ev = plan.evaluate([_view("c1", ipFamilies=["IPv4", "IPv6"])])
     assert ev.merged is not None
-    before = plan.desired_import("demo", "web", ev.merged, None)
+    before = imports.desired_import("demo", "web", ev.merged, None)
     assert "ips" not in before["spec"]
-    assert before["metadata"]["labels"] == {plan.MANAGED_BY: plan.FIELD_MANAGER}
+    assert before["metadata"]["labels"] == {api.MANAGED_BY: api.FIELD_MANAGER}
     assert before["metadata"]["annotations"] == {
-        plan.DERIVED_SERVICE: plan.derived_name("demo", "web")
+        api.DERIVED_SERVICE: api.derived_name("demo", "web")
     }
     derived = {"spec": {"clusterIPs": ["10.0.0.1", "fd00::1"], "ipFamilies": ["IPv4", "IPv6"]}}
-    after = plan.desired_import("demo", "web", ev.merged, derived)
+    after = imports.desired_import("demo", "web", ev.merged, derived)
     assert after["spec"]["ips"] == ["10.0.0.1", "fd00::1"]
     assert after["spec"]["ipFamilies"] == ["IPv4", "IPv6"]
-    assert plan.import_changed(after, {"metadata": before["metadata"], "spec": before["spec"]})
-    assert not plan.import_changed(after, {"metadata": after["metadata"], "spec": after["spec"]})
+    assert writes.import_changed(after, {"metadata": before["metadata"], "spec": before["spec"]})
+    assert not writes.import_changed(after, {"metadata": after["metadata"], "spec": after["spec"]})
 
 
 def test_headless_import_has_no_derived_service_and_no_ips() -> None:
     ev = plan.evaluate([_view("c1", clusterIP="None", ipFamilies=["IPv4"])])
     assert ev.merged is not None
-    imp = plan.desired_import("demo", "web", ev.merged, {"spec": {"clusterIPs": ["10.0.0.1"]}})
+    imp = imports.desired_import("demo", "web", ev.merged, {"spec": {"clusterIPs": ["10.0.0.1"]}})
     assert imp["spec"]["type"] == "Headless" and "ips" not in imp["spec"]
     assert imp["spec"]["ipFamilies"] == ["IPv4"]
-    assert plan.DERIVED_SERVICE not in imp["metadata"].get("annotations", {})
-    assert plan.desired_derived_service("demo", "web", ev.merged) is None
+    assert api.DERIVED_SERVICE not in imp["metadata"].get("annotations", {})
+    assert imports.desired_derived_service("demo", "web", ev.merged) is None
 
 
 def test_derived_service_names_unnamed_port_among_several() -> None:
@@ -67,30 +67,30 @@ def test_derived_service_names_unnamed_port_among_several() -> None:
     other = [{"name": "dns", "port": 53, "protocol": "UDP"}]
     ev = plan.evaluate([_view("c1", ports=ports), _view("c2", "2026-01-02T00:00:00Z", ports=other)])
     assert ev.merged is not None
-    svc = plan.desired_derived_service("demo", "web", ev.merged)
+    svc = imports.desired_derived_service("demo", "web", ev.merged)
     assert svc is not None
     assert [p["name"] for p in svc["spec"]["ports"]] == ["tcp-80", "dns"]
     assert "selector" not in svc["spec"]
     assert "ownerReferences" not in svc["metadata"]  # no write to wait for the import's uid
-    assert svc["metadata"]["labels"][plan.SERVICE_NAME] == "web"
-    assert plan.derived_service_changed(svc, None)
-    assert not plan.derived_service_changed(svc, svc)
+    assert svc["metadata"]["labels"][api.SERVICE_NAME] == "web"
+    assert writes.derived_service_changed(svc, None)
+    assert not writes.derived_service_changed(svc, svc)
 
 
 def test_labels_we_applied_and_no_longer_want_force_a_write() -> None:
     ev = plan.evaluate([_view("c1")])
     assert ev.merged is not None
-    desired = plan.desired_import("demo", "web", ev.merged, None)
+    desired = imports.desired_import("demo", "web", ev.merged, None)
     observed = {
         "metadata": {
             **desired["metadata"],
             "labels": {**desired["metadata"]["labels"], "old": "x", "someone-elses": "y"},
             "managedFields": [
                 {
-                    "manager": plan.FIELD_MANAGER,
+                    "manager": api.FIELD_MANAGER,
                     "operation": "Apply",
                     "fieldsV1": {
-                        "f:metadata": {"f:labels": {"f:old": {}, f"f:{plan.MANAGED_BY}": {}}}
+                        "f:metadata": {"f:labels": {"f:old": {}, f"f:{api.MANAGED_BY}": {}}}
                     },
                 },
                 {
@@ -102,11 +102,11 @@ def test_labels_we_applied_and_no_longer_want_force_a_write() -> None:
         },
         "spec": desired["spec"],
     }
-    keys = plan.applied_keys(observed)
-    assert keys == ({"old", plan.MANAGED_BY}, set())
-    assert plan.import_changed(desired, observed, keys)
+    keys = writes.applied_keys(observed)
+    assert keys == ({"old", api.MANAGED_BY}, set())
+    assert writes.import_changed(desired, observed, keys)
     observed["metadata"]["managedFields"][0]["fieldsV1"]["f:metadata"]["f:labels"].pop("f:old")
-    assert not plan.import_changed(desired, observed, plan.applied_keys(observed))
+    assert not writes.import_changed(desired, observed, writes.applied_keys(observed))
 
 
 def test_export_status_reports_a_blocking_clash() -> None:
@@ -131,7 +131,7 @@ def test_invalid_export_takes_no_part() -> None:
 
 
 def test_owned() -> None:
-    assert plan.owned({"metadata": {"labels": {plan.MANAGED_BY: plan.FIELD_MANAGER}}})
-    assert not plan.owned({"metadata": {"labels": {plan.MANAGED_BY: "helm"}}})
-    assert not plan.owned({"metadata": {}})
-    assert not plan.owned(None)
+    assert api.owned({"metadata": {"labels": {api.MANAGED_BY: api.FIELD_MANAGER}}})
+    assert not api.owned({"metadata": {"labels": {api.MANAGED_BY: "helm"}}})
+    assert not api.owned({"metadata": {}})
+    assert not api.owned(None)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from kubernetes_asyncio.client import Configuration
 
 from mcs.commands.run import add_run_parser, endpoint_policy
-from mcs.core import endpoints, trust
+from mcs.core import api, events, trust
 from mcs.core.model import ExportRecord, InvalidExport, record_from_objects
 from mcs.runtime.members import ConfigError, check_tls
 
@@ -25,7 +25,7 @@ def slice_(
 ) -> dict[str, Any]:
     labels = {"kubernetes.io/service-name": "web"}
     if manager is not None:
-        labels[trust.ENDPOINTSLICE_MANAGED_BY] = manager
+        labels[api.ENDPOINTSLICE_MANAGED_BY] = manager
     return {
         "metadata": {"name": "web-abc", "namespace": "ns", "labels": labels},
         "addressType": address_type,
@@ -151,7 +151,7 @@ def test_endpoint_shape_is_checked() -> None:
         ("endpointslice-controller.k8s.io", True),
         ("endpointslicemirroring-controller.k8s.io", True),
         ("some-other-controller.example.com", True),
-        (endpoints.CONTROLLER_NAME, False),  # ours: imported already
+        (api.CONTROLLER_NAME, False),  # ours: imported already
         ("endpointslice-mesh-controller.cilium.io", False),  # Cilium's remote backends
     ],
 )
@@ -168,9 +168,9 @@ def test_configured_source_managers() -> None:
     assert not policy.counts("endpointslicemirroring-controller.k8s.io")
     # ours never counts, whatever the configuration
     assert not trust.EndpointPolicy(managers=("*",), ignored_managers=()).counts(
-        endpoints.CONTROLLER_NAME
+        api.CONTROLLER_NAME
     )
-    assert trust.OUR_MANAGER == endpoints.CONTROLLER_NAME
+    assert api.CONTROLLER_NAME == api.CONTROLLER_NAME
 
 
 def test_unknown_address_type_does_not_count() -> None:
@@ -207,16 +207,18 @@ def test_filter_slices_and_event() -> None:
     policy = trust.EndpointPolicy(cidrs={"c1": (ipaddress.ip_network("10.1.0.0/16"),)})
     sources = [
         slice_(["10.1.0.1", "10.2.0.1"]),
-        slice_(["10.1.0.9"], manager=endpoints.CONTROLLER_NAME),
+        slice_(["10.1.0.9"], manager=api.CONTROLLER_NAME),
     ]
     kept, dropped = trust.filter_slices("c1", sources, policy)
     assert [kept_addresses(k) for k in kept] == [["10.1.0.1"]]
     export = {"metadata": {"name": "web", "namespace": "ns", "uid": "u1"}}
-    event = trust.dropped_event(export, dropped, "c1", "2026-01-01T00:00:00Z")
+    event = events.dropped_event(export, dropped, "c1", datetime(2026, 1, 1, tzinfo=UTC))
     assert event["involvedObject"]["kind"] == "ServiceExport"
     assert event["reason"] == "EndpointsDropped" and event["type"] == "Warning"
     assert "10.2.0.1" in event["message"] and "10.1.0.0/16" in event["message"]
-    again = trust.dropped_event(export, list(reversed(dropped)), "c2", "2026-01-02T00:00:00Z")
+    again = events.dropped_event(
+        export, list(reversed(dropped)), "c2", datetime(2026, 1, 2, tzinfo=UTC)
+    )
     assert again["metadata"]["name"] == event["metadata"]["name"]  # same set, same Event
 
 
