@@ -15,9 +15,10 @@ from collections.abc import Callable
 from typing import Any
 
 from mcs.core import api
-from mcs.core.api import Key, Obj, key_of
-from mcs.runtime.cluster import Cluster, MemberConfig
+from mcs.core.api import Obj
+from mcs.runtime.cluster import MemberConfig
 from mcs.runtime.controller import Controller
+from tests import reference
 
 OURS = {api.MANAGED_BY: api.FIELD_MANAGER}
 
@@ -58,34 +59,6 @@ def fill(ctl: Controller, namespaces: int, per: int) -> None:
                     informer._apply({"type": "ADDED", "object": obj})
 
 
-def scan_keys_in(members: tuple[Cluster, ...], namespace: str) -> list[Key]:
-    """keys_in as it was: every key of every cache, then filtered."""
-    keys: set[Key] = set()
-    for m in members:
-        keys.update(m.exports.keys())
-        keys.update(key_of(o) for o in m.imports.list() if api.owned(o))
-        for o in m.services.list():
-            labels = o["metadata"].get("labels") or {}
-            if api.owned(o) and api.SERVICE_NAME in labels:
-                keys.add((key_of(o)[0], labels[api.SERVICE_NAME]))
-        for o in m.slices.list():
-            if api.managed_by_us(o):
-                k = api.import_slice_key(o)
-                if k:
-                    keys.add(k)
-    return sorted(k for k in keys if k[0] == namespace)
-
-
-def scan_source_slices(m: Cluster, ns: str, service: str) -> list[Obj]:
-    return [
-        s
-        for s in m.slices.list(None)
-        if s["metadata"]["namespace"] == ns
-        and s["metadata"].get("labels", {}).get(api.KUBE_SERVICE_NAME) == service
-        and not api.managed_by_us(s)
-    ]
-
-
 def timed(fn: Callable[[], object], budget: float = 0.5) -> float:
     """Mean seconds per call over at least ``budget`` seconds (and at least 3 calls)."""
     calls, started = 0, time.perf_counter()
@@ -102,19 +75,19 @@ def measure(text: str) -> None:
     ctl = Controller(configs)
     fill(ctl, int(k), int(m))
     ns, svc = "ns-0000", "svc-00000"
-    assert ctl.keys_in(ns) == scan_keys_in(ctl.members, ns)
+    assert ctl.keys_in(ns) == reference.keys_in(ctl.members, ns)
     m0 = ctl.members[0]
-    assert m0.source_slices(ns, svc) == scan_source_slices(m0, ns, svc)
+    assert m0.view(ns, svc).source_slices == reference.source_slices(m0, ns, svc)
     rows: list[tuple[str, Callable[[], object], Callable[[], object] | None]] = [
         (
             "keys_in (a Namespace event)",
             lambda: ctl.keys_in(ns),
-            lambda: scan_keys_in(ctl.members, ns),
+            lambda: reference.keys_in(ctl.members, ns),
         ),
         (
-            "source_slices (per member per reconcile)",
-            lambda: m0.source_slices(ns, svc),
-            lambda: scan_source_slices(m0, ns, svc),
+            "a member's view of one key (per member per reconcile; scan: its source slices only)",
+            lambda: m0.view(ns, svc).source_slices,
+            lambda: reference.source_slices(m0, ns, svc),
         ),
         ("all_keys (a resync)", ctl.all_keys, None),
     ]

@@ -43,7 +43,6 @@ from mcs_mesh.certs import Pki, create_pki
 
 DEFAULT_DIR = Path(".mcs-mesh")
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
-CLUSTER_ID_PROPERTY = "cluster.clusterset.k8s.io"
 
 
 class MeshError(RuntimeError):

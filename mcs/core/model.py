@@ -299,14 +299,3 @@ class Condition(BaseModel):
         if self.observed_generation is not None:
             api["observedGeneration"] = self.observed_generation
         return api
-
-    @classmethod
-    def from_api(cls, d: Mapping[str, Any]) -> Condition:
-        return cls(
-            type=d["type"],
-            status=d["status"],
-            reason=d["reason"],
-            message=d.get("message", ""),
-            last_transition_time=parse_time(d["lastTransitionTime"]),
-            observed_generation=d.get("observedGeneration"),
-        )

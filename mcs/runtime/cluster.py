@@ -216,24 +216,6 @@ class Cluster:
     def informers(self) -> tuple[Informer, ...]:
         return (self.exports, self.services, self.imports, self.slices, self.namespaces)
 
-    def source_slices(self, ns: str, service: str) -> list[Obj]:
-        """The EndpointSlices of Service ``ns/service`` that are not ours (the exporter's)."""
-        return [
-            s for s in self.slices.by_index(BY_KUBE_SERVICE, (ns, service)) if not managed_by_us(s)
-        ]
-
-    def imported_slices(self, ns: str, name: str) -> list[Obj]:
-        """Our EndpointSlices of the import ``ns/name``."""
-        return [s for s in self.slices.by_index(BY_MCS_SERVICE, (ns, name)) if managed_by_us(s)]
-
-    def global_slices(self, ns: str, service: str) -> list[Obj]:
-        """Our global-service EndpointSlices of Service ``ns/service``."""
-        return [
-            s
-            for s in self.slices.by_index(BY_KUBE_SERVICE, (ns, service))
-            if global_slice_key(s) == (ns, service)
-        ]
-
     def keys(self, namespace: str | None = None) -> set[Key]:
         """The keys this cluster's caches say may need work, of one namespace or all:
         its exports, the keys our objects belong to, and its global Services."""
@@ -257,7 +239,12 @@ class Cluster:
         }.get(resource)
 
     def view(self, ns: str, name: str) -> MemberView:
-        """What this cluster's caches hold for key ``ns/name`` (health is the caller's)."""
+        """What this cluster's caches hold for key ``ns/name`` (health is the caller's):
+        through the indexes, never a scan. A remote member's own slices of ours are not
+        read (nothing is written there)."""
+        derived = derived_name(ns, name)
+        of_service = self.slices.by_index(BY_KUBE_SERVICE, (ns, name))
+        of_import = self.slices.by_index(BY_MCS_SERVICE, (ns, name)) if self.local else []
         return MemberView(
             cluster=self.cluster_id,
             local=self.local,
@@ -265,11 +252,13 @@ class Cluster:
             export=self.exports.get(ns, name),
             service=self.services.get(ns, name),
             service_import=self.imports.get(ns, name),
-            derived=self.services.get(ns, derived_name(ns, name)),
-            source_slices=self.source_slices(ns, name),
-            imported_slices=self.imported_slices(ns, name) if self.local else (),
-            global_slices=self.global_slices(ns, name) if self.local else (),
+            derived=self.services.get(ns, derived),
             slice_named=lambda slice_name: self.slices.get(ns, slice_name),
+            source_slices=[s for s in of_service if not managed_by_us(s)],
+            imported_slices=[s for s in of_import if managed_by_us(s)],
+            global_slices=[s for s in of_service if global_slice_key(s) == (ns, name)]
+            if self.local
+            else [],
         )
 
     def connected(self) -> bool:

@@ -241,7 +241,8 @@ class Controller:
         The plan is made once from the cached views of every member; then each local
         cluster's writes are carried out, the clusters concurrently: a failure in one
         does not stop the others (the key is retried as a whole)."""
-        planned = plan.plan_key(*key, self._views(key), self._clock(), self.policy)
+        views = self._views(key)
+        planned = plan.plan_key(*key, views, self._clock(), self.policy)
         self._report(key, planned)
         local = {m.cluster_id: m for m in self.members if m.local}
         results = await asyncio.gather(

@@ -370,12 +370,6 @@ class Informer:
     def __len__(self) -> int:
         return len(self._cache)
 
-    def list(self, namespace: str | None = None) -> builtins.list[Obj]:
-        """Cached objects, of one namespace (through the namespace index) or of all."""
-        if namespace is None:
-            return [obj for _, obj in self._cache.items()]
-        return self._cache.in_namespace(namespace)
-
     def by_index(self, index: str, value: Hashable) -> builtins.list[Obj]:
         """The cached objects indexed under ``value`` by the indexer named ``index``."""
         return self._cache.by_index(index, value)

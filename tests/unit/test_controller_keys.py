@@ -10,11 +10,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcs.core import api, globalsvc
-from mcs.core.api import Key, Obj, key_of
-from mcs.runtime.cluster import Cluster, MemberConfig
+from mcs.core import api
+from mcs.core.api import Obj, key_of
+from mcs.runtime.cluster import MemberConfig
 from mcs.runtime.controller import Controller
 from mcs.runtime.informer import Informer
+from tests import reference
 
 NS = ["a", "b"]
 NAMES = ["x", "y"]
@@ -78,25 +79,6 @@ events = st.lists(
 )
 
 
-def brute_all_keys(members: tuple[Cluster, ...]) -> set[Key]:
-    """The implementation before the indexes: every cache scanned."""
-    keys: set[Key] = set()
-    for m in members:
-        keys.update(m.exports.keys())
-        keys.update(key_of(o) for o in m.services.list() if globalsvc.annotations_of(o).is_global)
-        keys.update(key_of(o) for o in m.imports.list() if api.owned(o))
-        for o in m.services.list():
-            labels = o["metadata"].get("labels") or {}
-            if api.owned(o) and api.SERVICE_NAME in labels:
-                keys.add((key_of(o)[0], labels[api.SERVICE_NAME]))
-        for o in m.slices.list():
-            if api.managed_by_us(o):
-                k = api.import_slice_key(o) or api.global_slice_key(o)
-                if k:
-                    keys.add(k)
-    return keys
-
-
 def controller() -> Controller:
     configs = [MemberConfig(f"c{i}", f"c{i}", None, local=True) for i in range(2)]
     return Controller(configs)
@@ -109,7 +91,7 @@ def test_index_lookups_match_full_scans(sequence: list[tuple[str, tuple[str, Obj
     for etype, (cache, obj), member in sequence:
         informer: Informer = getattr(ctl.members[member], cache)
         informer._apply({"type": etype, "object": obj})
-    everything = brute_all_keys(ctl.members)
+    everything = reference.all_keys(ctl.members)
     assert ctl.all_keys() == everything
     for ns in NS:
         assert ctl.keys_in(ns) == sorted(k for k in everything if k[0] == ns)
@@ -117,16 +99,12 @@ def test_index_lookups_match_full_scans(sequence: list[tuple[str, tuple[str, Obj
         for ns in NS:
             for name in NAMES:
                 # As sets: an index bucket need not keep the namespace's order.
-                assert sorted(map(key_of, m.source_slices(ns, name))) == sorted(
-                    key_of(s)
-                    for s in m.slices.list(ns)
-                    if s["metadata"]["labels"].get(api.KUBE_SERVICE_NAME) == name
-                    and not api.managed_by_us(s)
+                view = m.view(ns, name)
+                assert sorted(map(key_of, view.source_slices)) == sorted(
+                    map(key_of, reference.source_slices(m, ns, name))
                 )
-                assert sorted(map(key_of, m.imported_slices(ns, name))) == sorted(
-                    key_of(s)
-                    for s in m.slices.list(ns)
-                    if api.managed_by_us(s) and api.import_slice_key(s) == (ns, name)
+                assert sorted(map(key_of, view.imported_slices)) == sorted(
+                    map(key_of, reference.imported_slices(m, ns, name))
                 )
 
 

@@ -358,8 +358,8 @@ def test_minimal_spec_to_api_always_has_ports() -> None:
 # --- Condition -----------------------------------------------------------------------
 
 
-def test_condition_to_api_and_back() -> None:
-    """to_api uses camelCase and second resolution; from_api inverts it."""
+def test_condition_to_api() -> None:
+    """to_api uses camelCase and second resolution."""
     condition = Condition(
         type="Conflict",
         status="True",
@@ -377,7 +377,6 @@ def test_condition_to_api_and_back() -> None:
         "lastTransitionTime": "2026-01-02T03:04:05Z",
         "observedGeneration": 3,
     }
-    assert Condition.from_api(api) == condition
     assert (
         "observedGeneration"
         not in condition.model_copy(update={"observed_generation": None}).to_api()
