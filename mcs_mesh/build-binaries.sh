@@ -4,7 +4,7 @@
 #   build-binaries.sh TARGET OUT_DIR VERSION [COREDNS_SRC_DIR]
 #
 # TARGET is etcd, kube-apiserver, kube-controller-manager, kube-scheduler, coredns or
-# kwok; the executable goes to OUT_DIR/TARGET. mcs/mesh/binaries.py decides what to
+# kwok; the executable goes to OUT_DIR/TARGET. mcs_mesh/binaries.py decides what to
 # build and where (CoreDNS and kwok get a folder per version).
 #
 # Each binary is built in a throw-away wrapper module under WORK (env, default

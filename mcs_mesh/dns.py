@@ -3,7 +3,7 @@
 CoreDNS 1.12.2 and later serve the MCS DNS specification natively: the kubernetes
 plugin's ``multicluster clusterset.local`` option watches the member's ServiceImports
 (v1alpha1) and the EndpointSlices labelled ``multicluster.kubernetes.io/service-name``.
-The binary is built by ``binaries.ensure(coredns=True)`` from ``mcs/mesh/coredns``.
+The binary is built by ``binaries.ensure(coredns=True)`` from ``mcs_mesh/coredns``.
 
 Each member gets its own CoreDNS reading that member's API server through the mesh
 kubeconfig (its context is the member's name), listening on ``127.0.0.1:<dns_port>``

@@ -1,14 +1,12 @@
 """The controller: caches of every member cluster in, minimal writes to the local ones out.
 
-One ``Cluster`` per cluster of the clusterset, each with its indexed informers
-(ServiceExports, Services, ServiceImports, EndpointSlices, Namespaces). Every event
-is mapped to the key ``(namespace, name)`` of the service it concerns and queued (what
-users write, ServiceExports and Services, ahead of the rest: ``mcs.runtime.workqueue.Lane``); a
-worker reconciles the key: views of *all* members from the caches -> the merge
-(``mcs.core.plan``) -> for each *local* member the ordered writes (``mcs.core.writes``) -> the
-writer (``mcs.runtime.writer``). Central and per-cluster deployments run this same code;
-they differ only in which members are local. No path run per event or per reconcile
-scans a whole cache: lookups go through the informers' indexes.
+One `mcs.runtime.cluster.Cluster` per member of the clusterset, each with its
+indexed informers; every event is mapped to the keys ``(namespace, name)`` of the
+services it concerns and queued (what users write ahead of the rest:
+``mcs.runtime.workqueue.Lane``). A worker reconciles a key: the view of *every* member
+from the caches -> the one plan (`mcs.core.plan.plan_key`) -> for each *local* member
+its writes, through the writer (`mcs.runtime.writer`). Central and per-cluster
+deployments run this same code; they differ only in which members are local.
 
 Nothing is decided before every cache has listed once (``ready``), or before
 ``member_grace`` seconds have passed: a member that has not joined by then is left
@@ -88,7 +86,6 @@ class Controller:
         self._dropped: dict[tuple[Key, str], frozenset[str]] = {}
         # Events this process posted, by (cluster, name): a note that persists is posted once.
         self._posted: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
-        self._watch_timeout = watch_timeout
         self.members: tuple[Cluster, ...] = tuple(
             Cluster.build(c, self.queue.add, self.keys_in, watch_timeout) for c in members
         )

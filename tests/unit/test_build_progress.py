@@ -1,4 +1,4 @@
-"""The build's output (mcs/mesh/progress.py), driven by a stand-in build script: plain
+"""The build's output (mcs_mesh/progress.py), driven by a stand-in build script: plain
 lines off a terminal, one redrawn line per binary on one, Go's output only in the log."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The pure parts of the workload mesh (mcs/mesh/workloads.py): address plans and the
+"""The pure parts of the workload mesh (mcs_mesh/workloads.py): address plans and the
 components' command lines."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from mcs_mesh.certs import Pki
 from mcs_mesh.workloads import COMPONENTS, commands, node_cidrs, pod_cidrs
 
 
-def _service_cidrs(i: int) -> list[str]:  # as mcs/mesh/mesh.py assigns them
+def _service_cidrs(i: int) -> list[str]:  # as mcs_mesh/mesh.py assigns them
     return [f"10.{100 + i}.0.0/16", f"fd00:10:{100 + i}::/108"]
 
 
