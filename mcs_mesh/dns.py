@@ -25,7 +25,7 @@ import dns.query
 import dns.rdatatype
 
 from mcs_mesh.binaries import Binaries
-from mcs_mesh.mesh import Member, MeshError, MeshState, _spawn, free_port, stop_pids
+from mcs_mesh.mesh import Member, MeshError, MeshState, free_port, spawn, stop_pids
 
 ZONE = "clusterset.local"
 #: The MCS DNS specification's schema version, answered for ``TXT dns-version.clusterset.local``.
@@ -65,7 +65,7 @@ def start_dns(
 
     Writes ``<mesh dir>/coredns-<member>.Corefile``, logs to
     ``<mesh dir>/logs/coredns-<member>.log``, sets ``member.dns_port`` and
-    ``member.dns_pid`` and saves the state. ``detach`` has ``_spawn``'s meaning: False
+    ``member.dns_pid`` and saves the state. ``detach`` has ``spawn``'s meaning: False
     ties CoreDNS to the calling *thread* (PR_SET_PDEATHSIG), so call this from the
     thread that owns the mesh. Ready means: the ``ready`` plugin says the kubernetes
     plugin has synced its caches, and ``TXT dns-version.clusterset.local`` answers
@@ -83,7 +83,7 @@ def start_dns(
     conf.write_text(corefile(state.kubeconfig, member.name, dns_port, ready_port))
     log = directory / "logs" / f"coredns-{member.name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    proc = _spawn([str(bins.coredns), "-conf", str(conf)], log, detach)
+    proc = spawn([str(bins.coredns), "-conf", str(conf)], log, detach)
     member.dns_port, member.dns_pid = dns_port, proc.pid
     state.save()
     try:

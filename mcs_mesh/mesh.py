@@ -173,7 +173,7 @@ def _die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def _spawn(args: list[str], log: Path, detach: bool) -> subprocess.Popen[bytes]:
+def spawn(args: list[str], log: Path, detach: bool) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             args,
@@ -333,7 +333,7 @@ class Mesh:
         try:
             ep, pp = free_port(), free_port()
             etcd_log = logs / "etcd.log"
-            etcd = _spawn(
+            etcd = spawn(
                 [
                     str(bins.etcd),
                     "--name",
@@ -369,7 +369,7 @@ class Mesh:
                 port = free_port()
                 cidr = f"10.{100 + i}.0.0/16,fd00:10:{100 + i}::/108"
                 log = logs / f"{name}.log"
-                proc = _spawn(
+                proc = spawn(
                     self._apiserver_args(bins.kube_apiserver, pki, name, port, ep, cidr),
                     log,
                     detach,
@@ -449,7 +449,7 @@ class Mesh:
                 urls = wl.health_urls(ports)
                 for component, args in cmds.items():
                     log = self.dir / "logs" / f"{m.name}-{component}.log"
-                    proc = _spawn(args, log, detach)
+                    proc = spawn(args, log, detach)
                     started.append(proc)
                     m.components.append(Proc(component, proc.pid, ports[component], str(log)))
                     waits.append(_wait_http(urls[component], ctx, proc, log, 60))

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from mcs_mesh.mesh import Member, MeshState, _spawn, free_port
+from mcs_mesh.mesh import Member, MeshState, free_port, spawn
 from tests.integration.conftest import API_SERVER_RESTARTS, Controllers, Kubectl, eventually
 
 
@@ -75,7 +75,7 @@ class ApiServer:
         self._attempts = getattr(self, "_attempts", 0) + 1
         log = self._log()
         self._log_start = log.stat().st_size if log.exists() else 0
-        self._proc = _spawn(argv, log, detach=False)
+        self._proc = spawn(argv, log, detach=False)
         self.member.pid = self._proc.pid
         self.mesh.save()
 
@@ -154,7 +154,7 @@ def second_apiserver(
         for a in argv_of(member.pid)
     ]
     log = Path(mesh.dir) / "logs" / f"{member.name}-b.log"
-    proc = _spawn(argv, log, detach=False)
+    proc = spawn(argv, log, detach=False)
     try:
         yield port, proc
     finally:
