@@ -42,7 +42,7 @@ from mcs_mesh import binaries
 from mcs_mesh.certs import Pki, create_pki
 
 DEFAULT_DIR = Path(".mcs-mesh")
-CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
+CRD_DIR = Path(__file__).resolve().parents[1] / "crds"
 
 
 class MeshError(RuntimeError):

@@ -49,8 +49,13 @@ from mcs.status.render import write
 
 PROG = "kubectl mcs"
 RESOURCE = f"serviceexports.{GROUP}"
-# kubectl's flags that take a value, to move them when given before the subcommand.
-_VALUED = {"--kubeconfig", "--context", "-n", "--namespace", "-o", "--output"}
+# kubectl's flags, accepted before or after the subcommand, and their defaults.
+_KUBECTL_DEFAULTS = {
+    "kubeconfig": os.environ.get("KUBECONFIG", str(Path.home() / ".kube/config")),
+    "context": None,
+    "namespace": None,
+    "output": "text",
+}
 
 
 class Failed(Exception):
@@ -60,27 +65,39 @@ class Failed(Exception):
 # --------------------------------------------------------------------------- flags
 
 
-def _kubectl_flags(p: argparse.ArgumentParser, *, status: bool = False) -> None:
-    if not status:  # mcs status has its own --kubeconfig, -n and -o
-        p.add_argument(
-            "--kubeconfig",
-            default=os.environ.get("KUBECONFIG", str(Path.home() / ".kube/config")),
-            help="path to the kubeconfig (default $KUBECONFIG, else ~/.kube/config)",
-        )
-        p.add_argument("-n", "--namespace", default=None, help="default: the context's")
-        p.add_argument("-o", "--output", choices=["text", "json", "yaml"], default="text")
-    p.add_argument("--context", default=None, help="kubeconfig context (default: the current)")
+def _kubectl_flags() -> argparse.ArgumentParser:
+    """kubectl's flags as a parent parser whose values are set only when given, so that
+    they can stand before the subcommand or after it (`main` fills in the defaults)."""
+    p = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    p.add_argument(
+        "--kubeconfig", help="path to the kubeconfig (default $KUBECONFIG, else ~/.kube/config)"
+    )
+    p.add_argument("--context", help="kubeconfig context (default: the current)")
+    p.add_argument("-n", "--namespace", help="default: the context's")
+    p.add_argument("-o", "--output", choices=["text", "json", "yaml"], help="default: text")
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
+    flags = _kubectl_flags()
     parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=PROG,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[flags],
     )
     sub = parser.add_subparsers(dest="command", required=True)
     add_status_parser(sub)
-    _kubectl_flags(sub.choices["status"], status=True)
+    status = sub.choices["status"]
+    # mcs status has its own --kubeconfig, -n and -o: set only when given, like the others.
+    for action in status._actions:
+        if action.dest in _KUBECTL_DEFAULTS:
+            action.default = argparse.SUPPRESS
+    status.add_argument("--context", default=argparse.SUPPRESS, help="only this context")
 
-    export = sub.add_parser("export", help="export a Service and show the controller's verdict")
+    export = sub.add_parser(
+        "export", parents=[flags], help="export a Service and show the controller's verdict"
+    )
     export.add_argument("service", help="the Service (and ServiceExport) name")
     export.add_argument(
         "--timeout",
@@ -88,9 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds to wait for the controller's conditions (default 30; 0 = do not wait)",
     )
-    unexport = sub.add_parser("unexport", help="delete a ServiceExport")
+    unexport = sub.add_parser("unexport", parents=[flags], help="delete a ServiceExport")
     unexport.add_argument("service")
-    why = sub.add_parser("explain", help="why an export is in conflict or invalid")
+    why = sub.add_parser("explain", parents=[flags], help="why an export is in conflict or invalid")
     why.add_argument("service")
     why.add_argument(
         "--contexts",
@@ -107,22 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     why.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to read each member (default 5)"
     )
-    for p in (export, unexport, why):
-        _kubectl_flags(p)
     return parser
 
 
-def _reorder(argv: Sequence[str]) -> list[str]:
-    """Move kubectl flags given before the subcommand to after it."""
-    lead: list[str] = []
-    i = 0
-    while i < len(argv) and argv[i].startswith("-") and argv[i] not in ("-h", "--help"):
-        lead.append(argv[i])
-        if argv[i] in _VALUED and i + 1 < len(argv):
-            lead.append(argv[i + 1])
-            i += 1
-        i += 1
-    return [*argv[i : i + 1], *lead, *argv[i + 1 :]]
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    """The plugin's arguments, kubectl's flags defaulted where none was given."""
+    args = build_parser().parse_args(argv)
+    for dest, default in _KUBECTL_DEFAULTS.items():
+        if not hasattr(args, dest):
+            setattr(args, dest, default)
+    return args
 
 
 # --------------------------------------------------------------------------- commands
@@ -344,7 +355,7 @@ _COMMANDS = {"export": _export, "unexport": _unexport, "explain": _explain}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(_reorder(sys.argv[1:] if argv is None else argv))
+    args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.command == "status":
             if args.context:
