@@ -59,6 +59,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Self
 
+import mcsrun
 from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -168,22 +169,15 @@ class Controller:
         self.started = time.monotonic()
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "mcs",
-                    "run",
-                    "--kubeconfig",
-                    str(kubeconfig),
+                mcsrun.argv(
+                    kubeconfig,
+                    self.metrics,
+                    self.health,
                     "--workers",
                     str(workers),
-                    "--metrics-addr",
-                    f"127.0.0.1:{self.metrics}",
-                    "--health-addr",
-                    f"127.0.0.1:{self.health}",
                     "--log-level",
                     os.environ.get("MCS_BENCH_LOG_LEVEL", "info"),
-                ],
+                ),
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )

@@ -20,7 +20,6 @@ import asyncio
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -28,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import mcsrun
 from kubernetes_asyncio import client
 
 from mcs.runtime import kubeapi
@@ -118,19 +118,12 @@ async def main() -> None:
                 log = (Path(tmp) / f"controller-{i}.log").open("wb")
                 procs.append(
                     subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "mcs",
-                            "run",
-                            "--kubeconfig",
-                            str(state.kubeconfig),
-                            "--metrics-addr",
-                            f"127.0.0.1:{free_port()}",
-                            "--health-addr",
-                            f"127.0.0.1:{health}",
+                        mcsrun.argv(
+                            state.kubeconfig,
+                            free_port(),
+                            health,
                             *(["--local", local] if local else []),
-                        ],
+                        ),
                         stdout=log,
                         stderr=subprocess.STDOUT,
                     )

@@ -22,12 +22,12 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
+import mcsrun
 from kubernetes_asyncio import client
 
 from mcs.runtime import kubeapi
@@ -77,18 +77,7 @@ async def _measure(kubeconfig: Path, tmp: Path, mcs_path: str) -> dict[str, obje
         env["PYTHONPATH"] = mcs_path
     with (tmp / "controller.log").open("ab") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mcs",
-                "run",
-                "--kubeconfig",
-                str(kubeconfig),
-                "--metrics-addr",
-                f"127.0.0.1:{metrics}",
-                "--health-addr",
-                f"127.0.0.1:{health}",
-            ],
+            mcsrun.argv(kubeconfig, metrics, health),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -265,6 +265,18 @@ class Controllers:
         for name in list(self.procs):
             self.stop(name)
 
+    def assert_steady(self) -> None:
+        """After the controllers converged: settle one resync, then two more resyncs of
+        every process make no write (a steady state writes nothing)."""
+        time.sleep(6)  # settle: one resync (5 s) after convergence
+        writes = self.metric("mcs_api_writes_total")
+        resyncs = self.metric("mcs_resyncs_total")
+        eventually(
+            lambda: self.metric("mcs_resyncs_total") >= resyncs + 2 * len(self.procs),
+            timeout=60,
+        )
+        assert self.metric("mcs_api_writes_total") == writes
+
     def metric(self, metric: str, **labels: str) -> float:
         """Sum of a metric's samples (with these label values) over every running process."""
         return sum(self.metric_of(name, metric, **labels) for name in self.procs)

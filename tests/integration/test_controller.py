@@ -199,14 +199,7 @@ def test_steady_state_makes_no_writes(
         eventually(
             lambda ctx=ctx: (get_import(kubectl, ctx, namespace) or {}).get("spec", {}).get("ips")
         )
-    time.sleep(6)  # settle: one resync (5 s) after convergence
-    writes = controllers.metric("mcs_api_writes_total")
-    resyncs = controllers.metric("mcs_resyncs_total")
-    eventually(
-        lambda: controllers.metric("mcs_resyncs_total") >= resyncs + 2 * len(controllers.procs),
-        timeout=60,
-    )
-    assert controllers.metric("mcs_api_writes_total") == writes
+    controllers.assert_steady()
 
 
 def test_sigkill_mid_batch_converges(

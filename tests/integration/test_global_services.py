@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from typing import Any
 
 import pytest
@@ -386,14 +385,7 @@ def test_steady_state_makes_no_writes(
     deploy(kubectl, namespace, {C1: {GLOBAL: "true", AFFINITY: "remote"}, C2: {GLOBAL: "true"}})
     both = ADDRS[C1] | ADDRS[C2]
     expect(kubectl, namespace, {C1: both, C2: both})
-    time.sleep(6)  # settle: one resync (5 s) after convergence
-    writes = controllers.metric("mcs_api_writes_total")
-    resyncs = controllers.metric("mcs_resyncs_total")
-    eventually(
-        lambda: controllers.metric("mcs_resyncs_total") >= resyncs + 2 * len(controllers.procs),
-        timeout=60,
-    )
-    assert controllers.metric("mcs_api_writes_total") == writes
+    controllers.assert_steady()
 
 
 def test_opt_in_mode(
