@@ -39,6 +39,7 @@ KEPT_ANNOTATION_PREFIXES = (
     "io.cilium/",
     "clustermesh.cilium.io/",
     "multicluster.kubernetes.io/",
+    "service.kubernetes.io/topology",
 )
 _SERVICE_LABELS = (MANAGED_BY, SERVICE_NAME, SOURCE_CLUSTER, KUBE_SERVICE_NAME)
 _SERVICE_SPEC = (

@@ -34,9 +34,14 @@ Rules (`desired_slices`):
   contributes nothing to a ClusterSetIP import and its addresses to a Headless one.
 * **Endpoints** keep ``addresses``, ``conditions`` (ready, serving, terminating, as
   given: a not-ready endpoint stays, with ``ready: false``), ``hostname`` and
-  ``zone``. ``nodeName``, ``targetRef`` and ``hints`` are dropped: they name objects
-  of another cluster, and kube-proxy would match a remote ``nodeName`` against its own
-  nodes for ``internalTrafficPolicy: Local``. Endpoints without addresses are dropped.
+  ``zone`` (`localize`). ``nodeName`` is kept only for the endpoints of the cluster the
+  slices are written into (its own nodes: ``internalTrafficPolicy: Local`` on the
+  derived Service then reaches the node's own pods), and dropped for the others, whose
+  nodes kube-proxy would match against its own. ``targetRef`` is dropped. **Topology**:
+  when the import has a ``trafficDistribution``, every endpoint with a zone gets
+  ``hints.forZones`` of its own zone, so kube-proxy's zone-aware routing (which needs
+  hints on every ready endpoint) holds for the clusterset IP across clusters whose
+  zones share names; other hints are dropped. Endpoints without addresses are dropped.
   An endpoint that several source slices of one group list (a transient state of the
   source controller) appears once, the readiest copy winning.
 * **Order and chunking.** Endpoints are sorted by their addresses and cut into slices
@@ -111,17 +116,19 @@ def desired_slices(
     merged: MergeResult,
     sources: Mapping[str, Sequence[Obj]],
     derived_service: str | None,
+    local_cluster: str | None = None,
 ) -> list[dict[str, Any]]:
     """The EndpointSlices import ``namespace/name`` should have in one local cluster.
 
     ``sources`` maps a cluster id to that cluster's EndpointSlices of Service ``name``
     (raw API dicts or `transform`'s output; the same result either way).
     ``derived_service`` is the derived Service's name for a ClusterSetIP import, else
-    None. Returns complete EndpointSlice objects sorted by name; see the module
-    docstring for the rules.
+    None; ``local_cluster`` the id of the cluster the slices go to. Returns complete
+    EndpointSlice objects sorted by name; see the module docstring for the rules.
     """
     headless = merged.spec.type == "Headless"
     count = len(merged.spec.ports)
+    zone_hints = merged.spec.traffic_distribution is not None
     out: list[dict[str, Any]] = []
     for cluster in merged.clusters:
         exposed = merged.exposed_ports.get(cluster, ())
@@ -131,6 +138,7 @@ def desired_slices(
             lambda ports: _translate_ports(ports, exposed, count, headless),  # noqa: B023
             keep_portless=headless,
         ):
+            localize(group[2], keep_node=cluster == local_cluster, zone_hints=zone_hints)
             out += build_slices(namespace, name, cluster, labels, group)
     out.sort(key=lambda s: str(s["metadata"]["name"]))
     return out
@@ -157,6 +165,19 @@ def group_endpoints(
         group = groups.setdefault((address_type, _canonical(ports)), (address_type, ports, []))
         group[2].extend(copy_endpoints(source.get("endpoints")))
     return [(t, ports, _dedupe(eps)) for _, (t, ports, eps) in sorted(groups.items())]
+
+
+def localize(endpoints: list[dict[str, Any]], *, keep_node: bool, zone_hints: bool) -> None:
+    """Fit copied endpoints (`copy_endpoints`) to the cluster they are written into, in
+    place: ``nodeName`` only when ``keep_node`` (they are that cluster's own), and
+    ``hints.forZones`` of the endpoint's own zone when ``zone_hints`` (topology-aware
+    routing asked for), no other hints."""
+    for ep in endpoints:
+        if not keep_node:
+            ep.pop("nodeName", None)
+        ep.pop("hints", None)
+        if zone_hints and "zone" in ep:
+            ep["hints"] = {"forZones": [{"name": ep["zone"]}]}
 
 
 def build_slices(
@@ -196,7 +217,7 @@ def transform(obj: Obj) -> dict[str, Any]:
     Keeps ``metadata`` name, namespace, uid, deletionTimestamp and the labels this
     module and the controller use; ``addressType``; endpoints as `desired_slices`
     writes them; ports (name, protocol, port, appProtocol). It drops resourceVersion,
-    so an update that changes nothing kept here (a pod's node, its targetRef) is no
+    so an update that changes nothing kept here (a pod's targetRef) is no
     event. ``desired_slices`` gives the same result on trimmed and raw slices, and a
     slice of ours that is up to date trims to its desired form (apart from
     ``metadata.uid``/``deletionTimestamp``). Never raises.
@@ -283,9 +304,14 @@ def copy_endpoints(value: object) -> list[dict[str, Any]]:
                 c: bool(conditions[c]) for c in _CONDITIONS if conditions.get(c) is not None
             },
         }
-        for field in ("hostname", "zone"):
+        for field in ("hostname", "zone", "nodeName"):
             if isinstance(ep.get(field), str) and ep[field]:
                 endpoint[field] = ep[field]
+        hints = ep.get("hints")
+        zones = hints.get("forZones") if isinstance(hints, Mapping) else None
+        names = [z["name"] for z in _dicts(zones) if isinstance(z.get("name"), str)]
+        if names:
+            endpoint["hints"] = {"forZones": [{"name": n} for n in names]}
         out.append(endpoint)
     return out
 

@@ -34,7 +34,14 @@ Rules:
   protocol. R's ports that C's Service lacks are dropped; a non-headless group left
   without ports gets no slice (no traffic could reach it).
 * **Endpoints** keep addresses, ready/serving/terminating, hostname and zone;
-  nodeName, targetRef and hints name objects of another cluster and are dropped.
+  nodeName and targetRef name objects of another cluster and are dropped. When the
+  local Service asks for topology-aware routing (`Side.topology_aware`), each remote
+  endpoint with a zone gets ``hints.forZones`` of its zone: kube-proxy uses zone hints
+  only when every ready endpoint has them, so remote slices never switch the local
+  Service's zone-aware routing off (a remote endpoint without a zone still would).
+* **global-sync-endpoint-slices** other than ``"true"``: this cluster receives nothing,
+  and a ``EndpointSliceSyncDisabled`` Note says so (Cilium would still balance to the
+  remote backends in eBPF; a user migrating would lose them silently otherwise).
   **Hostnames** that several clusters use (a StatefulSet with the same name
   everywhere) are kept by the first cluster only (C itself, then by cluster id) and
   dropped from the others' copies, so ``<host>.<svc>.<ns>.svc.cluster.local`` never
@@ -60,7 +67,7 @@ from mcs.core.api import (
     SOURCE_CLUSTER,
     Obj,
 )
-from mcs.core.endpoints import build_slices, copy_endpoints, group_endpoints
+from mcs.core.endpoints import build_slices, copy_endpoints, group_endpoints, localize
 
 __all__ = [
     "AFFINITY",
@@ -70,6 +77,8 @@ __all__ = [
     "SHARED",
     "SHARED_ALIAS",
     "SYNC_SLICES",
+    "TOPOLOGY_HINTS",
+    "TOPOLOGY_MODE",
     "Annotations",
     "ClusterPlan",
     "Note",
@@ -90,6 +99,8 @@ SHARED_ALIAS = "io.cilium/shared-service"
 AFFINITY = "service.cilium.io/affinity"
 AFFINITY_ALIAS = "io.cilium/service-affinity"
 SYNC_SLICES = "service.cilium.io/global-sync-endpoint-slices"
+TOPOLOGY_MODE = "service.kubernetes.io/topology-mode"
+TOPOLOGY_HINTS = "service.kubernetes.io/topology-aware-hints"  # deprecated since 1.27
 
 Affinity = Literal["", "local", "remote"]
 
@@ -189,6 +200,17 @@ class Side:
     def headless(self) -> bool:
         return ((self.service or {}).get("spec") or {}).get("clusterIP") == "None"
 
+    @property
+    def topology_aware(self) -> bool:
+        """The Service asks for topology-aware routing (``trafficDistribution``, or the
+        ``service.kubernetes.io/topology-mode`` annotation, or its deprecated form)."""
+        service = self.service or {}
+        if (service.get("spec") or {}).get("trafficDistribution"):
+            return True
+        annotations = (service.get("metadata") or {}).get("annotations") or {}
+        mode = _get(annotations, TOPOLOGY_MODE, TOPOLOGY_HINTS)
+        return mode is not None and mode.lower() not in ("", "disabled")
+
 
 def uses(local: Side, remote: Side) -> bool:
     """Whether cluster ``local`` uses the backends of ``remote`` (before affinity):
@@ -271,6 +293,18 @@ def plan_cluster(namespace: str, name: str, local: Side, others: Sequence[Side])
     """The EndpointSlices of remote backends cluster ``local.cluster`` should hold for
     Service ``namespace/name`` (sorted by name), and what to tell the user."""
     offering = sorted((r for r in others if uses(local, r)), key=lambda r: r.cluster)
+    if local.usable and not local.annotations.sync_slices:
+        # Cilium only stops writing slices then; its eBPF still balances to remote pods.
+        offered = [r.cluster for r in others if r.cluster != local.cluster and r.offers]
+        note = Note(
+            "EndpointSliceSyncDisabled",
+            f'{SYNC_SLICES} is not "true": this cluster receives no remote backends '
+            f"({len(offered)} remote cluster(s) offer some), because EndpointSlices are the "
+            "only dataplane mcs has; under Cilium the remote backends would still be used. "
+            "Remove the annotation to receive them.",
+            "Warning",
+        )
+        return ClusterPlan(local.cluster, notes=(note,))
     if not local.receives or (namespace, name) == ("default", "kubernetes"):
         # The API server's own Service never takes other clusters' endpoints.
         return ClusterPlan(local.cluster)
@@ -326,6 +360,7 @@ def plan_cluster(namespace: str, name: str, local: Side, others: Sequence[Side])
             MANAGED_BY: FIELD_MANAGER,
         }
         for group in groups:
+            localize(group[2], keep_node=False, zone_hints=local.topology_aware)
             for ep in group[2]:
                 host = ep.get("hostname")
                 if host is None:

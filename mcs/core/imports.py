@@ -126,6 +126,11 @@ def desired_derived_service(
         svc_spec["ipFamilyPolicy"] = (
             "PreferDualStack" if len(spec.ip_families) > 1 else "SingleStack"
         )
+    # The import's policies, for kube-proxy on the clusterset IP (the oldest export's).
+    if spec.internal_traffic_policy is not None:
+        svc_spec["internalTrafficPolicy"] = spec.internal_traffic_policy
+    if spec.traffic_distribution is not None:
+        svc_spec["trafficDistribution"] = spec.traffic_distribution
     if spec.session_affinity == "ClientIP":
         svc_spec["sessionAffinity"] = "ClientIP"
         if spec.session_affinity_timeout is not None:

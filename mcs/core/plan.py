@@ -327,7 +327,7 @@ def _plan_cluster(key: _Key, m: MemberView) -> ClusterPlan:
     desired_slices: list[dict[str, Any]] = []
     if merged is not None:
         tag = derived_name(ns, name) if merged.spec.type == "ClusterSetIP" else None
-        desired_slices = endpoints.desired_slices(ns, name, merged, key.sources, tag)
+        desired_slices = endpoints.desired_slices(ns, name, merged, key.sources, tag, m.cluster)
     slice_writes, warnings = writes.slice_writes(m.imported_slices, desired_slices, m.slice_named)
 
     def then(derived_now: Obj | None) -> tuple[Write, ...]:

@@ -125,6 +125,13 @@ def derived_service_changed(desired: Obj, observed: Obj | None) -> bool:
     for key in ("sessionAffinity", "sessionAffinityConfig", "ipFamilyPolicy"):
         if key in dspec and ospec.get(key) != dspec[key]:
             return True
+    # Policies we set or stop setting (the API server defaults internalTrafficPolicy).
+    if ospec.get("trafficDistribution") != dspec.get("trafficDistribution"):
+        return True
+    if ospec.get("internalTrafficPolicy", "Cluster") != dspec.get(
+        "internalTrafficPolicy", "Cluster"
+    ):
+        return True
     if (
         "ipFamilies" in dspec
         and list(ospec.get("ipFamilies", [])) != dspec["ipFamilies"]

@@ -425,7 +425,7 @@ def test_transform_keeps_what_desired_slices_reads() -> None:
             ENDPOINTSLICE_MANAGED_BY: "endpointslice-controller.k8s.io",
         },
     }
-    assert trimmed["endpoints"] == [endpoint("10.1.0.1", hostname="h")]
+    assert trimmed["endpoints"] == [endpoint("10.1.0.1", hostname="h", nodeName="n")]
     assert desired_slices(NS, NAME, merged, {"c1": [trimmed]}, None) == desired_slices(
         NS, NAME, merged, {"c1": [raw]}, None
     )
@@ -562,3 +562,45 @@ def test_properties(
     # And the same on the informer's trimmed slices.
     trimmed = {c: [transform(s) for s in v] for c, v in sources.items()}
     assert desired_slices(NS, NAME, merged, trimmed, derived) == slices
+
+
+# --- node names and topology hints --------------------------------------------------------
+
+
+def test_node_names_only_for_the_local_clusters_own_endpoints() -> None:
+    """internalTrafficPolicy: Local on the derived Service reaches the node's own pods:
+    the local cluster's endpoints keep their nodeName, remote ones lose it."""
+    merged = merged_of(("c1", [TCP42]), ("c2", [TCP42]))
+    sources = {
+        "c1": [source([endpoint("10.1.0.1", nodeName="n1")])],
+        "c2": [source([endpoint("10.2.0.1", nodeName="n1")])],
+    }
+    slices = desired_slices(NS, NAME, merged, sources, DERIVED, "c1")
+    nodes = {
+        s["metadata"]["labels"][SOURCE_CLUSTER]: [e.get("nodeName") for e in s["endpoints"]]
+        for s in slices
+    }
+    assert nodes == {"c1": ["n1"], "c2": [None]}
+    assert all(
+        "nodeName" not in e
+        for s in desired_slices(NS, NAME, merged, sources, DERIVED)
+        for e in s["endpoints"]
+    )
+
+
+def test_zone_hints_with_a_traffic_distribution_only() -> None:
+    """Every endpoint with a zone gets hints for its own zone when the import asks for
+    topology-aware routing (kube-proxy needs hints on every ready endpoint); the
+    source's own hints are not copied."""
+    ep = endpoint(
+        "10.1.0.1", zone="z1", hints={"forZones": [{"name": "z9"}], "forNodes": [{"name": "n"}]}
+    )
+    plain = merged_of(("c1", [TCP42]))
+    [s] = desired_slices(NS, NAME, plain, {"c1": [source([ep])]}, DERIVED)
+    assert "hints" not in s["endpoints"][0]
+    spec = plain.spec.model_copy(update={"traffic_distribution": "PreferSameZone"})
+    zoned = plain.model_copy(update={"spec": spec})
+    [s] = desired_slices(NS, NAME, zoned, {"c1": [source([ep, endpoint("10.1.0.2")])]}, DERIVED)
+    assert [e.get("hints") for e in s["endpoints"]] == [{"forZones": [{"name": "z1"}]}, None]
+    # Our own slice, cached through transform, reads back as written: no rewrite.
+    assert transform(s)["endpoints"] == s["endpoints"]

@@ -516,3 +516,34 @@ def test_the_api_server_service_never_receives() -> None:
     local, remote = side("c1", service()), side("c2", service(), "10.2.0.1")
     assert plan_cluster("default", "kubernetes", local, [remote]).slices == []
     assert plan_cluster("default", NAME, local, [remote]).slices != []
+
+
+def test_remote_endpoints_get_zone_hints_when_the_local_service_is_topology_aware() -> None:
+    """kube-proxy routes by zone only when every ready endpoint has hints: remote slices
+    must not switch a topology-aware local Service's routing off."""
+    remote = kube_slice(["10.2.0.1", "10.2.0.2"], suffix="c2")
+    remote["endpoints"][0]["zone"] = "zone-a"
+    local_svc = service()
+    local_svc["spec"]["trafficDistribution"] = "PreferSameZone"
+    for svc, hinted in ((service(), False), (local_svc, True)):
+        planned = plan_cluster(NS, NAME, Side("c1", svc), [Side("c2", service(), True, [remote])])
+        eps = [e for s in planned.slices for e in s["endpoints"]]
+        assert [e.get("hints") for e in eps] == (
+            [{"forZones": [{"name": "zone-a"}]}, None] if hinted else [None, None]
+        )
+        assert all("nodeName" not in e for e in eps)
+    annotated = service()
+    annotated["metadata"]["annotations"]["service.kubernetes.io/topology-mode"] = "Auto"
+    assert Side("c1", annotated).topology_aware
+
+
+def test_sync_endpoint_slices_off_receives_nothing_and_says_so() -> None:
+    """Cilium keeps balancing to remote backends in eBPF with
+    global-sync-endpoint-slices=false; mcs cannot, and warns instead of failing silently."""
+    svc = service()
+    svc["metadata"]["annotations"][SYNC_SLICES] = "false"
+    planned = plan_cluster(NS, NAME, side("c1", svc), [side("c2", service(), "10.2.0.1")])
+    assert planned.slices == []
+    (note,) = planned.notes
+    assert note.reason == "EndpointSliceSyncDisabled" and note.type == "Warning"
+    assert "1 remote cluster(s)" in note.message

@@ -135,3 +135,26 @@ def test_owned() -> None:
     assert not api.owned({"metadata": {"labels": {api.MANAGED_BY: "helm"}}})
     assert not api.owned({"metadata": {}})
     assert not api.owned(None)
+
+
+def test_derived_service_carries_the_oldest_exports_policies() -> None:
+    """kube-proxy applies internalTrafficPolicy and trafficDistribution to the clusterset
+    IP through the derived Service; a conflict keeps the oldest export's values, and a
+    policy no longer wanted is removed by the next apply."""
+    older = _view("c1", internalTrafficPolicy="Local", trafficDistribution="PreferSameZone")
+    newer = _view("c2", "2026-01-02T00:00:00Z", trafficDistribution="PreferSameNode")
+    ev = plan.evaluate([newer, older])
+    assert ev.merged is not None
+    svc = imports.desired_derived_service("demo", "web", ev.merged)
+    assert svc is not None
+    assert svc["spec"]["internalTrafficPolicy"] == "Local"
+    assert svc["spec"]["trafficDistribution"] == "PreferSameZone"
+    observed = {**svc, "spec": {**svc["spec"], "clusterIP": "10.0.0.1"}}
+    assert not writes.derived_service_changed(svc, observed)
+    plain = plan.evaluate([_view("c1")]).merged
+    assert plain is not None
+    without = imports.desired_derived_service("demo", "web", plain)
+    assert without is not None and "trafficDistribution" not in without["spec"]
+    assert writes.derived_service_changed(without, observed), "the policies must go"
+    defaulted = {**without, "spec": {**without["spec"], "internalTrafficPolicy": "Cluster"}}
+    assert not writes.derived_service_changed(without, defaulted), "the server's default"
