@@ -28,6 +28,7 @@ from mcs.core.api import (
     SERVICE_NAME,
     SOURCE_CLUSTER,
     Obj,
+    owned,
 )
 from mcs.core.writes import applied_keys
 
@@ -60,12 +61,14 @@ _SERVICE_PORT = ("name", "protocol", "port", "targetPort", "appProtocol")
 
 
 def service(obj: Obj) -> dict[str, Any]:
-    """A Service: identity, our labels, the annotations of `KEPT_ANNOTATION_PREFIXES`,
-    ownerReferences (uids of our derived Services' owners) and the spec fields the merge
-    and the derived Service use (no selector, no status)."""
+    """A Service: identity, our labels, the annotations of `KEPT_ANNOTATION_PREFIXES`
+    (every label and annotation of a Service of ours, `_ours`), ownerReferences (uids of
+    our derived Services' owners) and the spec fields the merge and the derived Service
+    use (no selector, no status)."""
     meta = _mapping(obj.get("metadata"))
     spec = _mapping(obj.get("spec"))
-    out_meta = _meta(meta, labels=_SERVICE_LABELS)
+    # Our derived Services carry exported labels and annotations: kept whole, as imports.
+    out_meta = _ours(meta, obj) if owned(obj) else _meta(meta, labels=_SERVICE_LABELS)
     refs = meta.get("ownerReferences")
     if isinstance(refs, list) and refs:
         out_meta["ownerReferences"] = [
@@ -95,24 +98,32 @@ def export(obj: Obj) -> dict[str, Any]:
 def service_import(obj: Obj) -> dict[str, Any]:
     """A ServiceImport: identity, every label and annotation, spec and status, and one
     ``managedFields`` entry naming the label and annotation keys of our last apply."""
-    meta = _mapping(obj.get("metadata"))
+    return {
+        "metadata": _ours(_mapping(obj.get("metadata")), obj),
+        "spec": dict(_mapping(obj.get("spec"))),
+        "status": dict(_mapping(obj.get("status"))),
+    }
+
+
+def _ours(meta: Obj, obj: Obj) -> dict[str, Any]:
+    """The metadata of an object we write: identity, every label and annotation, and one
+    ``managedFields`` entry naming the label and annotation keys of our last apply (a key
+    we applied and no longer want takes an apply to remove)."""
     out_meta: dict[str, Any] = {k: meta[k] for k in _META if k in meta}
     for field in ("labels", "annotations"):
         if value := _mapping(meta.get(field)):
             out_meta[field] = dict(value)
-    owned: dict[str, dict[str, Any]] = {
+    applied: dict[str, dict[str, Any]] = {
         f"f:{field}": {f"f:{k}": {} for k in sorted(keys)}
         for field, keys in zip(("labels", "annotations"), applied_keys(obj), strict=True)
         if keys
     }
-    if owned:
-        entry = {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": {"f:metadata": owned}}
-        out_meta["managedFields"] = [entry]
-    return {
-        "metadata": out_meta,
-        "spec": dict(_mapping(obj.get("spec"))),
-        "status": dict(_mapping(obj.get("status"))),
-    }
+    if applied:
+        fields = {"f:metadata": applied}
+        out_meta["managedFields"] = [
+            {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsV1": fields}
+        ]
+    return out_meta
 
 
 def namespace(obj: Obj) -> dict[str, Any]:

@@ -116,7 +116,9 @@ def desired_derived_service(
     spec = merged.spec
     if spec.type != "ClusterSetIP":
         return None
-    meta = _meta(namespace, derived_name(namespace, name), {SERVICE_NAME: name}, {})
+    # The exported labels and annotations too (as Cilium's derived Service has them).
+    labels = {**spec.labels, SERVICE_NAME: name}
+    meta = _meta(namespace, derived_name(namespace, name), labels, spec.annotations)
     svc_spec: dict[str, Any] = {
         "type": "ClusterIP",
         "ports": [p.to_api() | {"name": derived_port_name(p, len(spec.ports))} for p in spec.ports],

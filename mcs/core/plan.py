@@ -357,9 +357,7 @@ def _import_writes(
     observed = view.service_import
     desired = imports.desired_import(key.namespace, key.name, merged, derived)
     out: list[Write] = []
-    if writes.import_changed(
-        desired, observed, writes.applied_keys(observed) if observed else (set(), set())
-    ):
+    if writes.import_changed(desired, observed):
         out.append(Write("apply", "serviceimports", desired))
     # The status follows the spec just written (its IPs decide Ready), and keeps the
     # previous conditions' transition times.

@@ -92,25 +92,13 @@ def status_differs(desired: Obj, observed: Obj) -> bool:
     )
 
 
-def import_changed(
-    desired: Obj, observed: Obj | None, owned_keys: tuple[set[str], set[str]] = (set(), set())
-) -> bool:
-    """Whether the ServiceImport must be (re)applied.
-
-    ``owned_keys`` are the label and annotation keys our field manager applied last
-    time; one of them that is no longer desired must be removed, which takes a write.
-    """
+def import_changed(desired: Obj, observed: Obj | None) -> bool:
+    """Whether the ServiceImport must be (re)applied."""
     if observed is None:
         return True
     if dict(observed.get("spec", {})) != desired["spec"]:
         return True
-    if _meta_changed(desired, observed):
-        return True
-    labels, annotations = owned_keys
-    dmeta = desired["metadata"]
-    return bool(
-        labels - set(dmeta.get("labels", {})) or annotations - set(dmeta.get("annotations", {}))
-    )
+    return _meta_changed(desired, observed)
 
 
 def derived_service_changed(desired: Obj, observed: Obj | None) -> bool:
@@ -146,11 +134,18 @@ def _port_key(p: Obj) -> tuple[Any, ...]:
 
 
 def _meta_changed(desired: Obj, observed: Obj) -> bool:
+    """A desired label or annotation differs, or one our field manager applied last time
+    (``managedFields``) is no longer desired: removing it takes an apply."""
     dmeta, ometa = desired["metadata"], observed.get("metadata", {})
     if any(ometa.get("labels", {}).get(k) != v for k, v in dmeta.get("labels", {}).items()):
         return True
-    return any(
+    if any(
         ometa.get("annotations", {}).get(k) != v for k, v in dmeta.get("annotations", {}).items()
+    ):
+        return True
+    labels, annotations = applied_keys(observed)
+    return bool(
+        labels - set(dmeta.get("labels", {})) or annotations - set(dmeta.get("annotations", {}))
     )
 
 

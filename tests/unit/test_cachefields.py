@@ -172,3 +172,34 @@ def test_import_without_our_apply_has_no_managed_fields() -> None:
     trimmed = cachefields.service_import(_import([_entry("kubectl", ["team"])]))
     assert "managedFields" not in trimmed["metadata"]
     assert writes.applied_keys(trimmed) == (set(), set())
+
+
+def test_derived_service_carries_exported_metadata_and_drops_what_is_no_longer_exported() -> None:
+    """The derived Service has the winner's exported labels and annotations (the cache
+    keeps them whole for a Service of ours); one we applied and no longer want is named
+    in managedFields, so its removal takes an apply."""
+    export = _export() | {
+        "spec": {"exportedLabels": {"tier": "db"}, "exportedAnnotations": {"a": "1"}}
+    }
+    ev = plan.evaluate([plan.ClusterView("c1", True, export=export, service=_service())])
+    assert ev.merged is not None
+    want = imports.desired_derived_service("ns", "web", ev.merged)
+    assert want is not None
+    assert want["metadata"]["labels"]["tier"] == "db"
+    assert want["metadata"]["annotations"] == {"a": "1"}
+    observed = json.loads(json.dumps(want))
+    observed["metadata"]["managedFields"] = [
+        {
+            "manager": api.FIELD_MANAGER,
+            "operation": "Apply",
+            "fieldsV1": {"f:metadata": {"f:labels": {"f:tier": {}}, "f:annotations": {"f:a": {}}}},
+        }
+    ]
+    observed["spec"] |= {"clusterIP": "10.96.0.99"}
+    cut = cachefields.service(observed)
+    assert not writes.derived_service_changed(want, cut)
+    bare = plan.evaluate([plan.ClusterView("c1", True, export=_export(), service=_service())])
+    assert bare.merged is not None
+    unexported = imports.desired_derived_service("ns", "web", bare.merged)
+    assert unexported is not None and "tier" not in unexported["metadata"]["labels"]
+    assert writes.derived_service_changed(unexported, cut), "a label no longer exported must go"

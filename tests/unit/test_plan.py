@@ -104,9 +104,9 @@ def test_labels_we_applied_and_no_longer_want_force_a_write() -> None:
     }
     keys = writes.applied_keys(observed)
     assert keys == ({"old", api.MANAGED_BY}, set())
-    assert writes.import_changed(desired, observed, keys)
+    assert writes.import_changed(desired, observed)
     observed["metadata"]["managedFields"][0]["fieldsV1"]["f:metadata"]["f:labels"].pop("f:old")
-    assert not writes.import_changed(desired, observed, writes.applied_keys(observed))
+    assert not writes.import_changed(desired, observed)
 
 
 def test_export_status_reports_a_blocking_clash() -> None:
