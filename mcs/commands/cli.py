@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         from mcs_mesh.cli import add_mesh_parser
     except ImportError:  # the controller's image leaves the local clusterset out
         mesh = sub.add_parser("mesh", help="a local clusterset (not installed here)")
+        mesh.add_argument("words", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         mesh.set_defaults(func=_mesh_command(lambda args: 0))
     else:
         add_mesh_parser(sub, _mesh_command)

@@ -70,3 +70,18 @@ def test_missing_kubeconfig_and_unknown_context(tmp_path: Path) -> None:
     out = _mcs("status", "--kubeconfig", str(_kubeconfig(tmp_path)), "--contexts", "c,x")
     assert out.returncode == 2
     assert _one_line(out.stderr).endswith("(has c): change --contexts")
+
+
+def test_mesh_without_the_mesh_tooling_says_what_to_install() -> None:
+    """The controller's image leaves mcs_mesh out: `mcs mesh up` (any words after `mesh`)
+    answers with the extra to install, exit 2, no traceback."""
+    hide = "import sys; sys.modules['mcs_mesh'] = None; from mcs.commands.cli import main; "
+    for words in (["mesh", "up"], ["mesh", "up", "--dataplane"], ["mesh"]):
+        done = subprocess.run(
+            [sys.executable, "-c", hide + f"sys.exit(main({words!r}))"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "needs the mesh extra" in done.stderr and "Traceback" not in done.stderr
