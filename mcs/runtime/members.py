@@ -5,13 +5,17 @@ and the cluster id (KEP-2149) a member resolves to."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import structlog
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
+
+from mcs.runtime.observability import CLUSTER_ID_CONFLICT
 
 log = structlog.get_logger(__name__)
 
@@ -108,6 +112,68 @@ async def resolve_cluster_id(api: client.ApiClient, context: str, overrides: dic
     ``read_cluster_id`` raises when the ClusterProperty cannot be read."""
     cid = overrides.get(context) or await read_cluster_id(api) or context
     return validate_cluster_id(cid)
+
+
+class ClusterIds:
+    """The cluster id each member (by context) claims, kept unique.
+
+    Two members claiming one id would merge as one cluster, and neither can be told
+    from the other by what it publishes, so `claim` refuses the id of every member that
+    shares it (``ConfigError``, logged and counted as ``mcs_cluster_id_conflict``):
+    both stay out (a member whose id is still to be read keeps retrying; see
+    `mcs.runtime.health`) until one of them changes its ClusterProperty."""
+
+    def __init__(self) -> None:
+        self.claims: dict[str, str] = {}
+        self._reported: dict[str, str] = {}
+
+    def record(self, context: str, cluster_id: str) -> None:
+        """Note ``context``'s id without checking it (start-up reads them all first)."""
+        self.claims[context] = cluster_id
+
+    def sharing(self, context: str) -> list[str]:
+        """The other contexts claiming ``context``'s id."""
+        cid = self.claims.get(context)
+        return sorted(c for c, i in self.claims.items() if i == cid and c != context)
+
+    def check(self, context: str) -> str:
+        """``context``'s id, or ``ConfigError`` when another member claims it too."""
+        cid = self.claims[context]
+        others = self.sharing(context)
+        CLUSTER_ID_CONFLICT.labels(context=context).set(1 if others else 0)
+        if not others:
+            if self._reported.pop(context, None) is not None:
+                log.info("cluster id no longer shared", context=context, cluster=cid)
+            return cid
+        message = (
+            f"cluster id {cid!r} of context {context!r} is also the id of "
+            f"{', '.join(repr(c) for c in others)}: all of them are left out of the "
+            "clusterset until each member's ClusterProperty cluster.clusterset.k8s.io "
+            "(or --cluster-id) is unique"
+        )
+        if self._reported.get(context) != message:
+            self._reported[context] = message
+            log.error("cluster id claimed by more than one member", detail=message)
+        raise ConfigError(message)
+
+    def claim(self, context: str, cluster_id: str) -> str:
+        """Record and check ``context``'s (newly read) id."""
+        self.record(context, cluster_id)
+        return self.check(context)
+
+
+def provisional_id(context: str, taken: Iterable[str]) -> str:
+    """An id for a member whose own is not known (yet), distinct from ``taken``: the
+    context name when it is a valid id, else one derived from it."""
+    used = set(taken)
+    if len(context) <= 253 and _SUBDOMAIN.match(context) and context not in used:
+        return context
+    digest = hashlib.sha256(context.encode()).hexdigest()
+    for n in range(10, len(digest) + 1):
+        cid = f"unresolved-{digest[:n]}"
+        if cid not in used:
+            return cid
+    raise ConfigError(f"no provisional cluster id for context {context!r}")
 
 
 def check_tls(cfg: client.Configuration, context: str, allow_insecure: bool) -> None:

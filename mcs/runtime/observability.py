@@ -219,8 +219,23 @@ REJECTED_OBJECTS = Counter(
 ENDPOINTS_DROPPED = Counter(
     "mcs_endpoints_dropped",
     "Endpoints of a member's EndpointSlices newly left out of its imports (mcs.core.trust), "
-    "by source cluster and reason (invalid, outside-cidrs, fqdn-not-allowed).",
+    "by source cluster and reason (invalid, metadata-address, outside-cidrs, "
+    "fqdn-not-allowed, no-ranges).",
     ["cluster", "reason"],
+    registry=REGISTRY,
+)
+MEMBER_RANGES_MISSING = Gauge(
+    "mcs_member_ranges_missing",
+    "1 for a member (by kubeconfig context) that has no --member-cidrs entry while other "
+    "members have ranges: it offers no endpoints; else 0.",
+    ["context"],
+    registry=REGISTRY,
+)
+CLUSTER_ID_CONFLICT = Gauge(
+    "mcs_cluster_id_conflict",
+    "1 for a member (by kubeconfig context) whose cluster id is also claimed by another "
+    "member: both are left out of the clusterset until the ids differ; else 0.",
+    ["context"],
     registry=REGISTRY,
 )
 

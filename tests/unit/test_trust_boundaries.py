@@ -1,0 +1,208 @@
+"""Trust boundaries, second pass (#29): what a member may offer is bound to the member as
+the operator configured it (its kubeconfig context), never to an id it publishes; an id
+clash leaves both members out instead of stopping the controller; and the rest of the
+second pass (metadata addresses, namespaces, remote kubeconfigs, malformed exports)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mcs.commands import run as run_cmd
+from mcs.commands.run import add_run_parser, bind_endpoint_policy, build_members, endpoint_policy
+from mcs.core import trust
+from mcs.runtime.controller import Controller
+from mcs.runtime.members import ClusterIds, ConfigError, provisional_id
+
+
+def parse(*args: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_run_parser(parser.add_subparsers())
+    return parser.parse_args(["run", *args])
+
+
+def slice_(*addresses: str, address_type: str = "IPv4") -> dict[str, Any]:
+    return {
+        "metadata": {"name": "web-abc", "namespace": "ns", "labels": {}},
+        "addressType": address_type,
+        "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses],
+    }
+
+
+def kept(cluster: str, source: dict[str, Any], policy: trust.EndpointPolicy) -> list[str]:
+    out, _ = trust.check_slice(cluster, source, policy)
+    assert out is not None
+    return [a for ep in out["endpoints"] for a in ep["addresses"]]
+
+
+@pytest.fixture(autouse=True)
+def _no_env_cidrs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MCS_MEMBER_CIDRS", raising=False)
+
+
+# --------------------------------------------------------------------------- ranges
+
+
+def test_ranges_stay_with_the_context_whatever_id_the_member_publishes() -> None:
+    """Reproduction of #29: with ``c1=10.1.0.0/16``, member c1 renames itself
+    ``c1-renamed`` in its ClusterProperty; its 8.8.8.8 must still be refused."""
+    policy = bind_endpoint_policy(
+        endpoint_policy(parse("--member-cidrs", "c1=10.1.0.0/16")), ["c1", "c2"], {}
+    )
+    mine = policy.for_member("c1", "c1-renamed")
+    assert kept("c1-renamed", slice_("10.1.0.5", "8.8.8.8"), mine) == ["10.1.0.5"]
+    # and a member cannot take another's ranges by taking its name: c2 claims "c1"
+    theirs = policy.for_member("c2", "c1")
+    assert kept("c1", slice_("10.1.0.5"), theirs) == []
+
+
+def test_a_member_without_ranges_offers_nothing_once_ranges_are_in_use() -> None:
+    policy = bind_endpoint_policy(
+        endpoint_policy(parse("--member-cidrs", "c1=10.1.0.0/16")), ["c1", "c2"], {}
+    )
+    assert policy.ranges_in_use
+    out, dropped = trust.check_slice("c2", slice_("10.2.0.1"), policy.for_member("c2", "c2"))
+    assert out is not None and out["endpoints"] == []
+    assert [d.reason for d in dropped] == ["no-ranges"]
+    assert "no --member-cidrs entry" in str(dropped[0])
+    # a policy that was never bound to a member offers nothing either (fails closed)
+    assert kept("c1", slice_("10.1.0.5"), policy) == []
+    # without any ranges, every member may use any (valid) address, as before
+    free = bind_endpoint_policy(endpoint_policy(parse()), ["c1", "c2"], {})
+    assert kept("c2", slice_("8.8.8.8"), free.for_member("c2", "c2")) == ["8.8.8.8"]
+
+
+def test_a_name_that_is_no_member_is_refused() -> None:
+    """A typo (or an id a member publishes) used to switch the check off silently."""
+    with pytest.raises(ConfigError, match=r"'c1-typo'.*neither a member context"):
+        bind_endpoint_policy(
+            endpoint_policy(parse("--member-cidrs", "c1-typo=10.1.0.0/16")), ["c1", "c2"], {}
+        )
+
+
+def test_an_operator_configured_cluster_id_may_name_the_ranges() -> None:
+    args = parse(
+        "--member-cidrs", "east=10.1.0.0/16 ctx-b=10.2.0.0/16", "--cluster-id", "ctx-a=east"
+    )
+    policy = bind_endpoint_policy(endpoint_policy(args), ["ctx-a", "ctx-b"], {"ctx-a": "east"})
+    assert {c: [str(n) for n in r] for c, r in policy.member_cidrs.items()} == {
+        "ctx-a": ["10.1.0.0/16"],
+        "ctx-b": ["10.2.0.0/16"],
+    }
+    # ambiguous: "ctx-b" is a context and the id the operator gave ctx-a
+    with pytest.raises(ConfigError, match="more than one member"):
+        bind_endpoint_policy(
+            endpoint_policy(parse("--member-cidrs", "ctx-b=10.2.0.0/16")),
+            ["ctx-a", "ctx-b"],
+            {"ctx-a": "ctx-b"},
+        )
+
+
+def test_policy_is_described_for_the_start_up_log() -> None:
+    policy = bind_endpoint_policy(
+        endpoint_policy(parse("--member-cidrs", "c1=10.1.0.0/16")), ["c1", "c2"], {}
+    )
+    described = policy.describe()
+    assert described["member_cidrs"] == {"c1": ["10.1.0.0/16"]}
+    assert described["ranges_required"] is True
+    assert "169.254.169.254" in described["metadata_addresses_denied"]
+
+
+# --------------------------------------------------------------------------- ids
+
+
+def test_cluster_ids_refuse_a_shared_id_to_every_claimant() -> None:
+    ids = ClusterIds()
+    ids.record("a", "x")
+    ids.record("b", "x")
+    for ctx in ("a", "b"):
+        with pytest.raises(ConfigError, match=r"'x'.*left out"):
+            ids.check(ctx)
+    # b's admin fixes its ClusterProperty: both may join
+    assert ids.claim("b", "y") == "y"
+    assert ids.check("a") == "x"
+
+
+def test_provisional_ids_are_unique_and_valid() -> None:
+    assert provisional_id("c1", {"c2"}) == "c1"
+    other = provisional_id("c1", {"c1"})
+    assert other != "c1" and other.startswith("unresolved-")
+    assert provisional_id("arn:aws:eks:x", set()).startswith("unresolved-")
+
+
+def kubeconfig(path: Path, contexts: list[str]) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": c, "cluster": {"server": "https://127.0.0.1:1"}} for c in contexts
+                ],
+                "users": [{"name": c, "user": {"token": "t"}} for c in contexts],
+                "contexts": [{"name": c, "context": {"cluster": c, "user": c}} for c in contexts],
+                "current-context": contexts[0],
+            }
+        )
+    )
+    return path
+
+
+async def test_an_id_clash_leaves_both_members_out_and_the_controller_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reproduction of #29: member c2 publishes c1's id. The controller used to raise
+    ``ValueError`` ("cluster ids must be unique") at every start: a crash loop."""
+    published = {"c1": "c1", "c2": "c1", "c3": "c3"}
+
+    async def resolve(api: Any, ctx: str, overrides: dict[str, str]) -> str:
+        return overrides.get(ctx) or published[ctx]
+
+    monkeypatch.setattr(run_cmd, "resolve_cluster_id", resolve)
+    path = kubeconfig(tmp_path / "kubeconfig", ["c1", "c2", "c3"])
+    args = parse("--kubeconfig", str(path))
+    ids = ClusterIds()
+    members, pending = await build_members(args, ids)
+    try:
+        assert pending == {"c1", "c2"}
+        assert len({m.cluster_id for m in members}) == 3
+        assert next(m for m in members if m.context == "c3").cluster_id == "c3"
+        Controller(members)  # used to raise ValueError
+        with pytest.raises(ConfigError, match="left out"):
+            ids.claim("c1", "c1")  # what the health tracker's retry gets while it lasts
+        published["c2"] = "c2"
+        assert ids.claim("c2", "c2") == "c2" and ids.claim("c1", "c1") == "c1"
+    finally:
+        for m in members:
+            await m.api.close()
+
+
+async def test_operator_configured_ids_that_clash_are_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def resolve(api: Any, ctx: str, overrides: dict[str, str]) -> str:
+        return overrides[ctx]
+
+    monkeypatch.setattr(run_cmd, "resolve_cluster_id", resolve)
+    path = kubeconfig(tmp_path / "kubeconfig", ["c1", "c2"])
+    args = parse("--kubeconfig", str(path), "--cluster-id", "c1=x", "--cluster-id", "c2=x")
+    with pytest.raises(ConfigError, match="'x'"):
+        await build_members(args)
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+@pytest.mark.parametrize("address", ["fd00:ec2::254", "100.100.100.200", "169.254.169.254"])
+def test_cloud_metadata_addresses_are_never_imported(address: str) -> None:
+    family = "IPv6" if ":" in address else "IPv4"
+    assert trust.address_problem(address, family) is not None
+    wide = (ipaddress.ip_network("::/0" if family == "IPv6" else "0.0.0.0/0"),)
+    problem = trust.address_problem(address, family, wide)
+    assert problem is not None
+    assert kept("c1", slice_(address, address_type=family), trust.EndpointPolicy()) == []
