@@ -24,6 +24,7 @@ from mcs.runtime.members import (
     ClusterIds,
     ConfigError,
     add_member_arguments,
+    check_remote_context,
     check_tls,
     member_contexts,
     parse_cluster_ids,
@@ -231,13 +232,16 @@ async def build_members(
     it (``ids``, `ClusterIds`: both are left out, loudly, until it is unique)."""
     ids = ids if ids is not None else ClusterIds()
     contexts = member_contexts(args.kubeconfig, args.contexts)
-    local = set(c for c in args.local.split(",") if c) or set(contexts)
+    named_local = set(c for c in args.local.split(",") if c)
+    local = named_local or set(contexts)
     if not local <= set(contexts):
         raise ConfigError(f"--local {sorted(local)} must be among the member contexts {contexts}")
     overrides = parse_cluster_ids(args.cluster_id)
     apis: dict[str, ApiClient] = {}
     try:
         for ctx in contexts:
+            if ctx not in named_local:
+                check_remote_context(args.kubeconfig, ctx)  # before its files are read
             apis[ctx] = await kubeapi.new_client(args.kubeconfig, ctx)
             check_tls(apis[ctx].configuration, ctx, args.allow_insecure_skip_tls_verify)
 
@@ -360,6 +364,7 @@ async def run(args: argparse.Namespace) -> int:
                 {m.context: m.api for m in members},
                 period=args.credentials_reload_period,
                 allow_insecure=args.allow_insecure_skip_tls_verify,
+                remote=remote_contexts(args),
             )
             code = 0
             try:
@@ -378,6 +383,13 @@ async def run(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(sig)
         for m in members:
             await m.api.close()
+
+
+def remote_contexts(args: argparse.Namespace) -> set[str]:
+    """The contexts checked as remote members' (`check_remote_context`): every member
+    context not named by ``--local`` (in central mode, every one)."""
+    named_local = {c for c in args.local.split(",") if c}
+    return set(member_contexts(args.kubeconfig, args.contexts)) - named_local
 
 
 def namespace_policy(args: argparse.Namespace) -> NamespacePolicy:

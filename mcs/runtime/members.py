@@ -10,8 +10,10 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import structlog
+import yaml
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -174,6 +176,91 @@ def provisional_id(context: str, taken: Iterable[str]) -> str:
         if cid not in used:
             return cid
     raise ConfigError(f"no provisional cluster id for context {context!r}")
+
+
+REMOTE_USER_FIELDS_REFUSED = ("exec", "auth-provider")
+"""Kubeconfig user fields a remote member's context may not use: both run code or reach
+identity providers on this machine (``exec`` ran ``/bin/sh`` inside the kubeconfig
+loader, and the credential reloader would run it again every few seconds)."""
+_FILE_FIELDS = (
+    ("user", "tokenFile"),
+    ("user", "client-certificate"),
+    ("user", "client-key"),
+    ("cluster", "certificate-authority"),
+)
+
+
+def check_remote_context(kubeconfig: str, context: str) -> None:
+    """Refuse a remote member's context that could make this process run code, send its
+    own credentials elsewhere, or talk in clear text: ``ConfigError`` naming the field.
+
+    A remote member's context (every context not named by ``--local``) comes from that
+    member's admin. It may hold an ``https://`` server, an inline token, a client
+    certificate and key, CA data, and files *inside the directory of the kubeconfig*
+    that names them (the mounted Secret). Refused: ``exec`` and ``auth-provider`` users,
+    a server that is not ``https://``, and a ``tokenFile``, ``client-certificate``,
+    ``client-key`` or ``certificate-authority`` outside that directory (the Pod's own
+    ServiceAccount token, for instance, would be sent to the peer). Checked on the raw
+    file, before kubernetes_asyncio reads it (its loader runs ``exec`` plugins)."""
+    docs: list[tuple[Path, dict[str, Any]]] = []
+    for part in kubeconfig.split(os.pathsep):
+        if not part:
+            continue
+        path = Path(os.path.expanduser(part))
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read kubeconfig {path}: {e}") from None
+        if isinstance(doc, dict):
+            docs.append((path, doc))
+
+    def entry(kind: str, name: object) -> tuple[Path, dict[str, Any]]:
+        for path, doc in docs:  # the first file that names it wins, as kubectl merges
+            for item in doc.get(kind + "s") or ():
+                if isinstance(item, dict) and item.get("name") == name:
+                    body = item.get(kind)
+                    return path, body if isinstance(body, dict) else {}
+        return Path(), {}
+
+    _, ctx = entry("context", context)
+    where = f"context {context!r} (a remote member)"
+    found = {
+        "user": entry("user", ctx.get("user")),
+        "cluster": entry("cluster", ctx.get("cluster")),
+    }
+    user = found["user"][1]
+    for key in REMOTE_USER_FIELDS_REFUSED:
+        if key in user:
+            raise ConfigError(
+                f"{where}: users[{ctx.get('user')!r}].user.{key} is refused for a remote "
+                "member (it would run a program or reach an identity provider here); use "
+                "an inline token (hack/make-remote-kubeconfig.sh writes one)"
+            )
+    server = str(found["cluster"][1].get("server", ""))
+    if not server.lower().startswith("https://"):
+        raise ConfigError(
+            f"{where}: clusters[{ctx.get('cluster')!r}].cluster.server {server!r} is not "
+            "https://: a remote member is reached over TLS only"
+        )
+    for kind, key in _FILE_FIELDS:
+        origin, body = found[kind]
+        value = body.get(key)
+        if not value:
+            continue
+        base = origin.parent
+        target = os.path.realpath(base / os.path.expanduser(str(value)))
+        root = os.path.realpath(base)
+        if os.path.commonpath([root, target]) != root:
+            why = (
+                "it could send this Pod's own credentials to that member; use an inline "
+                "token or a file in the Secret"
+                if key == "tokenFile"
+                else f"a remote member's files come with its kubeconfig; use {key}-data"
+            )
+            raise ConfigError(
+                f"{where}: {kind}s[{ctx.get(kind)!r}].{kind}.{key} {value!r} is outside "
+                f"the directory of the kubeconfig ({root}): {why}"
+            )
 
 
 def check_tls(cfg: client.Configuration, context: str, allow_insecure: bool) -> None:

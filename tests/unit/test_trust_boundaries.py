@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from mcs.commands import run as run_cmd
 from mcs.commands.run import add_run_parser, bind_endpoint_policy, build_members, endpoint_policy
 from mcs.core import trust
 from mcs.runtime.controller import Controller
+from mcs.runtime.credentials import CredentialReloader, refresh
+from mcs.runtime.kubeapi import new_client
 from mcs.runtime.members import ClusterIds, ConfigError, provisional_id
 
 
@@ -206,3 +209,126 @@ def test_cloud_metadata_addresses_are_never_imported(address: str) -> None:
     problem = trust.address_problem(address, family, wide)
     assert problem is not None
     assert kept("c1", slice_(address, address_type=family), trust.EndpointPolicy()) == []
+
+
+# --------------------------------------------------------------------------- kubeconfigs
+
+
+def two_members(
+    tmp_path: Path, remote_cluster: dict[str, Any], remote_user: dict[str, Any]
+) -> Path:
+    """A kubeconfig in its own directory (the mounted Secret): c1 is the local member,
+    with the Pod's own token file outside that directory; c2 is a remote member."""
+    secret = tmp_path / "secret"
+    secret.mkdir(exist_ok=True)
+    sa_token = tmp_path / "serviceaccount-token"
+    sa_token.write_text("the pod's own token")
+    path = secret / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "c1", "cluster": {"server": "https://127.0.0.1:1"}},
+                    {"name": "c2", "cluster": remote_cluster},
+                ],
+                "users": [
+                    {"name": "c1", "user": {"tokenFile": str(sa_token)}},
+                    {"name": "c2", "user": remote_user},
+                ],
+                "contexts": [
+                    {"name": c, "context": {"cluster": c, "user": c}} for c in ("c1", "c2")
+                ],
+                "current-context": "c1",
+            }
+        )
+    )
+    return path
+
+
+HTTPS = {"server": "https://127.0.0.1:1"}
+
+
+async def members_of(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def resolve(api: Any, ctx: str, overrides: dict[str, str]) -> str:
+        return ctx
+
+    monkeypatch.setattr(run_cmd, "resolve_cluster_id", resolve)
+    members, _ = await build_members(parse("--kubeconfig", str(path), "--local", "c1"))
+    for m in members:
+        await m.api.close()
+
+
+async def test_a_remote_exec_credential_is_refused_before_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reproduction of #29: a peer's context with ``exec`` ran /bin/sh in the loader."""
+    marker = tmp_path / "ran"
+    user = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": "/bin/sh",
+            "args": ["-c", f"touch {marker}; echo '{{}}'"],
+            "interactiveMode": "Never",
+        }
+    }
+    path = two_members(tmp_path, HTTPS, user)
+    with pytest.raises(ConfigError, match=r"users\['c2'\]\.user\.exec is refused"):
+        await members_of(path, monkeypatch)
+    assert not marker.exists(), "the peer's program ran"
+
+
+@pytest.mark.parametrize(
+    ("cluster", "user", "field"),
+    [
+        ({"server": "http://127.0.0.1:1"}, {"token": "t"}, "cluster.server"),
+        (HTTPS, {"auth-provider": {"name": "oidc", "config": {}}}, "user.auth-provider"),
+        (HTTPS, {"tokenFile": "../serviceaccount-token"}, "user.tokenFile"),
+        (HTTPS, {"client-certificate": "/etc/hostname", "token": "t"}, "user.client-certificate"),
+        (
+            {**HTTPS, "certificate-authority": "/etc/ssl/certs/../hostname"},
+            {"token": "t"},
+            "cluster.certificate-authority",
+        ),
+    ],
+)
+async def test_a_remote_context_is_refused_naming_the_field(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cluster: dict[str, Any],
+    user: dict[str, Any],
+    field: str,
+) -> None:
+    path = two_members(tmp_path, cluster, user)
+    with pytest.raises(ConfigError, match=re.escape(field)):
+        await members_of(path, monkeypatch)
+
+
+async def test_remote_files_inside_the_secret_and_the_local_context_still_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = two_members(tmp_path, HTTPS, {"tokenFile": "c2-token"})
+    (path.parent / "c2-token").write_text("peer token")
+    await members_of(path, monkeypatch)  # c1's token file lies outside: it is local
+
+
+async def test_the_reloader_refuses_an_exec_that_appears_later(tmp_path: Path) -> None:
+    path = two_members(tmp_path, HTTPS, {"token": "t"})
+    api = await new_client(str(path), "c2")
+    try:
+        marker = tmp_path / "ran"
+        path.write_text(
+            path.read_text().replace(
+                "token: t",
+                f"exec: {{apiVersion: client.authentication.k8s.io/v1, "
+                f"command: /bin/sh, args: [-c, 'touch {marker}']}}",
+            )
+        )
+        reloader = CredentialReloader(str(path), {"c2": api}, period=0, remote={"c2"})
+        await reloader.check()
+        assert not marker.exists() and reloader.reloads == 0
+        with pytest.raises(ConfigError, match="exec"):
+            await refresh(api, str(path), "c2", remote=True)
+    finally:
+        await api.close()
