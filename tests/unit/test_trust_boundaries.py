@@ -8,15 +8,19 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mcs.commands import run as run_cmd
 from mcs.commands.run import add_run_parser, bind_endpoint_policy, build_members, endpoint_policy
-from mcs.core import trust
+from mcs.core import plan, trust
+from mcs.core.model import ExportRecord, InvalidExport, record_from_objects
 from mcs.runtime.controller import Controller
 from mcs.runtime.credentials import CredentialReloader, refresh
 from mcs.runtime.kubeapi import new_client
@@ -332,3 +336,137 @@ async def test_the_reloader_refuses_an_exec_that_appears_later(tmp_path: Path) -
             await refresh(api, str(path), "c2", remote=True)
     finally:
         await api.close()
+
+
+# --------------------------------------------------------------------------- forged exports
+
+NOW = datetime(2026, 1, 2, tzinfo=UTC)
+GOOD_SERVICE = {"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}}
+
+
+def forged_export(**meta: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "web", "namespace": "ns", **meta}}
+
+
+def test_an_export_without_creation_timestamp_is_invalid_not_an_exception() -> None:
+    """Reproduction of #29: ``plan.evaluate`` raised KeyError on it, for every member,
+    retried forever."""
+    view = plan.ClusterView("c2", True, export=forged_export(), service=GOOD_SERVICE)
+    good = plan.ClusterView(
+        "c1",
+        True,
+        export=forged_export(creationTimestamp="2026-01-01T00:00:00Z"),
+        service=GOOD_SERVICE,
+    )
+    evaluation = plan.evaluate([good, view])
+    assert evaluation.merged is not None and list(evaluation.merged.clusters) == ["c1"]
+    invalid = evaluation.invalid["c2"]
+    assert invalid.reason == "MalformedObject"
+    assert "metadata.creationTimestamp is missing" in invalid.message
+    conditions = plan.export_status(evaluation, view, NOW)
+    assert conditions is not None
+    valid = next(c for c in conditions if c["type"] == "Valid")
+    assert (valid["status"], valid["reason"]) == ("False", "MalformedObject")
+
+
+@pytest.mark.parametrize(
+    ("service_spec", "words"),
+    [
+        ({"ports": [{"port": "eighty"}]}, "spec.ports[0].port 'eighty'"),
+        ({"ports": [{"name": "http"}]}, "spec.ports[0].port None"),
+        ({"ports": [{"port": 80}, "x"]}, "spec.ports[1] is not an object"),
+        ({"ports": {"port": 80}}, "spec.ports is not a list"),
+        ({"ports": [{"port": 80, "protocol": 6}]}, "spec.ports[0].protocol"),
+        ({"ports": [{"port": 80}], "ipFamilies": "IPv4"}, "spec.ipFamilies"),
+        ({"ports": [{"port": 80}], "sessionAffinity": 3}, "wrong type"),
+    ],
+)
+def test_a_malformed_service_is_invalid_naming_the_field(
+    service_spec: dict[str, Any], words: str
+) -> None:
+    export = forged_export(creationTimestamp="2026-01-01T00:00:00Z")
+    got = record_from_objects("c2", export, {"metadata": {}, "spec": service_spec})
+    assert isinstance(got, InvalidExport) and got.reason == "MalformedObject"
+    assert words in got.message
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+TIMESTAMPS = st.one_of(
+    JSON,
+    st.datetimes(timezones=st.just(UTC)).map(lambda d: d.strftime("%Y-%m-%dT%H:%M:%SZ")),
+    st.sampled_from(["2026-01-01", "2026-01-01T00:00:00", "not a time", ""]),
+)
+PORTS = st.one_of(
+    JSON,
+    st.lists(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "port": st.one_of(st.integers(), JSON),
+                "name": JSON,
+                "protocol": st.one_of(st.sampled_from(["TCP", "UDP"]), JSON),
+                "appProtocol": JSON,
+            },
+        ),
+        max_size=3,
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    meta=st.one_of(
+        JSON,
+        st.fixed_dictionaries(
+            {"name": st.just("web"), "namespace": st.just("ns")},
+            optional={"creationTimestamp": TIMESTAMPS, "generation": JSON, "uid": JSON},
+        ),
+    ),
+    export_spec=st.one_of(
+        JSON,
+        st.fixed_dictionaries({}, optional={"exportedLabels": JSON, "exportedAnnotations": JSON}),
+    ),
+    service_meta=JSON,
+    service_spec=st.one_of(
+        JSON,
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "ports": PORTS,
+                "type": st.one_of(st.just("ExternalName"), JSON),
+                "clusterIP": st.one_of(st.just("None"), JSON),
+                "sessionAffinity": JSON,
+                "sessionAffinityConfig": JSON,
+                "ipFamilies": JSON,
+                "internalTrafficPolicy": JSON,
+                "trafficDistribution": JSON,
+            },
+        ),
+    ),
+)
+def test_forged_remote_exports_never_raise(
+    meta: Any, export_spec: Any, service_meta: Any, service_spec: Any
+) -> None:
+    """Whatever a member's API server returns as its ServiceExport and Service, the
+    merge gets a record or an invalid export with a reason, and the statuses and the
+    import of a valid member next to it are still computed."""
+    export = {"metadata": meta, "spec": export_spec}
+    service = {"metadata": service_meta, "spec": service_spec}
+    got = record_from_objects("c2", export, service)
+    assert isinstance(got, ExportRecord | InvalidExport)
+    good = plan.ClusterView(
+        "c1",
+        True,
+        export=forged_export(creationTimestamp="2020-01-01T00:00:00Z"),
+        service=GOOD_SERVICE,
+    )
+    forged = plan.ClusterView("c2", True, export=export, service=service)
+    evaluation = plan.evaluate([good, forged])
+    assert evaluation.merged is not None
+    plan.export_status(evaluation, good, NOW)
