@@ -224,6 +224,20 @@ ENDPOINTS_DROPPED = Counter(
     ["cluster", "reason"],
     registry=REGISTRY,
 )
+OBJECTS_TOO_LARGE = Counter(
+    "mcs_objects_too_large",
+    "Objects left out of a cache because they were larger than the informer's per-object "
+    "cap once trimmed (treated as absent), by cluster and resource.",
+    ["cluster", "resource"],
+    registry=REGISTRY,
+)
+LIST_PAGES_SHRUNK = Counter(
+    "mcs_list_pages_shrunk",
+    "List pages refused for being over the byte cap and asked again with half the limit, "
+    "by cluster and resource.",
+    ["cluster", "resource"],
+    registry=REGISTRY,
+)
 MEMBER_RANGES_MISSING = Gauge(
     "mcs_member_ranges_missing",
     "1 for a member (by kubeconfig context) that has no --member-cidrs entry while other "
