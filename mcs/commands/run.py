@@ -409,15 +409,18 @@ def _elector(args: argparse.Namespace, members: list[MemberConfig]) -> LeaderEle
     if args.leader_elect_context and holder is None:
         raise ConfigError(f"--leader-elect-context {args.leader_elect_context!r} is not a member")
     duration = args.leader_elect_lease_duration
-    return LeaderElector(
-        (holder or local[0]).api,
-        namespace=args.leader_elect_namespace,
-        name=args.leader_elect_lease_name,
-        identity=f"{socket.gethostname()}_{os.getpid()}",
-        lease_duration=duration,
-        renew_deadline=duration * 2 / 3,
-        retry_period=duration / 7.5,
-    )
+    try:
+        return LeaderElector(
+            (holder or local[0]).api,
+            namespace=args.leader_elect_namespace,
+            name=args.leader_elect_lease_name,
+            identity=f"{socket.gethostname()}_{os.getpid()}",
+            lease_duration=duration,
+            renew_deadline=duration * 2 / 3,
+            retry_period=duration / 7.5,
+        )
+    except ValueError as e:
+        raise ConfigError(f"--leader-elect-lease-duration {duration}: {e}") from None
 
 
 def _run(args: argparse.Namespace) -> int:
