@@ -68,6 +68,19 @@ def test_ranges_stay_with_the_context_whatever_id_the_member_publishes() -> None
     assert kept("c1", slice_("10.1.0.5"), theirs) == []
 
 
+def test_the_controller_binds_the_ranges_to_each_members_current_id() -> None:
+    """What the controller hands the planner (`EndpointPolicy.for_clusters`, by the
+    members' current ids): the ranges of each member's context."""
+    policy = bind_endpoint_policy(
+        endpoint_policy(parse("--member-cidrs", "c1=10.1.0.0/16")), ["c1", "c2"], {}
+    )
+    bound = policy.for_clusters({"c1-renamed": "c1", "c2": "c2"})
+    assert kept("c1-renamed", slice_("10.1.0.5", "8.8.8.8"), bound) == ["10.1.0.5"]
+    assert kept("c2", slice_("10.1.0.5"), bound) == []  # no ranges: nothing
+    assert kept("c1", slice_("10.1.0.5"), bound) == []  # the old id is no member now
+    assert trust.EndpointPolicy().for_clusters({"c1": "c1"}) == trust.EndpointPolicy()
+
+
 def test_a_member_without_ranges_offers_nothing_once_ranges_are_in_use() -> None:
     policy = bind_endpoint_policy(
         endpoint_policy(parse("--member-cidrs", "c1=10.1.0.0/16")), ["c1", "c2"], {}
