@@ -182,6 +182,15 @@ REMOTE_USER_FIELDS_REFUSED = ("exec", "auth-provider")
 """Kubeconfig user fields a remote member's context may not use: both run code or reach
 identity providers on this machine (``exec`` ran ``/bin/sh`` inside the kubeconfig
 loader, and the credential reloader would run it again every few seconds)."""
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+IN_CLUSTER_SERVERS = frozenset(
+    f"https://kubernetes.default.svc{suffix}{port}"
+    for suffix in ("", ".cluster.local")
+    for port in ("", ":443")
+)
+"""The in-cluster context (``hack/make-remote-kubeconfig.sh --in-cluster``): the Pod's
+ServiceAccount files may be used only towards its own cluster's API server (central
+mode, where every context is checked, with the hub a member)."""
 _FILE_FIELDS = (
     ("user", "tokenFile"),
     ("user", "client-certificate"),
@@ -200,8 +209,10 @@ def check_remote_context(kubeconfig: str, context: str) -> None:
     that names them (the mounted Secret). Refused: ``exec`` and ``auth-provider`` users,
     a server that is not ``https://``, and a ``tokenFile``, ``client-certificate``,
     ``client-key`` or ``certificate-authority`` outside that directory (the Pod's own
-    ServiceAccount token, for instance, would be sent to the peer). Checked on the raw
-    file, before kubernetes_asyncio reads it (its loader runs ``exec`` plugins)."""
+    ServiceAccount token, for instance, would be sent to the peer), except the Pod's
+    ServiceAccount files towards ``https://kubernetes.default.svc`` (its own cluster:
+    the in-cluster context of a hub that is a member, in central mode). Checked on the
+    raw file, before kubernetes_asyncio reads it (its loader runs ``exec`` plugins)."""
     docs: list[tuple[Path, dict[str, Any]]] = []
     for part in kubeconfig.split(os.pathsep):
         if not part:
@@ -242,6 +253,7 @@ def check_remote_context(kubeconfig: str, context: str) -> None:
             f"{where}: clusters[{ctx.get('cluster')!r}].cluster.server {server!r} is not "
             "https://: a remote member is reached over TLS only"
         )
+    in_cluster = server.lower().rstrip("/") in IN_CLUSTER_SERVERS
     for kind, key in _FILE_FIELDS:
         origin, body = found[kind]
         value = body.get(key)
@@ -250,6 +262,9 @@ def check_remote_context(kubeconfig: str, context: str) -> None:
         base = origin.parent
         target = os.path.realpath(base / os.path.expanduser(str(value)))
         root = os.path.realpath(base)
+        sa_dir = os.path.realpath(SERVICE_ACCOUNT_DIR)
+        if in_cluster and os.path.commonpath([sa_dir, target]) == sa_dir:
+            continue  # the Pod's own files, sent to its own cluster's API server
         if os.path.commonpath([root, target]) != root:
             why = (
                 "it could send this Pod's own credentials to that member; use an inline "

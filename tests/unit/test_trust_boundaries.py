@@ -24,7 +24,7 @@ from mcs.core.model import ExportRecord, InvalidExport, record_from_objects
 from mcs.runtime.controller import Controller
 from mcs.runtime.credentials import CredentialReloader, refresh
 from mcs.runtime.kubeapi import new_client
-from mcs.runtime.members import ClusterIds, ConfigError, provisional_id
+from mcs.runtime.members import ClusterIds, ConfigError, check_remote_context, provisional_id
 
 
 def parse(*args: str) -> argparse.Namespace:
@@ -483,3 +483,14 @@ def test_forged_remote_exports_never_raise(
     evaluation = plan.evaluate([good, forged])
     assert evaluation.merged is not None
     plan.export_status(evaluation, good, NOW)
+
+
+def test_the_pods_own_token_goes_only_to_its_own_cluster(tmp_path: Path) -> None:
+    """Central mode checks every context: a hub that is a member keeps its in-cluster
+    context; the same token file towards any other server is refused."""
+    sa_token = {"tokenFile": "/var/run/secrets/kubernetes.io/serviceaccount/token"}
+    own = two_members(tmp_path, {"server": "https://kubernetes.default.svc"}, sa_token)
+    check_remote_context(str(own), "c2")
+    peer = two_members(tmp_path, HTTPS, sa_token)
+    with pytest.raises(ConfigError, match=r"user\.tokenFile .* could send this Pod's own"):
+        check_remote_context(str(peer), "c2")
