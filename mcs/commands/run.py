@@ -357,7 +357,7 @@ async def run(args: argparse.Namespace) -> int:
                     for m in members
                 },
                 namespaces=namespaces.describe(),
-                remote_contexts=sorted(m.context for m in members if not m.local),
+                remote_contexts=sorted(remote_contexts(args)),
             )
             reloader = CredentialReloader(
                 args.kubeconfig,
