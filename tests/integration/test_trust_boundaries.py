@@ -91,9 +91,14 @@ def test_a_typo_in_member_cidrs_stops_the_start(accounts: ServiceAccounts, tmp_p
     """A name that is no member context used to switch the check off silently."""
     ctl = Controllers("central", accounts, tmp_path)
     ctl.spawn("typo", "--member-cidrs", "cluster-1=10.1.0.0/16")
-    assert ctl.procs["typo"].wait(timeout=60) == 2
-    assert "neither a member context" in ctl.log_tail("typo")
+    try:
+        code = ctl.procs["typo"].wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        ctl.kill("typo")  # still running: the typo was not noticed
+        raise AssertionError("mcs run did not stop on a --member-cidrs typo") from None
     ctl.procs.pop("typo")
+    assert code == 2, ctl.log_tail("typo")
+    assert "neither a member context" in ctl.log_tail("typo")
 
 
 def test_an_id_clash_leaves_both_members_out_and_the_rest_served(
