@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
@@ -20,15 +21,22 @@ from mcs.runtime.credentials import CredentialReloader
 from mcs.runtime.health import DEFAULT_GRACE
 from mcs.runtime.leader import LeaderElector, LeadershipLost
 from mcs.runtime.members import (
+    ClusterIds,
     ConfigError,
     add_member_arguments,
+    check_remote_context,
     check_tls,
     member_contexts,
     parse_cluster_ids,
+    provisional_id,
     resolve_cluster_id,
-    validate_cluster_id,
 )
-from mcs.runtime.observability import HealthServer, configure_logging, loop_lag_measured
+from mcs.runtime.observability import (
+    MEMBER_RANGES_MISSING,
+    HealthServer,
+    configure_logging,
+    loop_lag_measured,
+)
 from mcs.runtime.writer import MAX_IN_FLIGHT
 
 log = structlog.get_logger(__name__)
@@ -116,15 +124,16 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--exclude-namespaces",
         default=None,
         metavar="NS[,NS...]",
-        help="namespaces that never take part in the clusterset (default: "
-        f"{','.join(DEFAULT_EXCLUDED)} and the controller's own namespace, "
-        "$POD_NAMESPACE or --leader-elect-namespace)",
+        help="more namespaces that never take part in the clusterset, added to "
+        f"{','.join(DEFAULT_EXCLUDED)} and the controller's own namespace "
+        "($POD_NAMESPACE or --leader-elect-namespace), which are always excluded",
     )
     p.add_argument(
         "--namespace-opt-in",
         action="store_true",
-        help="only namespaces annotated (or labelled) clustermesh.cilium.io/global=true "
-        'take part (default: every namespace not marked "false")',
+        help="only namespaces annotated clustermesh.cilium.io/global=true take part "
+        '(default: every namespace not annotated "false"); recommended when tenants of '
+        "same-named namespaces differ between members",
     )
     p.add_argument(
         "--resync-period",
@@ -140,10 +149,13 @@ def add_trust_arguments(p: argparse.ArgumentParser) -> None:
         "--member-cidrs",
         action="append",
         default=[e for e in [os.environ.get("MCS_MEMBER_CIDRS", "")] if e.strip()],
-        metavar="CLUSTER=CIDR[,CIDR]",
-        help="address ranges a member's endpoints must lie in (by cluster id); others are "
-        "not imported. Repeatable; one value may hold several entries separated by spaces "
-        "or ';'. Default: $MCS_MEMBER_CIDRS; a member without ranges may use any address",
+        metavar="CONTEXT=CIDR[,CIDR]",
+        help="address ranges a member's endpoints must lie in, by the member's kubeconfig "
+        "context (or by a cluster id set with --cluster-id CONTEXT=ID; never by an id a "
+        "member publishes itself); other endpoints are not imported. Once any member has "
+        "ranges, a member without them offers no endpoints. Repeatable; one value may hold "
+        "several entries separated by spaces or ';'. Default: $MCS_MEMBER_CIDRS; without "
+        "any, members may use any address",
     )
     p.add_argument(
         "--source-slice-managers",
@@ -167,7 +179,9 @@ def add_trust_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def endpoint_policy(args: argparse.Namespace) -> trust.EndpointPolicy:
-    """The `trust.EndpointPolicy` of the flags; ``ConfigError`` for a bad --member-cidrs."""
+    """The `trust.EndpointPolicy` of the flags, with ``--member-cidrs`` by the names as
+    given (`bind_endpoint_policy` binds them to members); ``ConfigError`` for a bad
+    --member-cidrs."""
     try:
         cidrs = trust.parse_member_cidrs(args.member_cidrs)
     except ValueError as e:
@@ -181,22 +195,53 @@ def endpoint_policy(args: argparse.Namespace) -> trust.EndpointPolicy:
     )
 
 
+def bind_endpoint_policy(
+    policy: trust.EndpointPolicy, contexts: list[str], cluster_ids: dict[str, str]
+) -> trust.EndpointPolicy:
+    """``policy`` with its ranges bound to member contexts (`trust.bind_member_cidrs`;
+    ``cluster_ids`` are the ``--cluster-id`` overrides): ``ConfigError`` for a name that
+    is no member. Every member without ranges is logged and counted once ranges are in use."""
+    if not policy.cidrs:
+        return policy
+    try:
+        bound = trust.bind_member_cidrs(policy.cidrs, contexts, cluster_ids)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    for ctx in contexts:
+        MEMBER_RANGES_MISSING.labels(context=ctx).set(0 if ctx in bound else 1)
+        if ctx not in bound:
+            log.warning(
+                "member has no --member-cidrs entry while ranges are in use: "
+                "it offers no endpoints",
+                context=ctx,
+            )
+    return dataclasses.replace(policy, cidrs={}, member_cidrs=bound)
+
+
 CLUSTER_ID_TIMEOUT = 10.0
 """Seconds start-up waits for a member's ClusterProperty before going on without it."""
 
 
-async def build_members(args: argparse.Namespace) -> tuple[list[MemberConfig], set[str]]:
-    """The members, and the contexts whose cluster id could not be read in time
-    (``CLUSTER_ID_TIMEOUT``): those start with their context (or ``--cluster-id``) as a
-    provisional id and join once their ClusterProperty has been read (``mcs.runtime.health``)."""
+async def build_members(
+    args: argparse.Namespace, ids: ClusterIds | None = None
+) -> tuple[list[MemberConfig], set[str]]:
+    """The members, and the contexts whose cluster id is pending: those start with a
+    provisional id (`provisional_id`) and join once their id has been read and is theirs
+    alone (``mcs.runtime.health``, with the ``resolve_id`` of `run`). An id is pending
+    when it could not be read in time (``CLUSTER_ID_TIMEOUT``) or when two members claim
+    it (``ids``, `ClusterIds`: both are left out, loudly, until it is unique)."""
+    ids = ids if ids is not None else ClusterIds()
     contexts = member_contexts(args.kubeconfig, args.contexts)
-    local = set(c for c in args.local.split(",") if c) or set(contexts)
+    named_local = set(c for c in args.local.split(",") if c)
+    local = named_local or set(contexts)
     if not local <= set(contexts):
         raise ConfigError(f"--local {sorted(local)} must be among the member contexts {contexts}")
     overrides = parse_cluster_ids(args.cluster_id)
     apis: dict[str, ApiClient] = {}
     try:
         for ctx in contexts:
+            if ctx not in named_local:
+                check_remote_context(args.kubeconfig, ctx)  # before its files are read
             apis[ctx] = await kubeapi.new_client(args.kubeconfig, ctx)
             check_tls(apis[ctx].configuration, ctx, args.allow_insecure_skip_tls_verify)
 
@@ -214,16 +259,32 @@ async def build_members(args: argparse.Namespace) -> tuple[list[MemberConfig], s
                 )
                 return None
 
-        ids = await asyncio.gather(*(resolve(ctx, api) for ctx, api in apis.items()))
-        pending = {ctx for ctx, cid in zip(apis, ids, strict=True) if cid is None}
+        read = await asyncio.gather(*(resolve(ctx, api) for ctx, api in apis.items()))
+        found = {ctx: cid for ctx, cid in zip(apis, read, strict=True) if cid is not None}
+        for ctx, cid in found.items():
+            ids.record(ctx, cid)
+        for ctx in list(found):
+            try:
+                ids.check(ctx)
+            except ConfigError:
+                if ctx in overrides and all(o in overrides for o in ids.sharing(ctx)):
+                    raise  # the operator's own --cluster-id values clash: fix the flags
+                del found[ctx]  # left out until it is unique (retried as pending)
+        pending = set(apis) - set(found)
+        taken = set(found.values())
+        chosen: dict[str, str] = {}
+        for ctx in apis:
+            if ctx not in found:
+                chosen[ctx] = provisional_id(ctx, taken)
+                taken.add(chosen[ctx])
         members = [
             MemberConfig(
                 context=ctx,
-                cluster_id=cid or validate_cluster_id(overrides.get(ctx, ctx)),
+                cluster_id=found.get(ctx) or chosen[ctx],
                 api=api,
                 local=ctx in local,
             )
-            for (ctx, api), cid in zip(apis.items(), ids, strict=True)
+            for ctx, api in apis.items()
         ]
         return members, pending
     except BaseException:
@@ -233,8 +294,12 @@ async def build_members(args: argparse.Namespace) -> tuple[list[MemberConfig], s
 
 
 async def run(args: argparse.Namespace) -> int:
-    policy = endpoint_policy(args)
+    overrides = parse_cluster_ids(args.cluster_id)
+    policy = bind_endpoint_policy(
+        endpoint_policy(args), member_contexts(args.kubeconfig, args.contexts), overrides
+    )
     namespaces = namespace_policy(args)
+    ids = ClusterIds()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -256,11 +321,11 @@ async def run(args: argparse.Namespace) -> int:
             ),
             loop_lag_measured(),
         ):
-            members, pending = await build_members(args)
-            overrides = parse_cluster_ids(args.cluster_id)
+            members, pending = await build_members(args, ids)
 
             async def resolve_id(m: Cluster) -> str:
-                return await resolve_cluster_id(m.api, m.context, overrides)
+                # refused (ConfigError: the member stays out) while another claims it
+                return ids.claim(m.context, await resolve_cluster_id(m.api, m.context, overrides))
 
             elector = _elector(args, members) if args.leader_elect else None
             controller = Controller(
@@ -282,11 +347,24 @@ async def run(args: argparse.Namespace) -> int:
                 cluster_id_pending=sorted(pending),
                 member_grace=args.member_grace,
             )
+            log.info(
+                "trust policy",
+                endpoints=policy.describe(),
+                member_ranges={
+                    m.context: [str(n) for n in policy.member_cidrs.get(m.context, ())]
+                    if policy.ranges_in_use
+                    else "any"
+                    for m in members
+                },
+                namespaces=namespaces.describe(),
+                remote_contexts=sorted(remote_contexts(args)),
+            )
             reloader = CredentialReloader(
                 args.kubeconfig,
                 {m.context: m.api for m in members},
                 period=args.credentials_reload_period,
                 allow_insecure=args.allow_insecure_skip_tls_verify,
+                remote=remote_contexts(args),
             )
             code = 0
             try:
@@ -307,6 +385,13 @@ async def run(args: argparse.Namespace) -> int:
             await m.api.close()
 
 
+def remote_contexts(args: argparse.Namespace) -> set[str]:
+    """The contexts checked as remote members' (`check_remote_context`): every member
+    context not named by ``--local`` (in central mode, every one)."""
+    named_local = {c for c in args.local.split(",") if c}
+    return set(member_contexts(args.kubeconfig, args.contexts)) - named_local
+
+
 def namespace_policy(args: argparse.Namespace) -> NamespacePolicy:
     """The namespace policy of ``--exclude-namespaces`` and ``--namespace-opt-in``."""
     exclude = args.exclude_namespaces
@@ -324,15 +409,18 @@ def _elector(args: argparse.Namespace, members: list[MemberConfig]) -> LeaderEle
     if args.leader_elect_context and holder is None:
         raise ConfigError(f"--leader-elect-context {args.leader_elect_context!r} is not a member")
     duration = args.leader_elect_lease_duration
-    return LeaderElector(
-        (holder or local[0]).api,
-        namespace=args.leader_elect_namespace,
-        name=args.leader_elect_lease_name,
-        identity=f"{socket.gethostname()}_{os.getpid()}",
-        lease_duration=duration,
-        renew_deadline=duration * 2 / 3,
-        retry_period=duration / 7.5,
-    )
+    try:
+        return LeaderElector(
+            (holder or local[0]).api,
+            namespace=args.leader_elect_namespace,
+            name=args.leader_elect_lease_name,
+            identity=f"{socket.gethostname()}_{os.getpid()}",
+            lease_duration=duration,
+            renew_deadline=duration * 2 / 3,
+            retry_period=duration / 7.5,
+        )
+    except ValueError as e:
+        raise ConfigError(f"--leader-elect-lease-duration {duration}: {e}") from None
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -12,9 +12,12 @@ Contract with the rest of the controller:
   out as plain dicts through the ``to_api`` methods.
 * `record_from_objects` is the only place that reads a ServiceExport or a
   Service. It returns an `ExportRecord` when the pair can be exported and an
-  `InvalidExport` (reason ``NoService``, ``InvalidServiceType``, or
+  `InvalidExport` (reason ``NoService``, ``InvalidServiceType``,
   ``InvalidExportedMetadata`` when its exported labels or annotations would be
-  refused by the API server or are reserved: `mcs.core.trust.metadata_problems`) when not.
+  refused by the API server or are reserved: `mcs.core.trust.metadata_problems`, or
+  ``MalformedObject`` when a field the merge reads is missing or of the wrong shape,
+  which only a forged or broken API server can return) when not. It never raises
+  for what an API server sends: a member controls its own API server.
 * Exported labels and annotations come only from the ServiceExport's
   ``spec.exportedLabels`` / ``spec.exportedAnnotations``, never from the metadata
   of either object (KEP-1645, "Exporting Services").
@@ -141,6 +144,7 @@ class InvalidExport(BaseModel):
         "NoService",
         "InvalidServiceType",
         "InvalidExportedMetadata",
+        "MalformedObject",
         "NamespaceExcluded",
         "NamespaceNotGlobal",
     ]
@@ -153,11 +157,12 @@ def record_from_objects(
     """Build the merge record for one cluster's ServiceExport and its Service.
 
     `service` is the Service with the export's namespace and name in the same
-    cluster, or ``None`` when there is none. Raises ``KeyError`` or
-    ``ValueError`` only for objects the API server could not have returned
-    (no creationTimestamp, a port without a number).
+    cluster, or ``None`` when there is none. Never raises for what an API server may
+    send: an object a real API server could not have returned (no creationTimestamp,
+    a port without a number; a member's own API server can return anything) is an
+    `InvalidExport` with reason ``MalformedObject`` naming the field.
     """
-    meta = export.get("metadata", {})
+    meta = _map(export.get("metadata"))
     key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
     if service is None:
         return InvalidExport(
@@ -168,7 +173,7 @@ def record_from_objects(
                 "create it or delete this ServiceExport."
             ),
         )
-    spec = service.get("spec", {})
+    spec = _map(service.get("spec"))
     if spec.get("type") == "ExternalName":
         return InvalidExport(
             cluster=cluster,
@@ -178,7 +183,7 @@ def record_from_objects(
                 "be exported; create an ExternalName Service in each cluster instead."
             ),
         )
-    export_spec = export.get("spec") or {}
+    export_spec = _map(export.get("spec"))
     problems = metadata_problems(
         export_spec.get("exportedLabels"), export_spec.get("exportedAnnotations")
     )
@@ -192,7 +197,63 @@ def record_from_objects(
                 + ". Fix spec.exportedLabels/spec.exportedAnnotations."
             ),
         )
-    client_ip = (spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}
+    problem = _malformed(meta, spec)
+    if problem is None:
+        try:
+            return _record(cluster, meta, spec, export_spec)
+        except (KeyError, ValueError, TypeError, AttributeError) as e:  # pydantic's too
+            problem = f"a field has the wrong type ({type(e).__name__}: {str(e)[:300]})"
+    return InvalidExport(
+        cluster=cluster,
+        reason="MalformedObject",
+        message=(
+            f'ServiceExport "{key}" in cluster "{cluster}" cannot be imported: {problem}. '
+            "A real API server never returns such an object: check that cluster's API "
+            "server (or whatever answers for it)."
+        ),
+    )
+
+
+def _map(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _malformed(meta: Mapping[str, Any], spec: Mapping[str, Any]) -> str | None:
+    """What is wrong with the fields the merge reads, in words; None when nothing."""
+    created = meta.get("creationTimestamp")
+    if not isinstance(created, str):
+        return "the ServiceExport's metadata.creationTimestamp is missing"
+    try:
+        parse_time(created)
+    except ValueError:
+        return f"the ServiceExport's metadata.creationTimestamp {created!r} is not a timestamp"
+    ports = spec.get("ports")
+    if ports is not None and not isinstance(ports, list):
+        return "the Service's spec.ports is not a list"
+    for i, p in enumerate(ports or ()):
+        if not isinstance(p, Mapping):
+            return f"the Service's spec.ports[{i}] is not an object"
+        number = p.get("port")
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 < number < 65536:
+            return f"the Service's spec.ports[{i}].port {number!r} is not a port number"
+        for field in ("name", "protocol", "appProtocol"):
+            if p.get(field) is not None and not isinstance(p.get(field), str):
+                return f"the Service's spec.ports[{i}].{field} is not a string"
+    families = spec.get("ipFamilies")
+    if families is not None and (
+        not isinstance(families, list) or not all(isinstance(f, str) for f in families)
+    ):
+        return "the Service's spec.ipFamilies is not a list of strings"
+    return None
+
+
+def _record(
+    cluster: str,
+    meta: Mapping[str, Any],
+    spec: Mapping[str, Any],
+    export_spec: Mapping[str, Any],
+) -> ExportRecord:
+    client_ip = _map(_map(spec.get("sessionAffinityConfig")).get("clientIP"))
     return ExportRecord(
         cluster=cluster,
         created=parse_time(meta["creationTimestamp"]),

@@ -3,14 +3,14 @@
 One mechanism for ServiceExports (MCS) and global Services (Cilium's annotations),
 applied per cluster:
 
-1. **Deny-list.** Namespaces named in ``mcs run --exclude-namespaces`` never take
-   part (default: ``kube-system``, ``kube-public``, ``kube-node-lease`` and the
-   controller's own namespace). Reason ``NamespaceExcluded``. Nothing the Namespace
-   object says overrides it.
-2. **Cilium's namespace filter** (``clustermesh.cilium.io/global`` on the Namespace,
-   read as an annotation, or as a label of the same key when there is no such
-   annotation): ``"true"`` (any case) takes part, any other value does not.
-   Reason ``NamespaceNotGlobal``.
+1. **Deny-list.** ``kube-system``, ``kube-public``, ``kube-node-lease`` and the
+   controller's own namespace never take part; ``mcs run --exclude-namespaces`` adds
+   names to them (it never removes one). Reason ``NamespaceExcluded``. Nothing the
+   Namespace object says overrides it.
+2. **Cilium's namespace filter** (the *annotation* ``clustermesh.cilium.io/global``
+   on the Namespace, as Cilium reads it; a label of that key means nothing):
+   ``"true"`` (any case) takes part, any other value does not. Reason
+   ``NamespaceNotGlobal``.
 3. **Unmarked namespaces** follow the default: they take part, unless
    ``--namespace-opt-in`` is set (only namespaces marked ``"true"`` take part;
    reason ``NamespaceNotGlobal``).
@@ -19,6 +19,13 @@ A namespace that does not take part in a cluster neither offers (its exports get
 ``Valid=False`` with the reason and a message saying how to change it; its global
 Services offer no backends) nor receives (no ServiceImport, derived Service or
 EndpointSlice is written into it) in that cluster.
+
+**Same name, same owner.** A namespace is matched across members by its name only:
+whoever owns ``ns`` in any member can export ``ns/svc`` (or make a global, shared
+Service ``ns/svc``) and join the backends of ``ns/svc`` everywhere. mcs assumes that
+same-named namespaces share an owner (KEP-1645's namespace sameness). Where tenants
+differ between members, run with ``--namespace-opt-in`` so that only namespaces an
+admin annotated take part.
 """
 
 from __future__ import annotations
@@ -63,13 +70,15 @@ class NamespacePolicy:
     def build(
         cls, exclude: Iterable[str] | None, own_namespace: str | None, *, opt_in: bool = False
     ) -> NamespacePolicy:
-        """``exclude`` as given to ``--exclude-namespaces`` (None: the default list
-        plus ``own_namespace``, the controller's namespace)."""
-        if exclude is None:
-            names = set(DEFAULT_EXCLUDED) | ({own_namespace} if own_namespace else set())
-        else:
-            names = set(exclude)
+        """The default deny-list plus ``own_namespace`` (the controller's namespace) plus
+        ``exclude`` (as given to ``--exclude-namespaces``; None or empty adds nothing)."""
+        names = set(DEFAULT_EXCLUDED) | ({own_namespace} if own_namespace else set())
+        names |= set(exclude or ())
         return cls(excluded=frozenset(names), opt_in=opt_in)
+
+    def describe(self) -> dict[str, Any]:
+        """The policy for the start-up log line."""
+        return {"excluded": sorted(self.excluded), "opt_in": self.opt_in}
 
     def exclusion(
         self, namespace: str, obj: Mapping[str, Any] | None, cluster: str
@@ -80,8 +89,8 @@ class NamespacePolicy:
             return Exclusion(
                 "NamespaceExcluded",
                 f'Namespace "{namespace}" is excluded from the clusterset by the '
-                f"controller's --exclude-namespaces ({', '.join(sorted(self.excluded))}); "
-                "use another namespace, or remove it from --exclude-namespaces.",
+                f"controller ({', '.join(sorted(self.excluded))}: the built-in list, the "
+                "controller's own namespace and --exclude-namespaces); use another namespace.",
             )
         marked = global_mark(obj)
         if marked is True:
@@ -116,19 +125,18 @@ class NamespacePolicy:
 
 
 def global_mark(obj: Mapping[str, Any] | None) -> bool | None:
-    """The namespace's ``clustermesh.cilium.io/global`` mark: True for "true" (any
-    case), False for any other value, None when unmarked. The annotation (Cilium's
-    form) wins over a label of the same key."""
+    """The namespace's ``clustermesh.cilium.io/global`` annotation: True for "true" (any
+    case), False for any other value, None when unmarked. Only the annotation counts,
+    as in Cilium: a label of that key is ignored."""
     value = _mark_value(obj)
     return None if value is None else value.lower() == "true"
 
 
 def _mark_value(obj: Mapping[str, Any] | None) -> str | None:
     meta = (obj or {}).get("metadata") or {}
-    for field in ("annotations", "labels"):
-        values = meta.get(field) or {}
-        if GLOBAL_NAMESPACE in values:
-            return str(values[GLOBAL_NAMESPACE])
+    values = meta.get("annotations") if isinstance(meta, Mapping) else None
+    if isinstance(values, Mapping) and GLOBAL_NAMESPACE in values:
+        return str(values[GLOBAL_NAMESPACE])
     return None
 
 

@@ -19,8 +19,17 @@ counted slice is then kept or dropped on its own:
   (the API refuses link-local multicast; any multicast is refused here); for FQDN a
   DNS-1123 subdomain of at least two labels; 1 to 100 addresses;
 * a ``hostname`` must be a DNS-1123 label;
+* no address is a well-known cloud metadata address (`METADATA_ADDRESSES`), whatever
+  the ranges say;
 * when the member has allowed ranges (``--member-cidrs``), every IP address must lie
   in one of them, and FQDN endpoints are dropped (a name can resolve anywhere).
+
+**Whose ranges.** The ranges are bound to the member *as the operator configured it*
+(its kubeconfig context, `EndpointPolicy.member_cidrs`), never to the cluster id the
+member publishes about itself in its ClusterProperty: `EndpointPolicy.for_member`
+gives the policy of one member, keyed by whatever id it has now. Once ranges are in
+use, a member without ranges offers no endpoints at all (reason ``no-ranges``): a
+forgotten or mistyped entry fails closed, not open.
 
 The rest of the slice is kept. The result is a pure function of
 ``(cluster, slice, policy)`` so every consumer of source slices (MCS imports, global
@@ -42,7 +51,7 @@ import fnmatch
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mcs.core.api import CONTROLLER_NAME, ENDPOINTSLICE_MANAGED_BY, Obj
@@ -50,9 +59,11 @@ from mcs.core.api import CONTROLLER_NAME, ENDPOINTSLICE_MANAGED_BY, Obj
 __all__ = [
     "DEFAULT_IGNORED_MANAGERS",
     "MAX_EXPORTED_METADATA",
+    "METADATA_ADDRESSES",
     "DroppedEndpoint",
     "EndpointPolicy",
     "address_problem",
+    "bind_member_cidrs",
     "check_slice",
     "filter_slices",
     "metadata_problems",
@@ -80,19 +91,69 @@ _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+# Cloud instance metadata services: an endpoint there would hand the credentials of the
+# node that routes to it to whoever exported it. 169.254.169.254 (AWS, GCP, Azure, OCI,
+# OpenStack) is link-local and refused as such too; fd00:ec2::254 is AWS's IPv6
+# address (a unique-local one); 100.100.100.200 is Alibaba Cloud's (shared space).
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
+)
+
 
 @dataclass(frozen=True)
 class EndpointPolicy:
     """Which source slices count and which addresses each member may advertise.
 
-    ``cidrs`` maps a cluster id to its allowed ranges; a cluster without an entry may
-    advertise any address the API server accepts. ``managers`` and ``ignored_managers``
-    are ``fnmatch`` patterns matched against a slice's managed-by label ("" when it
-    has none)."""
+    ``cidrs`` maps a cluster id (the ``cluster`` given to `check_slice`) to its allowed
+    ranges. ``member_cidrs`` maps a member's *context*, as the operator configured it,
+    to its ranges (``mcs run --member-cidrs``, bound by `bind_member_cidrs`); when it is
+    not empty, ranges are in use: `for_member` gives one member's policy, and a member
+    without ranges offers no endpoints (reason ``no-ranges``). With neither, a cluster
+    may advertise any address the API server accepts. ``managers`` and
+    ``ignored_managers`` are ``fnmatch`` patterns matched against a slice's managed-by
+    label ("" when it has none)."""
 
     cidrs: Mapping[str, tuple[Network, ...]] = field(default_factory=dict)
     managers: tuple[str, ...] = ("*",)
     ignored_managers: tuple[str, ...] = DEFAULT_IGNORED_MANAGERS
+    member_cidrs: Mapping[str, tuple[Network, ...]] = field(default_factory=dict)
+
+    @property
+    def ranges_in_use(self) -> bool:
+        """Whether every member must have ranges (``member_cidrs`` is set)."""
+        return bool(self.member_cidrs)
+
+    def for_member(self, context: str, cluster_id: str) -> EndpointPolicy:
+        """The policy for the member configured as ``context``, whose cluster id is now
+        ``cluster_id`` (pass that id to `check_slice`): its ranges are those of its
+        context, whatever id it publishes. Without ``member_cidrs``, ``self``."""
+        if not self.member_cidrs:
+            return self
+        ranges = self.member_cidrs.get(context)
+        return replace(self, cidrs={} if ranges is None else {cluster_id: ranges})
+
+    def for_clusters(self, contexts: Mapping[str, str]) -> EndpointPolicy:
+        """The policy for the members whose current cluster ids are the keys of
+        ``contexts`` (``{cluster id: context}``, ids unique): ``cidrs`` keyed by those
+        ids, each with the ranges of its member's context, whatever id the member
+        publishes. Without ``member_cidrs``, ``self``."""
+        if not self.member_cidrs:
+            return self
+        cidrs = {
+            cid: self.member_cidrs[ctx] for cid, ctx in contexts.items() if ctx in self.member_cidrs
+        }
+        return replace(self, cidrs=cidrs)
+
+    def describe(self) -> dict[str, Any]:
+        """The policy for the start-up log line (JSON-friendly)."""
+        return {
+            "member_cidrs": {c: [str(n) for n in r] for c, r in self.member_cidrs.items()},
+            "cidrs_by_cluster_id": {c: [str(n) for n in r] for c, r in self.cidrs.items()},
+            "ranges_required": self.ranges_in_use,
+            "source_slice_managers": list(self.managers),
+            "ignored_slice_managers": list(self.ignored_managers),
+            "metadata_addresses_denied": sorted(str(a) for a in METADATA_ADDRESSES),
+        }
 
     def counts(self, manager: str) -> bool:
         """Whether a source slice with this managed-by value is a source of endpoints."""
@@ -108,7 +169,9 @@ class DroppedEndpoint:
     cluster: str
     slice: str
     addresses: tuple[str, ...]
-    reason: str  # short, for a metric label: "invalid", "outside-cidrs", "fqdn-not-allowed"
+    # short, for a metric label: "invalid", "metadata-address", "outside-cidrs",
+    # "fqdn-not-allowed", "no-ranges"
+    reason: str
     detail: str  # for humans
 
     def __str__(self) -> str:
@@ -139,11 +202,20 @@ def check_slice(
         return None, []
     name = str(meta.get("name", ""))
     cidrs = policy.cidrs.get(cluster)
+    unranged = cidrs is None and policy.ranges_in_use
     kept: list[Any] = []
     dropped: list[DroppedEndpoint] = []
     raw = source.get("endpoints")
     for ep in raw if isinstance(raw, list) else []:
-        problem = _endpoint_problem(ep, address_type, cidrs)
+        problem = (
+            (
+                "no-ranges",
+                f'member "{cluster}" has no --member-cidrs entry while ranges are in use, '
+                "so it offers no endpoints",
+            )
+            if unranged
+            else _endpoint_problem(ep, address_type, cidrs)
+        )
         if problem is None:
             kept.append(ep)
             continue
@@ -207,6 +279,8 @@ def address_problem(
     ):
         if test:
             return "invalid", f"{address} is a {what} address"
+    if ip in METADATA_ADDRESSES:
+        return "metadata-address", f"{address} is a cloud instance metadata address"
     if cidrs is not None and not any(ip in net for net in cidrs if net.version == ip.version):
         allowed = ", ".join(str(n) for n in cidrs) or "none"
         return "outside-cidrs", f"{address} is outside the member's ranges ({allowed})"
@@ -242,10 +316,11 @@ def _matches(value: str, patterns: Iterable[str]) -> bool:
 
 
 def parse_member_cidrs(items: Iterable[str]) -> dict[str, tuple[Network, ...]]:
-    """``--member-cidrs`` values as ``{cluster id: ranges}``.
+    """``--member-cidrs`` values as ``{name: ranges}`` (a name is a member context or
+    an operator-configured cluster id: `bind_member_cidrs`).
 
-    Each item holds one or more ``CLUSTER=CIDR[,CIDR...]`` entries separated by spaces
-    or semicolons (so one environment variable can carry them all); a cluster named
+    Each item holds one or more ``NAME=CIDR[,CIDR...]`` entries separated by spaces
+    or semicolons (so one environment variable can carry them all); a name given
     twice gets the union. Raises ``ValueError`` naming the bad entry.
     """
     out: dict[str, tuple[Network, ...]] = {}
@@ -255,7 +330,7 @@ def parse_member_cidrs(items: Iterable[str]) -> dict[str, tuple[Network, ...]]:
                 continue
             cluster, sep, ranges = entry.partition("=")
             if not sep or not cluster or not ranges:
-                raise ValueError(f"--member-cidrs {entry!r} is not CLUSTER=CIDR[,CIDR]")
+                raise ValueError(f"--member-cidrs {entry!r} is not CONTEXT=CIDR[,CIDR]")
             nets: list[Network] = list(out.get(cluster, ()))
             for text in ranges.split(","):
                 try:
@@ -263,6 +338,41 @@ def parse_member_cidrs(items: Iterable[str]) -> dict[str, tuple[Network, ...]]:
                 except ValueError as e:
                     raise ValueError(f"--member-cidrs {entry!r}: {e}") from None
             out[cluster] = tuple(nets)
+    return out
+
+
+def bind_member_cidrs(
+    by_name: Mapping[str, tuple[Network, ...]],
+    contexts: Iterable[str],
+    configured_ids: Mapping[str, str],
+) -> dict[str, tuple[Network, ...]]:
+    """``--member-cidrs`` entries (`parse_member_cidrs`) bound to member contexts.
+
+    A name is a member context, or a cluster id the operator gave a member with
+    ``--cluster-id CONTEXT=ID`` (``configured_ids``: ``{context: id}``). A cluster id
+    a member publishes in its own ClusterProperty never selects ranges: that member
+    would choose its own. Raises ``ValueError`` for a name that is neither (a typo must
+    not switch the check off) or that names two members."""
+    members = list(contexts)
+    by_id: dict[str, set[str]] = {}
+    for ctx, cid in configured_ids.items():
+        if ctx in members:
+            by_id.setdefault(cid, set()).add(ctx)
+    out: dict[str, tuple[Network, ...]] = {}
+    for name, ranges in by_name.items():
+        targets = ({name} if name in members else set()) | by_id.get(name, set())
+        if not targets:
+            raise ValueError(
+                f"--member-cidrs names {name!r}, which is neither a member context "
+                f"({', '.join(members)}) nor a cluster id set with --cluster-id CONTEXT=ID "
+                "(an id a member publishes in its ClusterProperty cannot select ranges)"
+            )
+        if len(targets) > 1:
+            raise ValueError(
+                f"--member-cidrs {name!r} names more than one member: {', '.join(sorted(targets))}"
+            )
+        (ctx,) = targets
+        out[ctx] = out.get(ctx, ()) + tuple(ranges)
     return out
 
 

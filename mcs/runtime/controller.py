@@ -82,6 +82,7 @@ class Controller:
             namespaces=namespace_policy or NamespacePolicy(),
             endpoints=endpoint_policy or trust.EndpointPolicy(),
         )
+        self._bound: tuple[tuple[tuple[str, str], ...], plan.Policy] | None = None
         # What mcs.core.trust last dropped from each (key, source cluster): logged on change.
         self._dropped: dict[tuple[Key, str], frozenset[str]] = {}
         # Events this process posted, by (cluster, name): a note that persists is posted once.
@@ -232,6 +233,15 @@ class Controller:
 
     # ------------------------------------------------------------- reconcile
 
+    def _bound_policy(self) -> plan.Policy:
+        """``self.policy`` with the endpoint ranges keyed by each member's current id:
+        they belong to the member's context, never to the id it publishes (#29)."""
+        ids = tuple((m.cluster_id, m.context) for m in self.members)
+        if self._bound is None or self._bound[0] != ids:
+            endpoints = self.policy.endpoints.for_clusters(dict(ids))
+            self._bound = (ids, dataclasses.replace(self.policy, endpoints=endpoints))
+        return self._bound[1]
+
     async def reconcile(self, key: Key) -> None:
         """Views -> the plan (`mcs.core.plan.plan_key`) -> writes, for one key.
 
@@ -239,7 +249,7 @@ class Controller:
         cluster's writes are carried out, the clusters concurrently: a failure in one
         does not stop the others (the key is retried as a whole)."""
         views = self._views(key)
-        planned = plan.plan_key(*key, views, self._clock(), self.policy)
+        planned = plan.plan_key(*key, views, self._clock(), self._bound_policy())
         self._report(key, planned)
         local = {m.cluster_id: m for m in self.members if m.local}
         results = await asyncio.gather(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Collection
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -30,7 +31,7 @@ import structlog
 from kubernetes_asyncio.client import ApiClient
 
 from mcs.runtime import kubeapi
-from mcs.runtime.members import check_tls
+from mcs.runtime.members import check_remote_context, check_tls
 
 log = structlog.get_logger(__name__)
 
@@ -60,12 +61,20 @@ def token(cfg: Any) -> str | None:
 
 
 async def refresh(
-    api: ApiClient, kubeconfig: str, context: str, allow_insecure: bool = False
+    api: ApiClient,
+    kubeconfig: str,
+    context: str,
+    allow_insecure: bool = False,
+    *,
+    remote: bool = False,
 ) -> str | None:
     """Re-read ``context`` and update ``api`` if its credentials changed: returns
     ``"token"``, ``"tls"`` (new connection pool) or None (unchanged). Raises
     ``ConfigError`` (``api`` unchanged) when the context now skips TLS verification
-    and ``allow_insecure`` is false."""
+    and ``allow_insecure`` is false, or, for a ``remote`` member's context, when it
+    now uses what `check_remote_context` refuses (checked before the file is loaded)."""
+    if remote:
+        check_remote_context(kubeconfig, context)
     fresh = await kubeapi.load_config(kubeconfig, context)
     check_tls(fresh, context, allow_insecure)
     current = api.configuration
@@ -85,7 +94,9 @@ async def refresh(
 class CredentialReloader:
     """Re-reads ``kubeconfig`` for every client in ``clients`` (by context) every
     ``period`` seconds while entered (``async with``); ``period <= 0`` disables it.
-    ``allow_insecure``: accept a context that sets ``insecure-skip-tls-verify``."""
+    ``allow_insecure``: accept a context that sets ``insecure-skip-tls-verify``.
+    ``remote``: the contexts of remote members, checked (`check_remote_context`) before
+    each re-read."""
 
     def __init__(
         self,
@@ -93,11 +104,13 @@ class CredentialReloader:
         clients: dict[str, ApiClient],
         period: float,
         allow_insecure: bool = False,
+        remote: Collection[str] = (),
     ) -> None:
         self.kubeconfig = kubeconfig
         self.clients = clients
         self.period = period
         self.allow_insecure = allow_insecure
+        self.remote = frozenset(remote)
         self.reloads = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -105,7 +118,13 @@ class CredentialReloader:
         """One pass over every client (exposed for tests)."""
         for context, api in self.clients.items():
             try:
-                changed = await refresh(api, self.kubeconfig, context, self.allow_insecure)
+                changed = await refresh(
+                    api,
+                    self.kubeconfig,
+                    context,
+                    self.allow_insecure,
+                    remote=context in self.remote,
+                )
             except Exception as e:  # a bad file must not stop the controller
                 log.warning(
                     "cannot re-read credentials; keeping the current ones",

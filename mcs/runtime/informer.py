@@ -48,7 +48,7 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from mcs.core.api import Key, Obj, ResourceKind, key_of
-from mcs.runtime.observability import WATCH_RESTARTS
+from mcs.runtime.observability import LIST_PAGES_SHRUNK, OBJECTS_TOO_LARGE, WATCH_RESTARTS
 
 __all__ = [
     "EventHandler",
@@ -73,6 +73,30 @@ IndexFunc = Callable[[Obj], Iterable[Hashable]]
 """The values an object is indexed under (none, one or several); must not raise."""
 
 log = structlog.get_logger(__name__)
+
+# Memory bounds: what one member's API server (or a tenant in it) can make this process
+# hold. A list page is read up to MAX_PAGE_BYTES before it is decoded (decoded JSON
+# takes several times its text); a larger one is asked again with half the limit, down
+# to one object. An object larger than MAX_OBJECT_BYTES once trimmed is left out of the
+# cache (as if absent), logged and counted (``mcs_objects_too_large_total``).
+MAX_PAGE_BYTES = 16 * 2**20
+MAX_OBJECT_BYTES = 2**20
+PAGE_SIZES = {"endpointslices": 100, "services": 250, "serviceexports": 250}
+"""List page sizes by plural (others: DEFAULT_PAGE_SIZE): EndpointSlices hold up to
+1,000 endpoints each, Services and exports carry users' labels and annotations."""
+DEFAULT_PAGE_SIZE = 500
+
+
+class ObjectTooLarge(ValueError):
+    """An object over the per-object byte cap (`Store.upsert` with ``max_bytes``)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"{size} bytes once trimmed, more than the cap of {limit}")
+        self.size = size
+
+
+class PageTooLarge(ValueError):
+    """A list page of one object still over the page byte cap."""
 
 
 def strip_managed_fields(obj: Obj) -> Obj:
@@ -168,10 +192,14 @@ class Store:
 
     # ------------------------------------------------------------- writing
 
-    def upsert(self, key: Key, obj: Obj) -> Obj | None:
-        """Store ``obj`` at ``key``; returns the object it replaced."""
+    def upsert(self, key: Key, obj: Obj, *, max_bytes: int | None = None) -> Obj | None:
+        """Store ``obj`` at ``key``; returns the object it replaced. With ``max_bytes``,
+        an object whose text is longer raises ``ObjectTooLarge`` and nothing changes."""
+        text = _encode(obj)
+        if max_bytes is not None and len(text) > max_bytes:
+            raise ObjectTooLarge(len(text), max_bytes)
         old = self._objects.get(key)
-        self._objects[key] = _encode(obj)
+        self._objects[key] = text
         if old is None:
             self._by_ns.setdefault(key[0], {})[key] = None
         self._reindex(key, obj)
@@ -298,7 +326,11 @@ class Informer:
         watch_timeout: server-side ``timeoutSeconds`` of each watch request.
         stall_grace: how much longer than ``watch_timeout`` a silent stream is
             trusted before it counts as stalled.
-        page_size: ``limit`` of each list page.
+        page_size: ``limit`` of each list page (default: by kind, `PAGE_SIZES`).
+        max_page_bytes: bytes of one list page read before it is decoded; a larger
+            page is asked again with half the limit (default `MAX_PAGE_BYTES`).
+        max_object_bytes: bytes of one object once trimmed; a larger one is left out
+            of the cache (default `MAX_OBJECT_BYTES`).
         initial_watch_resource_version: test hook: watch from this
             resourceVersion (e.g. ``"1"``) after the first list instead of the
             list's, to force the 410 path against a real API server.
@@ -316,7 +348,9 @@ class Informer:
         namespace: str | None = None,
         watch_timeout: int = 300,
         stall_grace: float = 30.0,
-        page_size: int = 500,
+        page_size: int | None = None,
+        max_page_bytes: int | None = None,
+        max_object_bytes: int | None = None,
         connect_timeout: float = 10.0,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
@@ -335,7 +369,9 @@ class Informer:
         self._path = kind.path(namespace)
         self._watch_timeout = watch_timeout
         self._stall_after = watch_timeout + stall_grace
-        self._page_size = page_size
+        self._page_size = page_size or PAGE_SIZES.get(kind.plural, DEFAULT_PAGE_SIZE)
+        self._max_page_bytes = max_page_bytes or MAX_PAGE_BYTES
+        self._max_object_bytes = max_object_bytes or MAX_OBJECT_BYTES
         self._connect_timeout = connect_timeout
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
@@ -541,24 +577,47 @@ class Informer:
         """All objects (paginated) in a new store, and the list's resourceVersion. Each
         page is trimmed and stored (as text) as it arrives, so a relist holds one page
         of decoded objects beside the two caches, never the whole list."""
-        params = {"limit": str(self._page_size)}
+        limit = self._page_size
+        params = {"limit": str(limit)}
         if self.kind.label_selector:
             params["labelSelector"] = self.kind.label_selector
         timeout = aiohttp.ClientTimeout(sock_connect=self._connect_timeout, sock_read=60)
         fresh = self._cache.empty_like()
         while True:
+            params["limit"] = str(limit)
             response = await self._request(params, timeout)
             try:
-                body = json.loads(await response.read())
+                raw = await _read_at_most(response, self._max_page_bytes)
             finally:
                 response.release()
+            if raw is None:
+                if limit == 1:
+                    raise PageTooLarge(
+                        f"one {self.kind.name} is more than {self._max_page_bytes} bytes"
+                    )
+                limit = max(1, limit // 2)
+                LIST_PAGES_SHRUNK.labels(cluster=self.cluster, resource=self.kind.name).inc()
+                log.warning(
+                    "list page over the byte cap; asking for fewer objects",
+                    cluster=self.cluster,
+                    resource=self.kind.name,
+                    max_page_bytes=self._max_page_bytes,
+                    limit=limit,
+                )
+                continue
+            body = json.loads(raw)
+            del raw
             # List items carry no kind/apiVersion; watch events do. Make them alike.
             kind = str(body.get("kind", "")).removesuffix("List")
             api_version = body.get("apiVersion")
             for item in body.get("items") or []:
                 item.setdefault("apiVersion", api_version)
                 item.setdefault("kind", kind)
-                fresh.upsert(key_of(item), self._trim(item))
+                key = key_of(item)
+                try:
+                    fresh.upsert(key, self._trim(item), max_bytes=self._max_object_bytes)
+                except ObjectTooLarge as e:
+                    self._too_large(key, e)
             meta = body.get("metadata") or {}
             if not meta.get("continue"):
                 return fresh, str(meta["resourceVersion"])
@@ -649,11 +708,31 @@ class Informer:
 
     def _store(self, key: Key, new: Obj, *, report: bool) -> Obj | None:
         """Cache ``new`` at ``key``; report the change (if ``report`` and there is one).
-        Returns the object it replaced."""
-        old = self._cache.upsert(key, new)
+        Returns the object it replaced. An object over the per-object cap is left out:
+        the key is dropped from the cache (reported as a deletion)."""
+        try:
+            old = self._cache.upsert(key, new, max_bytes=self._max_object_bytes)
+        except ObjectTooLarge as e:
+            self._too_large(key, e)
+            old = self._cache.delete(key)
+            if report and old is not None:
+                self._emit("DELETED", old, None)
+            return old
         if report and old != new:
             self._emit("ADDED" if old is None else "MODIFIED", old, new)
         return old
+
+    def _too_large(self, key: Key, error: ObjectTooLarge) -> None:
+        OBJECTS_TOO_LARGE.labels(cluster=self.cluster, resource=self.kind.name).inc()
+        log.warning(
+            "object too large; left out of the cache",
+            cluster=self.cluster,
+            resource=self.kind.name,
+            namespace=key[0],
+            name=key[1],
+            size=error.size,
+            max_object_bytes=self._max_object_bytes,
+        )
 
     def _trim(self, obj: Obj) -> Obj:
         return strip_managed_fields(obj) if self._transform is None else self._transform(obj)
@@ -729,6 +808,21 @@ class _OwnWrites:
         self.answered.clear()
         self.held.clear()
         self.before, self.deleted, self.cached_rv = None, True, None
+
+
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes | None:
+    """The body, or None as soon as it is longer than ``limit`` bytes (the rest unread)."""
+    length = response.content_length
+    if length is not None and length > limit:
+        return None
+    chunks: builtins.list[bytes] = []
+    size = 0
+    while chunk := await response.content.read(2**16):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _int_rv(obj: Obj) -> int | None:

@@ -25,7 +25,12 @@ does not read it either: credentials come from the kubeconfig).
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import json
+import os
+import shutil
+import tempfile
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
@@ -47,11 +52,56 @@ READ_BUFFER = 2**21
 event of a large object would not fit the default)."""
 
 
+CERT_DIR_PREFIX = "mcs-certs-"
+_cert_dir: str | None = None
+
+
+def cert_dir(base: str | None = None) -> str:
+    """This process's directory for the certificate and key files kubernetes_asyncio
+    writes from a kubeconfig's ``*-data`` fields (it cleans them only at a clean exit).
+
+    The first call removes the directories of processes that are gone, and a directory
+    of this process id left by an earlier incarnation (a container's process is often
+    pid 1 every time), so files left by a SIGKILL or an OOM kill do not pile up in a
+    memory-backed ``/tmp``; then it creates this one (mode 0700), removed at exit."""
+    global _cert_dir
+    if _cert_dir is not None:
+        return _cert_dir
+    root = base or tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            pid = entry.name.removeprefix(CERT_DIR_PREFIX)
+            if entry.name == pid or not pid.isdigit() or not entry.is_dir(follow_symlinks=False):
+                continue
+            if int(pid) == os.getpid() or not _alive(int(pid)):
+                shutil.rmtree(entry.path, ignore_errors=True)
+    path = os.path.join(root, f"{CERT_DIR_PREFIX}{os.getpid()}")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    atexit.register(shutil.rmtree, path, True)
+    _cert_dir = path
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 async def load_config(kubeconfig: str, context: str) -> Configuration:
-    """A fresh client configuration of ``context`` (reads every file it names)."""
+    """A fresh client configuration of ``context`` (reads every file it names; the
+    certificates of ``*-data`` fields go to `cert_dir`)."""
     cfg = type.__call__(Configuration)  # as kubernetes_asyncio does: no shared default
     await config.load_kube_config(
-        config_file=kubeconfig, context=context, client_configuration=cfg, persist_config=False
+        config_file=kubeconfig,
+        context=context,
+        client_configuration=cfg,
+        persist_config=False,
+        temp_file_path=cert_dir(),
     )
     return cfg
 

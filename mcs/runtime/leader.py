@@ -10,18 +10,31 @@ racing for an expired lease, one gets a 409 and stays standby.
 A leader that fails to renew within ``renew_deadline`` raises ``LeadershipLost``;
 the process should then exit (and be restarted) rather than keep writing.
 
-No write may land after a standby could have taken over. A renewal that succeeds
+No write is *sent* after a standby could have taken over. A renewal that succeeds
 keeps the lease ours until ``renew_deadline`` after the moment it was *sent* (a
 standby waits ``lease_duration`` > ``renew_deadline`` from the moment it *saw* the
 new record, which is later). ``write_budget()`` is the time left until then; the
 writer refuses to start a write with no budget and bounds each write by it, and each
 renewal is itself bounded by it, so a hung API server cannot keep a deposed leader
 writing: client-go checks its deadline only between renew calls.
+
+What this does not guarantee: a write sent inside the budget can still be committed by
+the API server after the lease has passed, when the server (or the network) holds it
+for longer than the gap between the renewal and the end of the budget. The budget
+bounds what this process sends and how long it waits, not when a server applies it;
+that would take fencing on the server side, which Kubernetes does not offer. A write
+committed late is one the new leader's next reconcile sees and corrects.
+
+The durations follow client-go's rules (``leaderelection.NewLeaderElector``):
+``lease_duration > renew_deadline > 1.2 * retry_period`` (its ``JitterFactor``), and,
+because the Lease records whole seconds, ``lease_duration`` is at least 1 s and is
+written rounded *up* (a standby never waits less than the leader counts on).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +47,11 @@ from kubernetes_asyncio.client.exceptions import ApiException
 from mcs.runtime.kubeapi import CALL_TIMEOUT
 
 log = structlog.get_logger(__name__)
+
+
+JITTER_FACTOR = 1.2
+"""client-go's ``leaderelection.JitterFactor``: the renew deadline must exceed the retry
+period by this factor."""
 
 
 class LeadershipLost(RuntimeError):
@@ -56,11 +74,22 @@ class LeaderElector:
         renew_deadline: float = 10.0,
         retry_period: float = 2.0,
     ) -> None:
-        if not retry_period < renew_deadline < lease_duration:
-            raise ValueError("need retry_period < renew_deadline < lease_duration")
+        if lease_duration < 1:
+            raise ValueError(
+                f"lease duration {lease_duration}s is under 1 s: the Lease records whole "
+                "seconds, so a standby would take over at once"
+            )
+        if not lease_duration > renew_deadline:
+            raise ValueError("the lease duration must be greater than the renew deadline")
+        if not renew_deadline > JITTER_FACTOR * retry_period:
+            raise ValueError(
+                f"the renew deadline must be greater than {JITTER_FACTOR} times the retry period"
+            )
         self._api = client.CoordinationV1Api(api)
         self.namespace, self.name, self.identity = namespace, name, identity
         self.lease_duration = lease_duration
+        # what the Lease records: whole seconds, never less than we count on
+        self.lease_duration_seconds = math.ceil(lease_duration)
         self.renew_deadline = renew_deadline
         self.retry_period = retry_period
         self.leading = False
@@ -139,7 +168,7 @@ class LeaderElector:
         now = datetime.now(UTC)
         spec: dict[str, Any] = {
             "holderIdentity": self.identity,
-            "leaseDurationSeconds": int(self.lease_duration),
+            "leaseDurationSeconds": self.lease_duration_seconds,
             "renewTime": _micro_time(now),
         }
         try:

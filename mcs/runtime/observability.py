@@ -219,8 +219,37 @@ REJECTED_OBJECTS = Counter(
 ENDPOINTS_DROPPED = Counter(
     "mcs_endpoints_dropped",
     "Endpoints of a member's EndpointSlices newly left out of its imports (mcs.core.trust), "
-    "by source cluster and reason (invalid, outside-cidrs, fqdn-not-allowed).",
+    "by source cluster and reason (invalid, metadata-address, outside-cidrs, "
+    "fqdn-not-allowed, no-ranges).",
     ["cluster", "reason"],
+    registry=REGISTRY,
+)
+OBJECTS_TOO_LARGE = Counter(
+    "mcs_objects_too_large",
+    "Objects left out of a cache because they were larger than the informer's per-object "
+    "cap once trimmed (treated as absent), by cluster and resource.",
+    ["cluster", "resource"],
+    registry=REGISTRY,
+)
+LIST_PAGES_SHRUNK = Counter(
+    "mcs_list_pages_shrunk",
+    "List pages refused for being over the byte cap and asked again with half the limit, "
+    "by cluster and resource.",
+    ["cluster", "resource"],
+    registry=REGISTRY,
+)
+MEMBER_RANGES_MISSING = Gauge(
+    "mcs_member_ranges_missing",
+    "1 for a member (by kubeconfig context) that has no --member-cidrs entry while other "
+    "members have ranges: it offers no endpoints; else 0.",
+    ["context"],
+    registry=REGISTRY,
+)
+CLUSTER_ID_CONFLICT = Gauge(
+    "mcs_cluster_id_conflict",
+    "1 for a member (by kubeconfig context) whose cluster id is also claimed by another "
+    "member: both are left out of the clusterset until the ids differ; else 0.",
+    ["context"],
     registry=REGISTRY,
 )
 

@@ -409,7 +409,7 @@ def test_opt_in_mode(
         assert valid is not None and "--namespace-opt-in" in valid["message"]
         holds(lambda: behind(kubectl, C1, namespace) == ADDRS[C1], duration=2)
         for ctx in (C1, C2):
-            kubectl(ctx, "label", "namespace", namespace, "clustermesh.cilium.io/global=true")
+            kubectl(ctx, "annotate", "namespace", namespace, "clustermesh.cilium.io/global=true")
         both = ADDRS[C1] | ADDRS[C2]
         expect(kubectl, namespace, {C1: both, C2: both})
         eventually(lambda: get_import(kubectl, C2, namespace, NAME) is not None)

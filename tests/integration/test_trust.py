@@ -1,5 +1,5 @@
 """Trust boundaries against real API servers: what one member (or a tenant in it) may make
-the others hold. One central controller, started with ``--member-cidrs`` for cluster1.
+the others hold. One central controller, started with ``--member-cidrs`` for every member.
 
 (The admission policy that confines the controller in its own cluster is tested in
 test_manifests.py, next to the manifests it ships in.)
@@ -25,7 +25,9 @@ def central(
     accounts: ServiceAccounts, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Controllers]:
     ctl = Controllers("central", accounts, tmp_path_factory.mktemp("ctl-trust"))
-    ctl.start("trust", "--resync-period", "5", "--member-cidrs", f"{C1}={CIDRS}")
+    # every member has ranges: once some have, one without offers nothing (#29)
+    ranges = f"{C1}={CIDRS} {C2}=10.9.9.0/24 {C3}=10.3.0.0/16"
+    ctl.start("trust", "--resync-period", "5", "--member-cidrs", ranges)
     try:
         yield ctl
     finally:
@@ -43,7 +45,7 @@ def test_endpoint_outside_its_members_ranges_is_not_imported(
     kubectl(C1, "apply", "-f", "-", stdin=service(ns))
     tenant = source_slice(ns, "hello", ["10.1.0.1", "10.9.9.9", "10.1.0.2"])
     kubectl(C1, "apply", "-f", "-", stdin=tenant)
-    kubectl(C2, "apply", "-f", "-", stdin=service(ns))  # cluster2 has no ranges: any address
+    kubectl(C2, "apply", "-f", "-", stdin=service(ns))  # inside cluster2's 10.9.9.0/24
     kubectl(C2, "apply", "-f", "-", stdin=source_slice(ns, "hello", ["10.9.9.8"]))
     for ctx in (C1, C2):
         kubectl(ctx, "apply", "-f", "-", stdin=export(ns))

@@ -38,11 +38,14 @@ def test_default_deny_list_includes_own_namespace() -> None:
     assert policy.exclusion("app", ns(), "c1") is None
 
 
-def test_explicit_list_replaces_the_default() -> None:
+def test_explicit_list_adds_to_the_default() -> None:
+    """--exclude-namespaces adds names: kube-system and the controller's own namespace
+    never take part, whatever the flag says (#29)."""
     policy = NamespacePolicy.build(parse_namespace_list(" team-a, ,kube-system "), "mcs-system")
-    assert policy.excluded == {"team-a", "kube-system"}
-    assert policy.exclusion("mcs-system", ns("mcs-system"), "c1") is None
-    assert NamespacePolicy.build([], "mcs-system").excluded == frozenset()
+    assert policy.excluded == {"team-a", *DEFAULT_EXCLUDED, "mcs-system"}
+    ex = policy.exclusion("mcs-system", ns("mcs-system"), "c1")
+    assert ex is not None and ex.reason == "NamespaceExcluded"
+    assert NamespacePolicy.build([], "mcs-system").excluded == {*DEFAULT_EXCLUDED, "mcs-system"}
 
 
 @pytest.mark.parametrize(
@@ -53,9 +56,9 @@ def test_explicit_list_replaces_the_default() -> None:
         ("True", None, True),
         ("false", None, False),
         ("", None, False),
-        (None, "true", True),
-        (None, "false", False),
-        ("false", "true", False),  # the annotation (Cilium's form) wins
+        (None, "true", None),  # only the annotation counts, as in Cilium (#29)
+        (None, "false", None),
+        ("false", "true", False),
         ("true", "false", True),
     ],
 )
@@ -74,7 +77,7 @@ def test_cilium_filter_and_opt_in() -> None:
     unmarked = opt_in.exclusion("app", ns(), "c1")
     assert unmarked is not None and unmarked.reason == "NamespaceNotGlobal"
     assert "--namespace-opt-in" in unmarked.message
-    assert opt_in.exclusion("app", ns(label="true"), "c1") is None
+    assert opt_in.exclusion("app", ns(label="true"), "c1") is not None  # a label is no mark
     assert opt_in.exclusion("app", ns(annotation="TRUE"), "c1") is None
 
 
@@ -110,8 +113,13 @@ def test_excluded_export_is_invalid_with_the_reason() -> None:
         ([], {}, {*DEFAULT_EXCLUDED, "mcs-system"}, False),
         (["--leader-elect-namespace", "ops"], {}, {*DEFAULT_EXCLUDED, "ops"}, False),
         ([], {"POD_NAMESPACE": "mcs"}, {*DEFAULT_EXCLUDED, "mcs"}, False),
-        (["--exclude-namespaces", "a,b", "--namespace-opt-in"], {}, {"a", "b"}, True),
-        (["--exclude-namespaces", ""], {}, set(), False),
+        (
+            ["--exclude-namespaces", "a,b", "--namespace-opt-in"],
+            {},
+            {*DEFAULT_EXCLUDED, "mcs-system", "a", "b"},
+            True,
+        ),
+        (["--exclude-namespaces", ""], {}, {*DEFAULT_EXCLUDED, "mcs-system"}, False),
     ],
 )
 def test_run_flags(
