@@ -357,7 +357,9 @@ def eventually(
 ) -> Any:
     """Poll ``check`` until it returns a truthy value (returned) or ``timeout`` passes.
 
-    An AssertionError raised by ``check`` counts as "not yet"; the last one is re-raised.
+    An AssertionError, KeyError or TypeError raised by ``check`` (an assertion, or an
+    object not yet complete: a missing key, a ``None`` where a field will be) counts as
+    "not yet"; the last one is re-raised at the deadline.
     """
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
@@ -366,7 +368,7 @@ def eventually(
             value = check()
             if value:
                 return value
-        except AssertionError as e:
+        except (AssertionError, KeyError, TypeError) as e:
             last = e
         if time.monotonic() > deadline:
             if last is not None:
