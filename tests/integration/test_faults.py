@@ -28,16 +28,19 @@ from tests.integration.faults import (
     second_apiserver,
     spawn_controller,
 )
-from tests.integration.mcs_objects import condition, export, get_import, service
-from tests.integration.test_endpoints import (
+from tests.integration.helpers import ADDRS, GLOBAL, behind, deploy
+from tests.integration.mcs_objects import (
     MCS_NAME,
     SOURCE,
     addresses,
     by_source,
+    condition,
+    export,
+    get_import,
     mcs_slices,
+    service,
     source_slice,
 )
-from tests.integration.test_global_services import ADDRS, GLOBAL, behind, deploy
 
 pytestmark = pytest.mark.faults
 
