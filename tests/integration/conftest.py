@@ -70,6 +70,17 @@ class Kubectl:
         return json.loads(self(context, *args, "-o", "json").stdout)
 
 
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/integration needs the mesh: mark it ``integration``, so
+    that ``-m "not integration"`` runs the unit and ops tests alone."""
+    for item in items:
+        if _HERE in item.path.resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def binaries_ready() -> binaries.Binaries:
     try:
@@ -261,9 +272,27 @@ class Controllers:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
 
-    def stop_all(self) -> None:
-        for name in list(self.procs):
-            self.stop(name)
+    def stop_all(self) -> dict[str, int]:
+        """SIGTERM every process; their exit codes by name (each must be 0: see
+        ``assert_clean_exit``)."""
+        return {name: self.stop(name) for name in list(self.procs)}
+
+    def full_pass(self, *names: str, timeout: float = 60) -> None:
+        """Wait until each process (or those ``names``) has queued every key again twice
+        since now (periodic resyncs: ``--resync-period``) and emptied its queue: whatever
+        a reconcile of any key would write has been tried by then. The evidence for an
+        absence ("nothing was written"), instead of a sleep."""
+        names = names or tuple(self.procs)
+        before = {n: self.metric_of(n, "mcs_resyncs_total") for n in names}
+
+        def done() -> bool:
+            return all(
+                self.metric_of(n, "mcs_resyncs_total") >= before[n] + 2
+                and self.metric_of(n, "mcs_workqueue_depth") == 0
+                for n in names
+            )
+
+        eventually(done, timeout=timeout, interval=0.5, what=f"a full pass of {names}")
 
     def assert_steady(self) -> None:
         """After the controllers converged: settle one resync, then two more resyncs of
@@ -309,6 +338,11 @@ class Controllers:
     def log_tail(self, name: str, lines: int = 40) -> str:
         text = (self.logdir / f"{name}.log").read_text(errors="replace").splitlines()
         return "\n".join(text[-lines:])
+
+
+def assert_clean_exit(codes: dict[str, int]) -> None:
+    """Every controller stopped by SIGTERM exited 0 (it drained and released its lease)."""
+    assert codes and set(codes.values()) == {0}, f"exit codes on SIGTERM: {codes}"
 
 
 _CONTROLLER_LOGS: dict[Path, int] = {}  # every controller's log -> how far it was checked
@@ -369,7 +403,9 @@ def eventually(
 ) -> Any:
     """Poll ``check`` until it returns a truthy value (returned) or ``timeout`` passes.
 
-    An AssertionError raised by ``check`` counts as "not yet"; the last one is re-raised.
+    An AssertionError, KeyError or TypeError raised by ``check`` (an assertion, or an
+    object not yet complete: a missing key, a ``None`` where a field will be) counts as
+    "not yet"; the last one is re-raised at the deadline.
     """
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
@@ -378,7 +414,7 @@ def eventually(
             value = check()
             if value:
                 return value
-        except AssertionError as e:
+        except (AssertionError, KeyError, TypeError) as e:
             last = e
         if time.monotonic() > deadline:
             if last is not None:

@@ -8,6 +8,10 @@ from typing import Any
 
 from tests.integration.conftest import Kubectl, eventually
 
+MCS_NAME = "multicluster.kubernetes.io/service-name"
+SOURCE = "multicluster.kubernetes.io/source-cluster"
+MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
+
 HELLO_PORTS: list[dict[str, Any]] = [
     {"name": "tcp", "port": 42, "protocol": "TCP"},
     {"name": "udp", "port": 42, "protocol": "UDP"},
@@ -151,3 +155,66 @@ def wait_running(kubectl: Kubectl, ctx: str, ns: str, pods: int, app: str = "hel
         return ips if len(ips) == 2 * pods else set()
 
     return set(eventually(check, timeout=60, what=f"{pods} running {app} pods in {ctx}"))
+
+
+def source_slice(
+    ns: str,
+    name: str,
+    addresses: list[str],
+    *,
+    ports: list[dict[str, Any]] | None = None,
+    ready: bool = True,
+    hostnames: list[str] | None = None,
+    family: str = "IPv4",
+    suffix: str = "a",
+) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{name}-{suffix}",
+                "namespace": ns,
+                "labels": {"kubernetes.io/service-name": name, MANAGED_BY: "test.example"},
+            },
+            "addressType": family,
+            "endpoints": [
+                {
+                    "addresses": [a],
+                    "conditions": {"ready": ready},
+                    **({"hostname": hostnames[i]} if hostnames else {}),
+                }
+                for i, a in enumerate(addresses)
+            ],
+            "ports": ports
+            if ports is not None
+            else [
+                {"name": "tcp", "port": 42, "protocol": "TCP"},
+                {"name": "udp", "port": 42, "protocol": "UDP"},
+            ],
+        }
+    )
+
+
+def mcs_slices(kubectl: Kubectl, ctx: str, ns: str, name: str = "hello") -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = kubectl.json(
+        ctx, "get", "endpointslices", "-n", ns, "-l", f"{MCS_NAME}={name}"
+    )["items"]
+    return items
+
+
+def by_source(slices: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for s in slices:
+        out.setdefault(s["metadata"]["labels"][SOURCE], []).append(s)
+    return out
+
+
+def addresses(slices: list[dict[str, Any]], ready_only: bool = False) -> set[str]:
+    return {
+        a
+        for s in slices
+        for e in s.get("endpoints") or []
+        if not ready_only or e.get("conditions", {}).get("ready")
+        for a in e["addresses"]
+    }

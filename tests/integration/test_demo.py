@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from mcs_mesh import binaries
-from tests.integration.test_mesh_cli import _processes_naming
+from tests.integration.helpers import processes_naming
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,5 +94,5 @@ def test_quick_start(binaries_ready: binaries.Binaries, tmp_path: Path) -> None:
             check=False,
         )
     assert down.returncode == 0, down.stderr
-    assert _processes_naming(state) == []
+    assert processes_naming(state) == []
     assert _controllers_naming(state) == []

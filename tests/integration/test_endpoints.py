@@ -9,9 +9,7 @@ clusters at once (test_workloads.py covers a real headless StatefulSet).
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
 
 import dns.message
 import dns.query
@@ -21,81 +19,23 @@ import pytest
 
 from mcs_mesh.mesh import MeshState
 from tests.integration.conftest import Controllers, Kubectl, eventually, holds
+from tests.integration.helpers import ask, records
 from tests.integration.mcs_objects import (
+    MANAGED_BY,
+    MCS_NAME,
+    SOURCE,
+    addresses,
+    by_source,
     deployment,
     export,
     get_import,
+    mcs_slices,
     service,
+    source_slice,
     wait_running,
 )
 
 C0, C1 = "cluster1", "cluster2"
-MCS_NAME = "multicluster.kubernetes.io/service-name"
-SOURCE = "multicluster.kubernetes.io/source-cluster"
-MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
-
-
-def source_slice(
-    ns: str,
-    name: str,
-    addresses: list[str],
-    *,
-    ports: list[dict[str, Any]] | None = None,
-    ready: bool = True,
-    hostnames: list[str] | None = None,
-    family: str = "IPv4",
-    suffix: str = "a",
-) -> str:
-    return json.dumps(
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": f"{name}-{suffix}",
-                "namespace": ns,
-                "labels": {"kubernetes.io/service-name": name, MANAGED_BY: "test.example"},
-            },
-            "addressType": family,
-            "endpoints": [
-                {
-                    "addresses": [a],
-                    "conditions": {"ready": ready},
-                    **({"hostname": hostnames[i]} if hostnames else {}),
-                }
-                for i, a in enumerate(addresses)
-            ],
-            "ports": ports
-            if ports is not None
-            else [
-                {"name": "tcp", "port": 42, "protocol": "TCP"},
-                {"name": "udp", "port": 42, "protocol": "UDP"},
-            ],
-        }
-    )
-
-
-def mcs_slices(kubectl: Kubectl, ctx: str, ns: str, name: str = "hello") -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = kubectl.json(
-        ctx, "get", "endpointslices", "-n", ns, "-l", f"{MCS_NAME}={name}"
-    )["items"]
-    return items
-
-
-def by_source(slices: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    for s in slices:
-        out.setdefault(s["metadata"]["labels"][SOURCE], []).append(s)
-    return out
-
-
-def addresses(slices: list[dict[str, Any]], ready_only: bool = False) -> set[str]:
-    return {
-        a
-        for s in slices
-        for e in s.get("endpoints") or []
-        if not ready_only or e.get("conditions", {}).get("ready")
-        for a in e["addresses"]
-    }
 
 
 def test_16_slices_in_every_cluster_and_removed(
@@ -167,19 +107,6 @@ def test_strict_port_conflict_slices(
 # ------------------------------------------------------------------------------------ DNS
 
 
-def _ask(mesh: MeshState, ctx: str, name: str, rdtype: str) -> dns.message.Message:
-    member = next(m for m in mesh.members if m.name == ctx)
-    assert member.dns_port, "the mesh runs CoreDNS"
-    return dns.query.udp(
-        dns.message.make_query(name, rdtype), "127.0.0.1", port=member.dns_port, timeout=2
-    )
-
-
-def _records(answer: dns.message.Message, rdtype: str) -> set[str]:
-    kind = dns.rdatatype.from_text(rdtype)
-    return {r.to_text() for rrset in answer.answer if rrset.rdtype == kind for r in rrset}
-
-
 def test_dns_clusterset_ip(
     controllers: Controllers, kubectl: Kubectl, contexts: list[str], namespace: str, mesh: MeshState
 ) -> None:
@@ -196,20 +123,18 @@ def test_dns_clusterset_ip(
         v4 = {ip for ip in ips if ":" not in ip}
         v6 = {ip for ip in ips if ":" in ip}
         eventually(
-            lambda ctx=ctx, v4=v4: _records(_ask(mesh, ctx, fqdn, "A"), "A") == v4,
+            lambda ctx=ctx, v4=v4: records(ask(mesh, ctx, fqdn, "A"), "A") == v4,
             what=f"A in {ctx}",
         )
-        assert {r for r in _records(_ask(mesh, ctx, fqdn, "AAAA"), "AAAA")} == v6
+        assert {r for r in records(ask(mesh, ctx, fqdn, "AAAA"), "AAAA")} == v6
         for port in ("tcp", "udp"):
-            srv = _records(_ask(mesh, ctx, f"_{port}._{port}.{fqdn}", "SRV"), "SRV")
+            srv = records(ask(mesh, ctx, f"_{port}._{port}.{fqdn}", "SRV"), "SRV")
             # priority and weight are CoreDNS's choice; port and target are the contract
             assert {tuple(r.split()[2:]) for r in srv} == {("42", f"{fqdn}.")}, srv
-        assert _ask(mesh, ctx, f"{C0}.{fqdn}", "A").rcode() == dns.rcode.NXDOMAIN
-        assert _records(_ask(mesh, ctx, "dns-version.clusterset.local", "TXT"), "TXT") == {
-            '"1.0.0"'
-        }
+        assert ask(mesh, ctx, f"{C0}.{fqdn}", "A").rcode() == dns.rcode.NXDOMAIN
+        assert records(ask(mesh, ctx, "dns-version.clusterset.local", "TXT"), "TXT") == {'"1.0.0"'}
     assert (
-        _ask(mesh, C1, f"nothere.{namespace}.svc.clusterset.local", "A").rcode()
+        ask(mesh, C1, f"nothere.{namespace}.svc.clusterset.local", "A").rcode()
         == dns.rcode.NXDOMAIN
     )
 
@@ -252,12 +177,12 @@ def test_dns_headless(
     want = {"10.1.0.1", "10.1.0.2", "10.2.0.1"}
     for ctx in contexts:
         eventually(
-            lambda ctx=ctx: _records(_ask(mesh, ctx, fqdn, "A"), "A") == want,
+            lambda ctx=ctx: records(ask(mesh, ctx, fqdn, "A"), "A") == want,
             what=f"headless A in {ctx}",
         )
-        assert _records(_ask(mesh, ctx, f"web-1.{C0}.{fqdn}", "A"), "A") == {"10.1.0.2"}
-        assert _records(_ask(mesh, ctx, f"web-0.{C1}.{fqdn}", "A"), "A") == {"10.2.0.1"}
-        assert _ask(mesh, ctx, f"web-2.{C0}.{fqdn}", "A").rcode() == dns.rcode.NXDOMAIN  # not ready
+        assert records(ask(mesh, ctx, f"web-1.{C0}.{fqdn}", "A"), "A") == {"10.1.0.2"}
+        assert records(ask(mesh, ctx, f"web-0.{C1}.{fqdn}", "A"), "A") == {"10.2.0.1"}
+        assert ask(mesh, ctx, f"web-2.{C0}.{fqdn}", "A").rcode() == dns.rcode.NXDOMAIN  # not ready
     unexported = f"other.{namespace}.svc.clusterset.local"
     kubectl(C0, "apply", "-f", "-", stdin=service(namespace, "other"))
-    holds(lambda: _ask(mesh, C0, unexported, "A").rcode() == dns.rcode.NXDOMAIN, duration=2)
+    holds(lambda: ask(mesh, C0, unexported, "A").rcode() == dns.rcode.NXDOMAIN, duration=2)

@@ -28,16 +28,19 @@ from tests.integration.faults import (
     second_apiserver,
     spawn_controller,
 )
-from tests.integration.mcs_objects import condition, export, get_import, service
-from tests.integration.test_endpoints import (
+from tests.integration.helpers import ADDRS, GLOBAL, behind, deploy
+from tests.integration.mcs_objects import (
     MCS_NAME,
     SOURCE,
     addresses,
     by_source,
+    condition,
+    export,
+    get_import,
     mcs_slices,
+    service,
     source_slice,
 )
-from tests.integration.test_global_services import ADDRS, GLOBAL, behind, deploy
 
 pytestmark = pytest.mark.faults
 
@@ -365,11 +368,12 @@ def test_frozen_leader_stops_writing_before_the_standby_leads(
             a_ctl.start("a", *args)
             eventually(lambda: _holder(kubectl).endswith(f"_{a_ctl.procs['a'].pid}"))
             b_ctl.start("b", *args)
-            counter = iter(range(10_000))
+            loaded: list[str] = []  # the Services exported, in order
 
             def load() -> None:  # new work for whoever leads, in cluster2
-                i = next(counter)
-                _apply_all(kubectl, "cluster2", service(ns, f"s{i}"), export(ns, f"s{i}"))
+                name = f"s{len(loaded)}"
+                _apply_all(kubectl, "cluster2", service(ns, name), export(ns, name))
+                loaded.append(name)
 
             load()
             eventually(lambda: get_import(kubectl, "cluster3", ns, "s0"))
@@ -394,8 +398,12 @@ def test_frozen_leader_stops_writing_before_the_standby_leads(
             eventually(lambda: a_ctl.procs["a"].poll() is not None, timeout=30, what="A exits")
             assert a_ctl.procs.pop("a").returncode == 1
             assert any(e["event"].startswith("leadership lost") for e in log_events(a_ctl, "a"))
-            eventually(lambda: get_import(kubectl, "cluster3", ns, f"s{next(counter) - 1}"))
+            # B, the leader now, imports every export, those sent while A was frozen too
+            last = loaded[-1]
+            eventually(lambda: get_import(kubectl, "cluster3", ns, last), what=f"{last} imported")
+            listed = kubectl.json("cluster3", "get", "serviceimports", "-n", ns)["items"]
+            missing = set(loaded) - {i["metadata"]["name"] for i in listed}
+            assert not missing, f"never imported into cluster3: {sorted(missing)}"
         finally:
-            for c in (a_ctl, b_ctl):
-                for name in list(c.procs):
-                    c.stop(name)
+            codes = {name: c.stop(name) for c in (a_ctl, b_ctl) for name in list(c.procs)}
+    assert codes == {"b": 0}, f"exit codes on SIGTERM: {codes}"

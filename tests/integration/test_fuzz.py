@@ -179,19 +179,98 @@ class Gen:
         }
 
 
-def _apply_each(kubectl: Kubectl, ctx: str, items: list[Obj]) -> int:
-    """Apply a batch; the API server refuses what is invalid. Returns how many exist."""
-    kubectl(
+# kubectl apply -o name prints what it applied as <resource>/<name>
+RESOURCE = {
+    "Service": "service",
+    "ServiceExport": "serviceexport.multicluster.x-k8s.io",
+    "EndpointSlice": "endpointslice.discovery.k8s.io",
+}
+
+
+def _apply_each(kubectl: Kubectl, ctx: str, items: list[Obj]) -> tuple[list[Obj], list[Obj]]:
+    """Apply a batch; the API server refuses what is invalid. Returns the objects it
+    accepted and those it refused, from kubectl's result for each object: accepted ones
+    are printed by name, refused ones are named in an error (an object it says nothing
+    about fails the test: kubectl did not send it)."""
+    proc = kubectl(
         ctx,
         "apply",
         "--server-side",
         "--force-conflicts",
+        "-o",
+        "name",
         "-f",
         "-",
         stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
         check=False,
     )
-    return len(items)
+    applied = set(proc.stdout.split())
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    accepted, refused, unknown = [], [], []
+    for item in items:
+        name = item["metadata"]["name"]
+        if f"{RESOURCE[item['kind']]}/{name}" in applied:
+            accepted.append(item)
+        elif any(f'"{name}"' in line or f"/{name}" in line for line in errors):
+            refused.append(item)
+        else:
+            unknown.append(f"{item['kind']} {name}")
+    assert not unknown, (
+        f"kubectl in {ctx} neither applied nor refused {len(unknown)} objects "
+        f"({unknown[:5]}); it said:\n{proc.stderr[-2000:]}"
+    )
+    return accepted, refused
+
+
+def expected_valid(export: Obj, service: Obj | None) -> set[tuple[str, str]]:
+    """The ``Valid`` conditions (status, reason) an export may have, stated from the
+    objects alone: no Service is ``NoService``, an ExternalName one
+    ``InvalidServiceType``; otherwise valid, unless it asks to export labels or
+    annotations (the fuzz makes many of them invalid): then possibly
+    ``InvalidExportedMetadata``."""
+    if service is None:
+        return {("False", "NoService")}
+    if (service.get("spec") or {}).get("type") == "ExternalName":
+        return {("False", "InvalidServiceType")}
+    spec = export.get("spec") or {}
+    if spec.get("exportedLabels") or spec.get("exportedAnnotations"):
+        return {("True", "Valid"), ("False", "InvalidExportedMetadata")}
+    return {("True", "Valid")}
+
+
+def _listed(kubectl: Kubectl, ctx: str, resource: str, ns: str) -> dict[str, Obj]:
+    return {o["metadata"]["name"]: o for o in kubectl.json(ctx, "get", resource, "-n", ns)["items"]}
+
+
+def _valid_problems(kubectl: Kubectl, ns: str, seen: dict[str, int]) -> list[str]:
+    """Every export whose ``Valid`` condition is not what its objects call for (and every
+    cluster missing the ServiceImport of a validly exported key); counts the reasons
+    seen into ``seen``."""
+    problems: list[str] = []
+    seen.clear()
+    valid_keys: set[str] = set()
+    imports: dict[str, dict[str, Obj]] = {}
+    for ctx in CLUSTERS:
+        services = _listed(kubectl, ctx, "services", ns)
+        imports[ctx] = _listed(kubectl, ctx, "serviceimports.multicluster.x-k8s.io", ns)
+        for name, e in _listed(kubectl, ctx, "serviceexports.multicluster.x-k8s.io", ns).items():
+            conds = {c["type"]: c for c in (e.get("status") or {}).get("conditions") or []}
+            valid = conds.get("Valid") or {}
+            got = (valid.get("status"), valid.get("reason"))
+            want = expected_valid(e, services.get(name))
+            if got not in want or not valid.get("message"):
+                problems.append(f"{ctx}/{name}: Valid {got}, expected one of {sorted(want)}")
+                continue
+            seen[got[1]] = seen.get(got[1], 0) + 1
+            if got[0] == "True":
+                valid_keys.add(name)
+    for ctx in CLUSTERS:
+        missing = sorted(valid_keys - set(imports[ctx]))
+        if missing:
+            problems.append(
+                f"{ctx}: no ServiceImport of {len(missing)} valid exports: {missing[:5]}"
+            )
+    return problems
 
 
 def test_fuzz_bad_input(
@@ -199,9 +278,12 @@ def test_fuzz_bad_input(
 ) -> None:
     rng = random.Random(seed_for("test_fuzz_bad_input"))
     total = int(os.environ.get("MCS_FUZZ_OBJECTS", "1000"))
+    assert total >= 100, f"MCS_FUZZ_OBJECTS={total}: too few objects to test anything"
     gen = Gen(rng, namespace)
     ctl = Controllers("central", accounts, tmp_path)
     generated = 0
+    accepted: dict[str, int] = {kind: 0 for kind in RESOURCE}
+    refused: dict[str, int] = {kind: 0 for kind in RESOURCE}
     try:
         ctl.start("central", "--resync-period", "30")
         while generated < total:
@@ -216,26 +298,21 @@ def test_fuzz_bad_input(
                         kinds += [lambda n=name: gen.endpoint_slice(n)] * rng.randint(1, 3)
                     batch[ctx] += [k() for k in kinds]
             for ctx, items in batch.items():
-                generated += _apply_each(kubectl, ctx, items)
+                ok, no = _apply_each(kubectl, ctx, items)
+                generated += len(items)
+                for item in ok:
+                    accepted[item["kind"]] += 1
+                for item in no:
+                    refused[item["kind"]] += 1
             assert ctl.procs["central"].poll() is None, ctl.log_tail("central")
-        exports = {
-            ctx: kubectl.json(ctx, "get", "serviceexports.multicluster.x-k8s.io", "-n", namespace)[
-                "items"
-            ]
-            for ctx in CLUSTERS
-        }
-        accepted = sum(len(v) for v in exports.values())
+        # the fuzz must have reached the controller: objects of every kind accepted
+        # (and, being a fuzz, some refused)
+        assert all(accepted.values()), f"accepted {accepted}, refused {refused}: nothing to test"
+        assert any(refused.values()), f"accepted {accepted}, refused nothing: not a fuzz"
+        seen: dict[str, int] = {}
         deadline = time.monotonic() + 120
         while True:
-            unclear = []
-            for ctx in CLUSTERS:
-                for e in kubectl.json(
-                    ctx, "get", "serviceexports.multicluster.x-k8s.io", "-n", namespace
-                )["items"]:
-                    conds = {c["type"]: c for c in (e.get("status") or {}).get("conditions") or []}
-                    valid = conds.get("Valid")
-                    if not valid or not valid.get("reason") or not valid.get("message"):
-                        unclear.append(f"{ctx}/{e['metadata']['name']}")
+            unclear = _valid_problems(kubectl, namespace, seen)
             if not unclear or time.monotonic() > deadline:
                 break
             time.sleep(2)
@@ -252,16 +329,18 @@ def test_fuzz_bad_input(
             )
         ]
         print(
-            f"test_fuzz_bad_input: {generated} objects generated, {accepted} exports accepted "
-            f"by the API servers, {len(unclear)} without a clear condition, "
-            f"{len(rejected)} writes rejected"
+            f"test_fuzz_bad_input: {generated} objects generated; accepted by the API "
+            f"servers {accepted}, refused {refused}; Valid reasons {seen}; "
+            f"{len(unclear)} exports without the right condition, {len(rejected)} writes rejected"
         )
         assert not unclear, (
-            f"{len(unclear)} exports without a clear Valid condition: {unclear[:20]}"
+            f"{len(unclear)} exports without the right Valid condition:\n" + "\n".join(unclear[:20])
         )
+        for reason in ("Valid", "NoService", "InvalidServiceType"):
+            assert seen.get(reason), f"no export ended {reason}: {seen}; the fuzz missed a case"
         assert not rejected, "writes rejected by the API server:\n" + "\n".join(
             (str(e.get("exception", "")) + str(e.get("error", "")))[-600:] for e in rejected[:5]
         )
     finally:
-        for name in list(ctl.procs):
-            ctl.stop(name)
+        codes = {name: ctl.stop(name) for name in list(ctl.procs)}
+    assert codes == {"central": 0}, f"exit codes on SIGTERM: {codes}"

@@ -16,112 +16,33 @@ from typing import Any
 import pytest
 
 from mcs_mesh.mesh import MeshState
-from tests.integration.conftest import Controllers, Kubectl, eventually, holds
-from tests.integration.mcs_objects import condition, export, get_export, get_import
-from tests.integration.test_endpoints import _ask, _records
-
-C1, C2, C3 = "cluster1", "cluster2", "cluster3"
-NAME = "rebel-base"
-GLOBAL = "service.cilium.io/global"
-SHARED = "service.cilium.io/shared"
-AFFINITY = "service.cilium.io/affinity"
-SOURCE = "multicluster.kubernetes.io/source-cluster"
-MCS_NAME = "multicluster.kubernetes.io/service-name"
-OURS = "mcs-controller.multicluster.x-k8s.io"
-ADDRS = {C1: {"10.1.0.1", "10.1.0.2"}, C2: {"10.2.0.1", "10.2.0.2"}, C3: {"10.3.0.1"}}
-
-
-def rebel_base(ns: str, annotations: dict[str, str], *, headless: bool = False) -> str:
-    """The tutorial's Service (one unnamed port 80)."""
-    spec: dict[str, Any] = {"ports": [{"port": 80}], "selector": {"name": NAME}}
-    if headless:
-        spec["clusterIP"] = "None"
-    return json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": NAME, "namespace": ns, "annotations": annotations},
-            "spec": spec,
-        }
-    )
-
-
-def pods(
-    ns: str,
-    addresses: set[str],
-    *,
-    ready: bool = True,
-    hostnames: list[str] | None = None,
-    name: str = NAME,
-) -> str:
-    """The EndpointSlice a cluster's own controller would publish for the Service."""
-    return json.dumps(
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": f"{name}-local",
-                "namespace": ns,
-                "labels": {
-                    "kubernetes.io/service-name": name,
-                    "endpointslice.kubernetes.io/managed-by": "test.example",
-                },
-            },
-            "addressType": "IPv4",
-            "endpoints": [
-                {
-                    "addresses": [a],
-                    "conditions": {"ready": ready},
-                    "nodeName": "node-1",
-                    **({"hostname": hostnames[i]} if hostnames else {}),
-                }
-                for i, a in enumerate(sorted(addresses))
-            ],
-            "ports": [{"name": "", "port": 80, "protocol": "TCP"}],
-        }
-    )
-
-
-def slices(kubectl: Kubectl, ctx: str, ns: str) -> list[dict[str, Any]]:
-    items: list[dict[str, Any]] = kubectl.json(
-        ctx, "get", "endpointslices", "-n", ns, "-l", f"kubernetes.io/service-name={NAME}"
-    )["items"]
-    return items
-
-
-def global_slices(kubectl: Kubectl, ctx: str, ns: str) -> list[dict[str, Any]]:
-    return [
-        s
-        for s in slices(kubectl, ctx, ns)
-        if s["metadata"]["labels"].get("endpointslice.kubernetes.io/managed-by") == OURS
-    ]
-
-
-def behind(kubectl: Kubectl, ctx: str, ns: str) -> set[str]:
-    """The ready addresses behind rebel-base in ``ctx`` (what kube-proxy would use)."""
-    return {
-        a
-        for s in slices(kubectl, ctx, ns)
-        for e in s.get("endpoints") or []
-        if e.get("conditions", {}).get("ready", True)
-        for a in e["addresses"]
-    }
-
-
-def expect(kubectl: Kubectl, ns: str, wanted: dict[str, set[str]], timeout: float = 20) -> None:
-    """Every cluster of ``wanted`` converges to exactly its set of addresses."""
-    for ctx, addrs in wanted.items():
-        eventually(
-            lambda ctx=ctx, addrs=addrs: behind(kubectl, ctx, ns) == addrs,
-            timeout=timeout,
-            what=f"{sorted(addrs)} behind {NAME} in {ctx}",
-        )
-
-
-def deploy(kubectl: Kubectl, ns: str, annotations: dict[str, dict[str, str]]) -> None:
-    for ctx, ann in annotations.items():
-        kubectl(ctx, "apply", "-f", "-", stdin=rebel_base(ns, ann))
-        kubectl(ctx, "apply", "-f", "-", stdin=pods(ns, ADDRS[ctx]))
+from tests.integration.conftest import Controllers, Kubectl, assert_clean_exit, eventually, holds
+from tests.integration.helpers import (
+    ADDRS,
+    AFFINITY,
+    C1,
+    C2,
+    C3,
+    GLOBAL,
+    NAME,
+    SHARED,
+    ask,
+    behind,
+    deploy,
+    expect,
+    global_slices,
+    pods,
+    rebel_base,
+    records,
+)
+from tests.integration.mcs_objects import (
+    MCS_NAME,
+    SOURCE,
+    condition,
+    export,
+    get_export,
+    get_import,
+)
 
 
 def events(kubectl: Kubectl, ctx: str, ns: str) -> list[dict[str, Any]]:
@@ -232,10 +153,10 @@ def test_headless_dns_and_hostname_clash(
     every = {"10.1.0.1", "10.2.0.1", "10.2.0.2"}
     expect(kubectl, namespace, {C1: every, C2: every})
     fqdn = f"{NAME}.{namespace}.svc.cluster.local"
-    eventually(lambda: _records(_ask(mesh, C1, fqdn, "A"), "A") == every, what="headless A")
-    assert _records(_ask(mesh, C1, f"web-1.{fqdn}", "A"), "A") == {"10.2.0.2"}  # remote pod
-    assert _records(_ask(mesh, C1, f"web-0.{fqdn}", "A"), "A") == {"10.1.0.1"}  # local wins
-    assert _records(_ask(mesh, C2, f"web-0.{fqdn}", "A"), "A") == {"10.2.0.1"}
+    eventually(lambda: records(ask(mesh, C1, fqdn, "A"), "A") == every, what="headless A")
+    assert records(ask(mesh, C1, f"web-1.{fqdn}", "A"), "A") == {"10.2.0.2"}  # remote pod
+    assert records(ask(mesh, C1, f"web-0.{fqdn}", "A"), "A") == {"10.1.0.1"}  # local wins
+    assert records(ask(mesh, C2, f"web-0.{fqdn}", "A"), "A") == {"10.2.0.1"}
     for ctx in (C1, C2):
         eventually(
             lambda ctx=ctx: [
@@ -393,7 +314,7 @@ def test_opt_in_mode(
 ) -> None:
     """With --namespace-opt-in only namespaces marked clustermesh.cilium.io/global=true
     take part (restarts the module's controllers with the flag, then without)."""
-    controllers.stop_all()
+    assert_clean_exit(controllers.stop_all())
     try:
         controllers.start_all(contexts, "--resync-period", "5", "--namespace-opt-in")
         deploy(kubectl, namespace, {C1: {GLOBAL: "true"}, C2: {GLOBAL: "true"}})
@@ -414,5 +335,6 @@ def test_opt_in_mode(
         expect(kubectl, namespace, {C1: both, C2: both})
         eventually(lambda: get_import(kubectl, C2, namespace, NAME) is not None)
     finally:
-        controllers.stop_all()
+        codes = controllers.stop_all()
         controllers.start_all(contexts, "--resync-period", "5")
+    assert_clean_exit(codes)

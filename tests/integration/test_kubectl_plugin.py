@@ -15,7 +15,13 @@ import pytest
 
 from mcs_mesh.mesh import MeshState
 from tests.integration.accounts import ServiceAccounts
-from tests.integration.conftest import Controllers, Kubectl, eventually, kubectl_path
+from tests.integration.conftest import (
+    Controllers,
+    Kubectl,
+    assert_clean_exit,
+    eventually,
+    kubectl_path,
+)
 from tests.integration.mcs_objects import service
 
 C1, C2 = "cluster1", "cluster2"
@@ -30,7 +36,8 @@ def central(
     try:
         yield ctl
     finally:
-        ctl.stop_all()
+        codes = ctl.stop_all()
+    assert_clean_exit(codes)
 
 
 def _mcs(kubeconfig: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -27,6 +27,8 @@ def test_standby_takes_over(
         "--leader-elect",
         "--leader-elect-lease-duration",
         str(LEASE),
+        "--resync-period",
+        "2",
     )
     try:
         ctl.start("a", *args)
@@ -35,7 +37,7 @@ def test_standby_takes_over(
         kubectl("cluster1", "apply", "-f", "-", stdin=service(namespace, "one"))
         kubectl("cluster1", "apply", "-f", "-", stdin=export(namespace, "one"))
         eventually(lambda: get_import(kubectl, "cluster2", namespace, "one"))
-        time.sleep(1)
+        ctl.full_pass("a")  # seconds of the leader's reconciles (and resyncs) since
         b_writes = ctl.metric_of("b", "mcs_api_writes_total")
         assert b_writes == 0, "the standby wrote"
 
@@ -55,7 +57,7 @@ def test_standby_takes_over(
             lambda: get_import(kubectl, "cluster3", namespace, "two"), what="the standby's import"
         )
     finally:
-        for name in list(ctl.procs):
-            ctl.stop(name)
+        codes = {name: ctl.stop(name) for name in list(ctl.procs)}
+    assert codes == {"b": 0}, f"exit codes on SIGTERM: {codes}"
     # a clean stop releases the lease at once
     assert _holder(kubectl) == ""

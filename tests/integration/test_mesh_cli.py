@@ -9,6 +9,7 @@ from pathlib import Path
 
 from mcs_mesh import binaries
 from tests.integration.conftest import kubectl_path
+from tests.integration.helpers import processes_naming
 
 
 def _mcs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -20,31 +21,6 @@ def _mcs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         timeout=300,
         check=False,
     )
-
-
-MESH_EXECUTABLES = {
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kwok",
-    "coredns",
-}
-
-
-def _processes_naming(directory: Path) -> list[str]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        exe = Path(cmd.split(" ", 1)[0]).name
-        if str(directory) in cmd and exe in MESH_EXECUTABLES:
-            out.append(f"{entry.name}: {cmd[:120]}")
-    return out
 
 
 def test_mesh_up_use_down(binaries_ready: binaries.Binaries, tmp_path: Path) -> None:
@@ -74,11 +50,11 @@ def test_mesh_up_use_down(binaries_ready: binaries.Binaries, tmp_path: Path) -> 
         for component in ("kube-controller-manager", "kube-scheduler", "kwok"):
             assert f"cluster2 {component}" in status.stdout
         assert "cluster1 total" in status.stdout and "MiB" in status.stdout
-        assert len(_processes_naming(state_dir.resolve())) == 9
+        assert len(processes_naming(state_dir.resolve())) == 9
     finally:
         down = _mcs("mesh", "down", "--dir", str(state_dir), cwd=tmp_path)
     assert down.returncode == 0, down.stderr
-    assert _processes_naming(state_dir.resolve()) == []
+    assert processes_naming(state_dir.resolve()) == []
     assert not state_dir.exists()
 
 
@@ -88,9 +64,9 @@ def test_stale_state_is_cleaned(binaries_ready: binaries.Binaries, tmp_path: Pat
         "mesh", "up", "--clusters", "1", "--no-workloads", "--dir", str(state_dir), cwd=tmp_path
     )
     assert up.returncode == 0, up.stderr
-    assert len(_processes_naming(state_dir.resolve())) == 2  # the lighter mesh
+    assert len(processes_naming(state_dir.resolve())) == 2  # the lighter mesh
     # a killed run: processes killed hard, state left behind
-    for line in _processes_naming(state_dir.resolve()):
+    for line in processes_naming(state_dir.resolve()):
         os.kill(int(line.split(":")[0]), 9)
     again = _mcs(
         "mesh", "up", "--clusters", "1", "--no-workloads", "--dir", str(state_dir), cwd=tmp_path
@@ -100,4 +76,4 @@ def test_stale_state_is_cleaned(binaries_ready: binaries.Binaries, tmp_path: Pat
         assert "stale mesh state" in again.stdout
     finally:
         _mcs("mesh", "down", "--dir", str(state_dir), cwd=tmp_path)
-    assert _processes_naming(state_dir.resolve()) == []
+    assert processes_naming(state_dir.resolve()) == []

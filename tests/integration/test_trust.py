@@ -13,8 +13,16 @@ import pytest
 
 from tests.integration.accounts import ServiceAccounts
 from tests.integration.conftest import Controllers, Kubectl, eventually, holds
-from tests.integration.mcs_objects import condition, export, get_export, get_import, service
-from tests.integration.test_endpoints import addresses, mcs_slices, source_slice
+from tests.integration.mcs_objects import (
+    addresses,
+    condition,
+    export,
+    get_export,
+    get_import,
+    mcs_slices,
+    service,
+    source_slice,
+)
 
 C1, C2, C3 = "cluster1", "cluster2", "cluster3"
 CIDRS = "10.1.0.0/16,fd00:1::/64"

@@ -18,8 +18,14 @@ import pytest
 
 from tests.integration.accounts import SYSTEM_NS, ServiceAccounts
 from tests.integration.conftest import Controllers, Kubectl, eventually, holds
-from tests.integration.mcs_objects import export, get_import, service
-from tests.integration.test_endpoints import addresses, mcs_slices, source_slice
+from tests.integration.mcs_objects import (
+    addresses,
+    export,
+    get_import,
+    mcs_slices,
+    service,
+    source_slice,
+)
 
 C1, C2, C3 = "cluster1", "cluster2", "cluster3"
 PROPERTY = "cluster.clusterset.k8s.io"

@@ -16,22 +16,19 @@ import dns.rcode
 
 from mcs_mesh.mesh import MeshState
 from tests.integration.conftest import Controllers, Kubectl, eventually, holds
+from tests.integration.helpers import ask, records
 from tests.integration.mcs_objects import (
+    MANAGED_BY,
+    SOURCE,
+    addresses,
     deployment,
     export,
     get_import,
+    mcs_slices,
     running_pod_ips,
     service,
     statefulset,
     wait_running,
-)
-from tests.integration.test_endpoints import (
-    MANAGED_BY,
-    SOURCE,
-    _ask,
-    _records,
-    addresses,
-    mcs_slices,
 )
 
 C0, C1 = "cluster1", "cluster2"
@@ -224,13 +221,13 @@ def test_conformance_headless_statefulset_dns(
         for host, ip in v4.items():
             eventually(
                 lambda ctx=ctx, host=host, ip=ip: (
-                    _records(_ask(mesh, ctx, f"{host}.{C0}.{fqdn}", "A"), "A") == {ip}
+                    records(ask(mesh, ctx, f"{host}.{C0}.{fqdn}", "A"), "A") == {ip}
                 ),
                 what=f"{host}.{C0}.{fqdn} in {ctx}",
             )
-        assert _records(_ask(mesh, ctx, fqdn, "A"), "A") == set(v4.values())
-        srv = [r.split() for r in _records(_ask(mesh, ctx, fqdn, "SRV"), "SRV")]
+        assert records(ask(mesh, ctx, fqdn, "A"), "A") == set(v4.values())
+        srv = [r.split() for r in records(ask(mesh, ctx, fqdn, "SRV"), "SRV")]
         assert {int(port) for _, _, port, _ in srv} == {42}, srv
         for host in v4:
             assert any(target.startswith(f"{host}.") for *_, target in srv), (host, srv)
-        assert _ask(mesh, ctx, f"hello-2.{C0}.{fqdn}", "A").rcode() == dns.rcode.NXDOMAIN
+        assert ask(mesh, ctx, f"hello-2.{C0}.{fqdn}", "A").rcode() == dns.rcode.NXDOMAIN

@@ -470,27 +470,52 @@ merged_ports = st.lists(
 conditions = st.fixed_dictionaries(
     {}, optional={c: st.booleans() for c in ("ready", "serving", "terminating")}
 )
-source_endpoints = st.lists(
-    st.builds(
-        lambda i, c, h: (
-            {"addresses": [f"10.0.{i // 250}.{i % 250}"], "conditions": c}
-            | ({"hostname": h} if h else {})
+
+
+def _address(i: int, family: str) -> str:
+    return f"10.0.{i // 250}.{i % 250}" if family == "IPv4" else f"fd00:10::{i:x}"
+
+
+# An endpoint as (index, conditions, hostname); its address depends on its slice's family.
+one_endpoint = st.tuples(st.integers(0, 400), conditions, st.sampled_from([None, "web-0", "web-1"]))
+# A few endpoints drawn one by one, and often a run of 90-260 more (with one set of
+# conditions): groups of more than 100 endpoints, which are cut into several slices.
+source_endpoints = st.builds(
+    lambda few, run: few + run,
+    st.lists(one_endpoint, max_size=20),
+    st.one_of(
+        st.just([]),
+        st.builds(
+            lambda start, count, c: [(i, c, None) for i in range(start, start + count)],
+            st.integers(0, 400),
+            st.integers(90, 260),
+            conditions,
         ),
-        st.integers(0, 400),
-        conditions,
-        st.sampled_from([None, "web-0", "web-1"]),
     ),
-    max_size=150,
 )
+
+
+def _slice(endpoints: list[tuple[int, Any, str | None]], ports: Any, family: str) -> Any:
+    return source(
+        [
+            {"addresses": [_address(i, family)], "conditions": c} | ({"hostname": h} if h else {})
+            for i, c, h in endpoints
+        ],
+        ports=ports,
+        address_type=family,
+    )
+
+
 source_slices = st.lists(
     st.builds(
-        lambda eps, ports: source(eps, ports=ports),
+        _slice,
         source_endpoints,
         st.lists(
             st.tuples(st.sampled_from(["", "http", "tcp"]), st.sampled_from([42, 80, 8080])),
             max_size=3,
             unique_by=lambda p: p[0],
         ),
+        st.sampled_from(["IPv4", "IPv6"]),
     ),
     max_size=3,
 )
@@ -548,6 +573,16 @@ def test_properties(
         groups.setdefault(group, []).extend(e["addresses"][0] for e in s["endpoints"])
     for addresses in groups.values():
         assert len(addresses) == len(set(addresses))
+    # A group is cut into full slices of 100 and one last with the rest.
+    by_group: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for s in slices:
+        group = (s["metadata"]["labels"][SOURCE_CLUSTER], s["addressType"], json.dumps(s["ports"]))
+        by_group.setdefault(group, []).append(s)
+    for (_, family, _), chunks in by_group.items():
+        sizes = [len(c["endpoints"]) for c in chunks]
+        assert all(n == MAX_ENDPOINTS_PER_SLICE for n in sizes[:-1]), sizes
+        for c in chunks:
+            assert all((":" in e["addresses"][0]) == (family == "IPv6") for e in c["endpoints"])
 
     # Deterministic, whatever the order of clusters, slices and endpoints.
     shuffled: dict[str, list[dict[str, Any]]] = {}

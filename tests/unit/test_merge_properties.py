@@ -215,6 +215,47 @@ def test_any_difference_is_a_conflict_on_every_export(exports: list[ExportRecord
     assert all(result.winner not in c.clusters for c in result.conflicts)
 
 
+def expected_families(exports: list[ExportRecord]) -> tuple[str, ...]:
+    """The IP families the design calls for: the oldest export's that has any, in its
+    order, narrowed by each later export (oldest first) sharing at least one of them;
+    an export sharing none is left out (and is an IPFamilyConflict)."""
+    families: tuple[str, ...] = ()
+    for r in sorted(exports, key=lambda r: (r.created, r.cluster.encode())):
+        if not r.ip_families:
+            continue
+        if not families:
+            families = r.ip_families
+        elif set(families) & set(r.ip_families):
+            families = tuple(f for f in families if f in r.ip_families)
+    return families
+
+
+@given(exports=export_sets(min_size=2))
+def test_the_oldest_export_decides_the_import(exports: list[ExportRecord]) -> None:
+    """With several exports, the import takes the oldest one's type, session affinity
+    (with its timeout; neither for a Headless import), traffic policies and exported
+    metadata, and the IP families of the intersection rule; every exporting cluster is
+    listed, oldest first."""
+    result = merge(exports)
+    ordered = sorted(exports, key=lambda r: (r.created, r.cluster.encode()))
+    winner = ordered[0]
+    spec = result.spec
+    assert result.clusters == tuple(r.cluster for r in ordered)
+    assert spec.type == winner.type
+    if winner.type == "ClusterSetIP":
+        assert spec.session_affinity == winner.session_affinity
+        assert spec.session_affinity_timeout == winner.session_affinity_timeout
+    else:
+        assert (spec.session_affinity, spec.session_affinity_timeout) == (None, None)
+    assert spec.internal_traffic_policy == winner.internal_traffic_policy
+    assert spec.traffic_distribution == winner.traffic_distribution
+    assert (spec.labels, spec.annotations) == (
+        winner.exported_labels,
+        winner.exported_annotations,
+    )
+    assert spec.ip_families == expected_families(exports)
+
+
 outcomes: st.SearchStrategy[MergeResult | InvalidExport] = st.one_of(
     export_sets().map(merge),
     st.builds(

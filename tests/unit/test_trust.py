@@ -178,21 +178,43 @@ def test_unknown_address_type_does_not_count() -> None:
     assert kept is None and dropped == []
 
 
-ips = st.one_of(st.ip_addresses(v=4).map(str), st.ip_addresses(v=6).map(str), st.text(max_size=20))
+RANGES = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
+# Any address or text, and many inside the member's ranges: most of those must be kept.
+ips = st.one_of(
+    st.ip_addresses(v=4).map(str),
+    st.ip_addresses(v=6).map(str),
+    st.text(max_size=20),
+    st.ip_addresses(network=RANGES[0]).map(str),
+    st.ip_addresses(network=RANGES[1]).map(str),
+)
+
+
+def usable(address: str, address_type: str) -> bool:
+    """The rule of the module's docstring, stated again: an IP address of the slice's
+    family, plain (no IPv4-mapped IPv6, no zone), neither unspecified, loopback,
+    link-local nor multicast, inside one of the member's ranges."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if f"IPv{ip.version}" != address_type:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and (ip.ipv4_mapped or ip.scope_id):
+        return False
+    if ip.is_unspecified or ip.is_loopback or ip.is_link_local or ip.is_multicast:
+        return False
+    return any(ip in net for net in RANGES if net.version == ip.version)
 
 
 @given(st.lists(ips, max_size=12), st.sampled_from(["IPv4", "IPv6"]))
 def test_kept_and_dropped_partition_the_endpoints(addresses: list[str], address_type: str) -> None:
-    policy = trust.EndpointPolicy(
-        cidrs={"c1": (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))}
-    )
+    """Every address is kept or dropped; exactly the usable ones are kept (so dropping
+    everything fails, and so does keeping one outside the ranges)."""
+    policy = trust.EndpointPolicy(cidrs={"c1": RANGES})
     kept, dropped = trust.check_slice("c1", slice_(addresses, address_type), policy)
     got = kept_addresses(kept)
     assert sorted(got + [a for d in dropped for a in d.addresses]) == sorted(addresses)
-    for a in got:
-        ip = ipaddress.ip_address(a)
-        assert f"IPv{ip.version}" == address_type
-        assert ip in ipaddress.ip_network("10.0.0.0/8" if ip.version == 4 else "fd00::/8")
+    assert sorted(got) == sorted(a for a in addresses if usable(a, address_type))
 
 
 @given(st.ip_addresses(v=4))
@@ -200,6 +222,20 @@ def test_usable_ipv4_inside_the_range_is_kept(ip: ipaddress.IPv4Address) -> None
     usable = not (ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_unspecified)
     policy = trust.EndpointPolicy(cidrs={"c1": (ipaddress.ip_network("0.0.0.0/0"),)})
     kept, _ = trust.check_slice("c1", slice_([str(ip)]), policy)
+    assert kept_addresses(kept) == ([str(ip)] if usable else [])
+
+
+@given(st.ip_addresses(v=6))
+def test_usable_ipv6_inside_the_range_is_kept(ip: ipaddress.IPv6Address) -> None:
+    usable = not (
+        ip.is_loopback
+        or ip.is_link_local
+        or ip.is_multicast
+        or ip.is_unspecified
+        or ip.ipv4_mapped is not None
+    )
+    policy = trust.EndpointPolicy(cidrs={"c1": (ipaddress.ip_network("::/0"),)})
+    kept, _ = trust.check_slice("c1", slice_([str(ip)], "IPv6"), policy)
     assert kept_addresses(kept) == ([str(ip)] if usable else [])
 
 
