@@ -409,6 +409,8 @@ def node_kubeconfig(directory: Path, pki: Pki, node: Node, component: str) -> Pa
     who = f"{node.member}-{component}"
     if component == "kubelet":
         issue_client(pki, who, f"system:node:{node.name}", "system:masters")
+    elif component == "coredns":
+        issue_client(pki, who, f"{node.member}-coredns", "system:masters")
     else:
         issue_client(pki, who, "system:kube-proxy", None)
     path = directory / "nodes" / node.short / f"{component}.kubeconfig"
@@ -488,6 +490,18 @@ def node_commands(
             ],
         },
     )  # fmt: skip
+
+
+def dns_command(node: Node, directory: Path, pki: Pki, coredns: Path) -> list[str]:
+    """The member's CoreDNS (``cluster.local`` and ``clusterset.local``, the multicluster
+    plugin) in the node's namespace on ``<node ip>:53``: the ``clusterDNS`` of its pods."""
+    from mcs_mesh.dns import corefile
+
+    base = directory / "nodes" / node.short
+    kc = node_kubeconfig(directory, pki, node, "coredns")
+    conf = corefile(kc, "mesh", 53, 8181).replace("bind 127.0.0.1", f"bind {node.ipv4} {node.ipv6}")
+    (base / "Corefile").write_text(conf)
+    return [*nsenter(node.netns), str(coredns), "-conf", str(base / "Corefile")]
 
 
 def host_bridge_command(directory: Path, member: str, port: int) -> list[str]:
@@ -708,6 +722,7 @@ EXECUTABLES = {
     "socat",
     "runc",
     "nsenter",
+    "coredns",
 }
 
 
@@ -745,11 +760,13 @@ async def start(
     bins: binaries.NodeBinaries,
     spawn: Spawn,
     started: list[Started],
-    dns: dict[str, str] | None = None,
+    coredns: Path | None = None,
 ) -> None:
     """Bring up the dataplane for ``members`` ((name, API server port) pairs): network,
-    bridges, egress proxy, and per member one node. Appends every process to ``started``
-    as soon as it runs (the caller stops them on failure)."""
+    bridges, egress proxy, and per member one node; with ``coredns`` each node also runs
+    the member's cluster DNS on its address, port 53, which its kubelet gives pods.
+    Appends every process to ``started`` as soon as it runs (the caller stops them on
+    failure)."""
     from mcs_mesh import images
     from mcs_mesh.host import DATAPLANE_TOOLS, require_packages
 
@@ -782,7 +799,9 @@ async def start(
     await asyncio.to_thread(wait_socket, egress_socket(directory), s.proc, s.log, 10)
 
     async def one(n: Node) -> None:
-        cmds = node_commands(n, directory, pki, bins, (dns or {}).get(n.member))
+        cmds = node_commands(n, directory, pki, bins, n.ipv4 if coredns else None)
+        if coredns is not None:
+            cmds.commands["coredns"] = dns_command(n, directory, pki, coredns)
         where = f"netns {n.netns}"
         for comp in ("apiserver-bridge", "containerd"):
             run(n.member, f"node{n.k} {comp}", cmds.commands[comp], where)
@@ -790,8 +809,9 @@ async def start(
         sock = run_dir(directory) / n.short / "containerd.sock"
         await asyncio.to_thread(wait_socket, sock, ctrd.proc, ctrd.log, 30)
         await asyncio.to_thread(import_images, bins, directory, n, archive)
-        for comp in ("kubelet", "kube-proxy"):
-            run(n.member, f"node{n.k} {comp}", cmds.commands[comp], where)
+        for comp in ("kubelet", "kube-proxy", "coredns"):
+            if comp in cmds.commands:
+                run(n.member, f"node{n.k} {comp}", cmds.commands[comp], where)
 
     await asyncio.gather(*(one(n) for n in nodes))
 

@@ -5,10 +5,11 @@ three images on it, written as one docker archive that ``ctr images import`` rea
 
 * ``localhost/mcs/pause:1`` - the pod sandbox (containerd's ``pinned_images.sandbox``);
 * ``localhost/mcs/rebel-base:1`` - the Cilium tutorial's server: busybox ``httpd`` on
-  port 8080 serving ``/usr/share/nginx/html`` (where the tutorial mounts its
+  port 80 serving ``/usr/share/nginx/html`` (where the tutorial mounts its
   ``rebel-base-response`` ConfigMap as ``index.html``);
 * ``localhost/mcs/x-wing:1`` - the client: ``curl``, ``nc``, ``nslookup``, ``wget`` and a
-  shell; it sleeps until it is exec'ed into.
+  shell; like the tutorial's ``cilium/json-mock`` it also answers on port 80 (its probes
+  curl ``localhost``).
 
 Every entrypoint exits on SIGTERM (a PID 1 without a handler would ignore it and make
 every pod deletion wait its whole grace period).
@@ -30,18 +31,15 @@ X_WING = "localhost/mcs/x-wing:1"
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _FOREVER = "trap 'exit 0' TERM; sleep 2147483647 & wait"
 
+_HTTPD = "trap 'exit 0' TERM; httpd -f -p 80 -h /usr/share/nginx/html & wait"
+
 #: image name -> (entrypoint, exposed port or None)
 IMAGES: dict[str, tuple[list[str], str | None]] = {
     PAUSE: (["/bin/sh", "-c", _FOREVER], None),
-    REBEL_BASE: (
-        [
-            "/bin/sh",
-            "-c",
-            "trap 'exit 0' TERM; httpd -f -p 8080 -h /usr/share/nginx/html & wait",
-        ],
-        "8080/tcp",
-    ),
-    X_WING: (["/bin/sh", "-c", _FOREVER], None),
+    # the tutorial's nginx: port 80, the ConfigMap mounted as its index.html
+    REBEL_BASE: (["/bin/sh", "-c", _HTTPD], "80/tcp"),
+    # the tutorial's x-wing (cilium/json-mock) also answers on port 80: its probes curl it
+    X_WING: (["/bin/sh", "-c", _HTTPD], "80/tcp"),
 }
 
 
@@ -89,18 +87,21 @@ def layer(curl: Path) -> bytes:
     return buf.getvalue()
 
 
-def build_archive(curl: Path, out: Path) -> Path:
-    """Write the docker archive of :data:`IMAGES` to ``out`` (reused when it exists and
-    is newer than ``curl``)."""
-    if out.exists() and out.stat().st_mtime >= curl.stat().st_mtime:
-        return out
+def build_archive(
+    curl: Path,
+    out: Path,
+    images: dict[str, tuple[list[str], str | None]] | None = None,
+) -> Path:
+    """Write the docker archive of ``images`` (default :data:`IMAGES`) to ``out``.
+    (A stand-in for a third-party image is the same layer under that image's name.)"""
+    images = IMAGES if images is None else images
     rootfs = layer(curl)
     diff = hashlib.sha256(rootfs).hexdigest()
     manifest = []
     tmp = out.with_suffix(".tmp")
     with tarfile.open(tmp, mode="w", format=tarfile.GNU_FORMAT) as tar:
         _add(tar, f"{diff}/layer.tar", data=rootfs, mode=0o644)
-        for name, (entrypoint, port) in IMAGES.items():
+        for name, (entrypoint, port) in images.items():
             config: dict[str, object] = {
                 "architecture": "amd64",
                 "os": "linux",

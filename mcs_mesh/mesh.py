@@ -342,7 +342,7 @@ class Mesh:
         if workloads and not 1 <= nodes <= 250:
             raise MeshError("--nodes must be between 1 and 250")
         self._clear_stale()
-        bins = binaries.ensure(coredns=dns, workloads=workloads)
+        bins = binaries.ensure(coredns=dns or dataplane, workloads=workloads)
         node_bins = binaries.ensure_node() if dataplane else None
         self.dir.mkdir(parents=True)
         names = [f"cluster{i}" for i in range(1, clusters + 1)]
@@ -418,7 +418,9 @@ class Mesh:
                     bins, pki, state, nodes, detach, kwok=not dataplane
                 )
             if node_bins is not None:
-                started += await self._start_dataplane(node_bins, pki, state, detach, workloads)
+                started += await self._start_dataplane(
+                    node_bins, pki, state, detach, workloads, bins.coredns
+                )
             if dns:
                 from mcs_mesh.dns import start_dns
 
@@ -440,6 +442,7 @@ class Mesh:
         state: MeshState,
         detach: bool,
         workloads: bool,
+        coredns: Path | None,
     ) -> list[subprocess.Popen[bytes]]:
         """Per member one real node (:mod:`mcs_mesh.dataplane`), recorded as components."""
         from mcs_mesh import dataplane as dp
@@ -453,6 +456,7 @@ class Mesh:
                 node_bins,
                 lambda args, log, env: _spawn(args, log, detach, env),
                 started,
+                coredns,
             )
             await dp.wait_nodes_ready(
                 state.kubeconfig,

@@ -1,0 +1,203 @@
+"""Packets, not only objects: the Cilium tutorial and an MCS export on a dataplane mesh
+(``mcs mesh up --dataplane``: real containerd, runc, CNI, kubelet and kube-proxy per
+member), with the controller in central mode. Every assertion is on the set of clusters
+that *answered* requests sent by ``curl`` from an x-wing pod.
+
+The last test stops the mesh and checks that nothing of it is left: no network
+namespace, process, mount, cgroup or state directory, and no new address on the host.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from mcs_mesh import binaries, dataplane
+from mcs_mesh.mesh import Mesh, MeshState
+from tests.integration.accounts import provision
+from tests.integration.conftest import Controllers, Kubectl, eventually
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "dataplane"
+C1, C2 = "cluster1", "cluster2"
+CURLS = 20
+_CLUSTER = re.compile(r'"Cluster": "(Cluster-\d)"')
+
+
+def _host_addresses() -> set[str]:
+    out = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True, check=True).stdout
+    return {" ".join(line.split()[1:4]) for line in out.splitlines()}
+
+
+@pytest.fixture(scope="module")
+def node_binaries() -> binaries.NodeBinaries:
+    try:
+        return binaries.ensure_node()
+    except binaries.BinariesUnavailable as e:
+        pytest.fail(f"dataplane binaries unavailable: {e}")
+
+
+@pytest.fixture(scope="module")
+async def dp_mesh(
+    binaries_ready: binaries.Binaries,
+    node_binaries: binaries.NodeBinaries,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[Mesh, MeshState, set[str]]]:
+    before = _host_addresses()
+    m = Mesh(tmp_path_factory.mktemp("dpmesh"), say=lambda s: None)
+    state = await m.up(2, detach=False, dataplane=True)
+    try:
+        yield m, state, before
+    finally:
+        m.down()
+
+
+@pytest.fixture(scope="module")
+def dp_kubectl(dp_mesh: tuple[Mesh, MeshState, set[str]]) -> Kubectl:
+    return Kubectl(dp_mesh[1].kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def central(
+    dp_mesh: tuple[Mesh, MeshState, set[str]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Controllers]:
+    accounts = provision(dp_mesh[1], tmp_path_factory.mktemp("dp-accounts"))
+    ctl = Controllers("central", accounts, tmp_path_factory.mktemp("dp-ctl"))
+    ctl.start_all([C1, C2], "--resync-period", "5")
+    try:
+        yield ctl
+    finally:
+        for name in list(ctl.procs):
+            ctl.stop(name)
+
+
+@pytest.fixture(scope="module")
+def tutorial(dp_kubectl: Kubectl) -> Iterator[None]:
+    """The tutorial's manifests in both clusters (default namespace, as it has them),
+    rolled out."""
+    for n, ctx in ((1, C1), (2, C2)):
+        dp_kubectl(ctx, "apply", "-f", str(EXAMPLES / f"cluster{n}.yaml"))
+    for ctx in (C1, C2):
+        for deploy in ("rebel-base", "x-wing"):
+            dp_kubectl(ctx, "rollout", "status", f"deployment/{deploy}", "--timeout=120s")
+    yield
+
+
+def answers(kubectl: Kubectl, ctx: str, target: str, n: int = CURLS) -> Counter[str]:
+    """Which clusters answered ``n`` curls of ``target`` from x-wing in ``ctx`` (one exec,
+    a shell loop: a new connection, so a new kube-proxy choice, each time)."""
+    script = f"for i in $(seq {n}); do curl -s -m 2 {target} || echo no-answer; echo; done"
+    out = kubectl(ctx, "exec", "deployment/x-wing", "--", "sh", "-c", script).stdout
+    got: Counter[str] = Counter()
+    for line in out.splitlines():
+        if line.strip():
+            match = _CLUSTER.search(line)
+            got[match.group(1) if match else line.strip()] += 1
+    return got
+
+
+def cluster_ip(kubectl: Kubectl, ctx: str, name: str = "rebel-base") -> str:
+    ip: str = kubectl.json(ctx, "get", "service", name)["spec"]["clusterIP"]
+    return ip
+
+
+def test_pods_are_real(dp_kubectl: Kubectl, tutorial: None) -> None:
+    """Pods run on the kubelet nodes, with IPs from the member's pod CIDR; exec and logs
+    reach them (API server -> egress proxy -> kubelet)."""
+    for ctx, prefix in ((C1, "10.241."), (C2, "10.242.")):
+        pods = dp_kubectl.json(ctx, "get", "pods", "-l", "name=rebel-base")["items"]
+        assert len(pods) == 2
+        for p in pods:
+            assert p["spec"]["nodeName"] == f"{ctx}-node1"
+            assert p["status"]["podIP"].startswith(prefix), p["status"]
+    hostname = dp_kubectl(C1, "exec", "deployment/x-wing", "--", "hostname").stdout
+    assert hostname.startswith("x-wing-")
+    dp_kubectl(C1, "logs", "deployment/rebel-base")
+
+
+def test_global_service_answered_by_both_then_shared_false(
+    dp_kubectl: Kubectl, tutorial: None, central: Controllers
+) -> None:
+    """The tutorial, verbatim (``curl rebel-base``: the member's cluster DNS, then
+    kube-proxy): x-wing in either cluster hears both; with shared=false in cluster1,
+    cluster2 hears only itself (cluster1 still hears both)."""
+    ip1, ip2 = "rebel-base", "rebel-base"
+    eventually(
+        lambda: set(answers(dp_kubectl, C1, ip1)) == {"Cluster-1", "Cluster-2"},
+        timeout=90,
+        interval=1,
+        what="x-wing in cluster1 answered by both clusters",
+    )
+    eventually(
+        lambda: set(answers(dp_kubectl, C2, ip2)) == {"Cluster-1", "Cluster-2"},
+        timeout=60,
+        interval=1,
+        what="x-wing in cluster2 answered by both clusters",
+    )
+    dp_kubectl(C1, "annotate", "service", "rebel-base", "service.cilium.io/shared=false")
+    eventually(
+        lambda: set(answers(dp_kubectl, C2, ip2)) == {"Cluster-2"},
+        timeout=60,
+        interval=1,
+        what="x-wing in cluster2 answered only by cluster2",
+    )
+    assert set(answers(dp_kubectl, C1, ip1)) == {"Cluster-1", "Cluster-2"}
+    dp_kubectl(C1, "annotate", "service", "rebel-base", "service.cilium.io/shared-")
+
+
+def test_clusterset_ip_reaches_both_exporting_clusters(
+    dp_kubectl: Kubectl, tutorial: None, central: Controllers
+) -> None:
+    """MCS: a ServiceExport in both clusters; the ServiceImport's ClusterSetIP and the
+    name ``rebel-base.default.svc.clusterset.local``, curled from a pod in either cluster,
+    are answered by the pods of both."""
+    export = json.dumps(
+        {
+            "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+            "kind": "ServiceExport",
+            "metadata": {"name": "rebel-base", "namespace": "default"},
+        }
+    )
+    for ctx in (C1, C2):
+        dp_kubectl(ctx, "apply", "-f", "-", stdin=export)
+
+    def clusterset_ip(ctx: str) -> str | None:
+        out = dp_kubectl(
+            ctx, "get", "serviceimports", "rebel-base", "-o", "json", "--ignore-not-found"
+        ).stdout
+        imp = json.loads(out) if out.strip() else {}
+        clusters = {c["cluster"] for c in imp.get("status", {}).get("clusters") or []}
+        ips = imp.get("spec", {}).get("ips") or []
+        return ips[0] if ips and clusters == {C1, C2} else None
+
+    name = "rebel-base.default.svc.clusterset.local"
+    for ctx in (C1, C2):
+        ip = eventually(lambda c=ctx: clusterset_ip(c), timeout=60, what=f"{ctx} ClusterSetIP")
+        eventually(
+            lambda c=ctx, i=ip: set(answers(dp_kubectl, c, i)) == {"Cluster-1", "Cluster-2"},
+            timeout=60,
+            interval=1,
+            what=f"ClusterSetIP {ip} from {ctx} answered by both clusters",
+        )
+        eventually(
+            lambda c=ctx: set(answers(dp_kubectl, c, name)) == {"Cluster-1", "Cluster-2"},
+            timeout=60,
+            interval=1,
+            what=f"{name} from {ctx} answered by both clusters",
+        )
+
+
+def test_down_leaves_nothing(dp_mesh: tuple[Mesh, MeshState, set[str]]) -> None:
+    mesh, state, before = dp_mesh
+    directory = Path(state.dir)
+    assert mesh.down()
+    assert dataplane.leftovers(directory) == []
+    assert not directory.exists()
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"mcs-{dataplane.mesh_id(directory)}" not in netns
+    assert _host_addresses() <= before, _host_addresses() - before
