@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: all install binaries test test-unit test-integration test-dataplane lint demo demo-down bench bench-large image clean
+.PHONY: all install binaries test test-unit test-integration test-dataplane lint demo demo-dataplane demo-down bench bench-large image clean
 
 all: lint test
 
@@ -47,6 +47,10 @@ lint: install
 ## demo: a 2-cluster mesh, the controller and the examples (hack/demo.sh)
 demo: binaries
 	bash hack/demo.sh
+
+## demo-dataplane: Cilium's tutorial for real on a dataplane mesh: curls answered by pods of both clusters (hack/demo-dataplane.sh)
+demo-dataplane: binaries
+	bash hack/demo-dataplane.sh
 
 ## demo-down: stop the demo's mesh and controller
 demo-down: install
