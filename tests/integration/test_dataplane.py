@@ -1,10 +1,12 @@
 """Packets, not only objects: the Cilium tutorial and an MCS export on a dataplane mesh
-(``mcs mesh up --dataplane``: real containerd, runc, CNI, kubelet and kube-proxy per
-member), with the controller in central mode. Every assertion is on the set of clusters
-that *answered* requests sent by ``curl`` from an x-wing pod.
+(``mcs mesh up --dataplane``: real containerd, runc, CNI, kubelet, kube-proxy and cluster
+DNS per member), with the controller in central and in per-cluster mode. Every assertion
+is on the set of clusters that *answered* requests sent by ``curl`` from an x-wing pod.
 
-The last test stops the mesh and checks that nothing of it is left: no network
-namespace, process, mount, cgroup or state directory, and no new address on the host.
+When the module is done the mesh is stopped, and its teardown checks that nothing of it
+is left: no network namespace, process, mount, cgroup or state directory, and no new
+address on the host (``test_dataplane_cli.py`` checks the same through the CLI, also
+after a SIGKILL).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pytest
 
 from mcs_mesh import binaries, dataplane
 from mcs_mesh.mesh import Mesh, MeshState
-from tests.integration.accounts import provision
+from tests.integration.accounts import ServiceAccounts, provision
 from tests.integration.conftest import Controllers, Kubectl, eventually
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "dataplane"
@@ -55,6 +57,15 @@ async def dp_mesh(
         yield m, state, before
     finally:
         m.down()
+    _nothing_left(Path(state.dir), before)
+
+
+def _nothing_left(directory: Path, before: set[str]) -> None:
+    assert dataplane.leftovers(directory) == []
+    assert not directory.exists()
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"mcs-{dataplane.mesh_id(directory)}" not in netns
+    assert _host_addresses() <= before, _host_addresses() - before
 
 
 @pytest.fixture(scope="module")
@@ -63,11 +74,20 @@ def dp_kubectl(dp_mesh: tuple[Mesh, MeshState, set[str]]) -> Kubectl:
 
 
 @pytest.fixture(scope="module")
-def central(
+def dp_accounts(
     dp_mesh: tuple[Mesh, MeshState, set[str]], tmp_path_factory: pytest.TempPathFactory
+) -> ServiceAccounts:
+    return provision(dp_mesh[1], tmp_path_factory.mktemp("dp-accounts"))
+
+
+@pytest.fixture(scope="module", params=["central", "per-cluster"])
+def ctl(
+    request: pytest.FixtureRequest,
+    dp_accounts: ServiceAccounts,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Controllers]:
-    accounts = provision(dp_mesh[1], tmp_path_factory.mktemp("dp-accounts"))
-    ctl = Controllers("central", accounts, tmp_path_factory.mktemp("dp-ctl"))
+    mode = request.param
+    ctl = Controllers(mode, dp_accounts, tmp_path_factory.mktemp(f"dp-ctl-{mode}"))
     ctl.start_all([C1, C2], "--resync-period", "5")
     try:
         yield ctl
@@ -121,7 +141,7 @@ def test_pods_are_real(dp_kubectl: Kubectl, tutorial: None) -> None:
 
 
 def test_global_service_answered_by_both_then_shared_false(
-    dp_kubectl: Kubectl, tutorial: None, central: Controllers
+    dp_kubectl: Kubectl, tutorial: None, ctl: Controllers
 ) -> None:
     """The tutorial, verbatim (``curl rebel-base``: the member's cluster DNS, then
     kube-proxy): x-wing in either cluster hears both; with shared=false in cluster1,
@@ -151,11 +171,11 @@ def test_global_service_answered_by_both_then_shared_false(
 
 
 def test_clusterset_ip_reaches_both_exporting_clusters(
-    dp_kubectl: Kubectl, tutorial: None, central: Controllers
+    dp_kubectl: Kubectl, tutorial: None, ctl: Controllers
 ) -> None:
     """MCS: a ServiceExport in both clusters; the ServiceImport's ClusterSetIP and the
     name ``rebel-base.default.svc.clusterset.local``, curled from a pod in either cluster,
-    are answered by the pods of both."""
+    are answered by the pods of both; once unexported, the name answers no more."""
     export = json.dumps(
         {
             "apiVersion": "multicluster.x-k8s.io/v1alpha1",
@@ -191,13 +211,14 @@ def test_clusterset_ip_reaches_both_exporting_clusters(
             what=f"{name} from {ctx} answered by both clusters",
         )
 
-
-def test_down_leaves_nothing(dp_mesh: tuple[Mesh, MeshState, set[str]]) -> None:
-    mesh, state, before = dp_mesh
-    directory = Path(state.dir)
-    assert mesh.down()
-    assert dataplane.leftovers(directory) == []
-    assert not directory.exists()
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert f"mcs-{dataplane.mesh_id(directory)}" not in netns
-    assert _host_addresses() <= before, _host_addresses() - before
+    # unexported: the import goes, and the clusterset name stops answering (the next
+    # controller mode then starts from nothing)
+    for ctx in (C1, C2):
+        dp_kubectl(ctx, "delete", "serviceexport", "rebel-base")
+    for ctx in (C1, C2):
+        eventually(
+            lambda c=ctx: set(answers(dp_kubectl, c, name, n=3)) == {"no-answer"},
+            timeout=60,
+            interval=1,
+            what=f"{name} from {ctx} no longer answering",
+        )
