@@ -222,3 +222,63 @@ def test_clusterset_ip_reaches_both_exporting_clusters(
             interval=1,
             what=f"{name} from {ctx} no longer answering",
         )
+
+
+HEADLESS = """
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec:
+  clusterIP: None
+  selector: {name: db}
+  ports: [{port: 80}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 1
+  selector: {matchLabels: {name: db}}
+  template:
+    metadata: {labels: {name: db}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+        - name: web
+          image: localhost/mcs/rebel-base:1
+          imagePullPolicy: IfNotPresent
+          volumeMounts: [{name: html, mountPath: /usr/share/nginx/html/}]
+      volumes:
+        - name: html
+          configMap:
+            name: rebel-base-response
+            items: [{key: message, path: index.html}]
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceExport
+metadata: {name: db}
+"""
+
+
+def test_headless_pod_names_reach_that_pod(
+    dp_kubectl: Kubectl, tutorial: None, ctl: Controllers
+) -> None:
+    """A headless export of a StatefulSet in both clusters: from a pod in cluster1,
+    ``db-0.<cluster>.db.default.svc.clusterset.local`` reaches that cluster's ``db-0``."""
+    for ctx in (C1, C2):
+        dp_kubectl(ctx, "apply", "-f", "-", stdin=HEADLESS)
+    for ctx in (C1, C2):
+        dp_kubectl(ctx, "rollout", "status", "statefulset/db", "--timeout=120s")
+    try:
+        for cluster, answer in ((C1, "Cluster-1"), (C2, "Cluster-2")):
+            name = f"db-0.{cluster}.db.default.svc.clusterset.local"
+            eventually(
+                lambda n=name, a=answer: set(answers(dp_kubectl, C1, n, n=3)) == {a},
+                timeout=60,
+                interval=1,
+                what=f"{name} from cluster1 answered by {answer} only",
+            )
+    finally:
+        for ctx in (C1, C2):
+            dp_kubectl(ctx, "delete", "-f", "-", "--wait=false", stdin=HEADLESS)
