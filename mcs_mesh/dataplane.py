@@ -53,6 +53,7 @@ import yaml
 
 from mcs_mesh import binaries
 from mcs_mesh.certs import Pki, issue_client
+from mcs_mesh.mesh import MeshError
 from mcs_mesh.workloads import kubeconfig, node_cidrs, pod_cidrs
 
 NETNS_DIR = Path("/run/netns")
@@ -64,7 +65,7 @@ PAUSE_IMAGE = "localhost/mcs/pause:1"
 CLUSTER_DOMAIN = "cluster.local"
 
 
-class DataplaneError(RuntimeError):
+class DataplaneError(MeshError):
     """The dataplane cannot start or stop; the message says why."""
 
 
@@ -354,7 +355,9 @@ def kube_proxy_config(node: Node, kubeconfig_path: Path) -> dict[str, Any]:
             "tcpEstablishedTimeout": "0s",
             "tcpCloseWaitTimeout": "0s",
         },
-        "iptables": {"syncPeriod": "30s", "minSyncPeriod": "0s"},
+        # upstream's defaults, as a user's cluster has them: kube-proxy applies a change
+        # at most once a second (most of a failover's time, as curl sees it)
+        "iptables": {"syncPeriod": "30s", "minSyncPeriod": "1s"},
     }
 
 
@@ -770,6 +773,11 @@ async def start(
     from mcs_mesh import images
     from mcs_mesh.host import DATAPLANE_TOOLS, require_packages
 
+    if os.geteuid() != 0:
+        raise DataplaneError(
+            "mcs mesh up --dataplane needs root (network namespaces, cgroups, mounts): "
+            "run it with sudo, or leave out --dataplane for the kwok mesh"
+        )
     require_packages(DATAPLANE_TOOLS)
     mid = mesh_id(directory)
     logs = directory / "logs"

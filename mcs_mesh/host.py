@@ -14,6 +14,8 @@ import shutil
 import subprocess
 import sys
 
+from mcs_mesh.mesh import MeshError
+
 #: what ``mcs mesh up --dataplane`` runs on the host, and its Debian package
 DATAPLANE_TOOLS = {
     "ip": "iproute2",
@@ -26,7 +28,7 @@ DATAPLANE_TOOLS = {
 }
 
 
-class HostToolMissing(RuntimeError):
+class HostToolMissing(MeshError):
     """A tool is missing and cannot be installed here; the message names the packages."""
 
 
