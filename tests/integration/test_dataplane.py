@@ -282,3 +282,60 @@ def test_headless_pod_names_reach_that_pod(
     finally:
         for ctx in (C1, C2):
             dp_kubectl(ctx, "delete", "-f", "-", "--wait=false", stdin=HEADLESS)
+
+
+def _ports_service(extra_port: bool) -> str:
+    """``ports-demo`` over the rebel-base pods: port 80 everywhere, and port 8081 (to the
+    same pods' port 80) only where ``extra_port``; exported."""
+    ports = [{"name": "http", "port": 80, "targetPort": 80}]
+    if extra_port:
+        ports.append({"name": "alt", "port": 8081, "targetPort": 80})
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "ports-demo", "namespace": "default"},
+        "spec": {"selector": {"name": "rebel-base"}, "ports": ports},
+    }
+    exp = {
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+        "kind": "ServiceExport",
+        "metadata": {"name": "ports-demo", "namespace": "default"},
+    }
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": [svc, exp]})
+
+
+def test_port_only_one_cluster_exports_reaches_only_that_cluster(
+    dp_kubectl: Kubectl, tutorial: None, ctl: Controllers
+) -> None:
+    """The upstream StrictPortConflict behaviour, by traffic: cluster2 alone exports port
+    8081; the ClusterSetIP's port 80 reaches both clusters, its port 8081 only cluster2."""
+    dp_kubectl(C1, "apply", "-f", "-", stdin=_ports_service(False))
+    dp_kubectl(C2, "apply", "-f", "-", stdin=_ports_service(True))
+    try:
+
+        def ip_with_both_ports() -> str | None:
+            out = dp_kubectl(
+                C1, "get", "serviceimports", "ports-demo", "-o", "json", "--ignore-not-found"
+            ).stdout
+            imp = json.loads(out) if out.strip() else {}
+            ports = {p["port"] for p in imp.get("spec", {}).get("ports") or []}
+            clusters = {c["cluster"] for c in imp.get("status", {}).get("clusters") or []}
+            ips = imp.get("spec", {}).get("ips") or []
+            return ips[0] if ips and ports == {80, 8081} and clusters == {C1, C2} else None
+
+        ip = eventually(ip_with_both_ports, timeout=60, what="ports-demo import with 80 and 8081")
+        eventually(
+            lambda: set(answers(dp_kubectl, C1, f"{ip}:80")) == {"Cluster-1", "Cluster-2"},
+            timeout=60,
+            interval=1,
+            what=f"{ip}:80 answered by both clusters",
+        )
+        eventually(
+            lambda: set(answers(dp_kubectl, C1, f"{ip}:8081")) == {"Cluster-2"},
+            timeout=60,
+            interval=1,
+            what=f"{ip}:8081 answered by cluster2 only",
+        )
+    finally:
+        for ctx in (C1, C2):
+            dp_kubectl(ctx, "delete", "serviceexport,service", "ports-demo", "--wait=false")
