@@ -339,3 +339,38 @@ def test_port_only_one_cluster_exports_reaches_only_that_cluster(
     finally:
         for ctx in (C1, C2):
             dp_kubectl(ctx, "delete", "serviceexport,service", "ports-demo", "--wait=false")
+
+
+def test_withdrawn_member_stops_receiving_traffic(
+    dp_kubectl: Kubectl, tutorial: None, ctl: Controllers
+) -> None:
+    """cluster2 removed from the controllers' members (``--contexts cluster1``): cluster1's
+    x-wing stops reaching cluster2's pods through the global rebel-base; back as a
+    member, they answer again."""
+    eventually(
+        lambda: set(answers(dp_kubectl, C1, "rebel-base")) == {"Cluster-1", "Cluster-2"},
+        timeout=60,
+        interval=1,
+        what="both clusters answer before the withdrawal",
+    )
+    ctl.stop_all()
+    try:
+        if ctl.mode == "central":
+            ctl.start("central", "--contexts", C1, "--resync-period", "5")
+        else:
+            ctl.start(C1, "--local", C1, "--contexts", C1, "--resync-period", "5")
+        eventually(
+            lambda: set(answers(dp_kubectl, C1, "rebel-base")) == {"Cluster-1"},
+            timeout=60,
+            interval=1,
+            what="only cluster1 answers once cluster2 is withdrawn",
+        )
+    finally:
+        ctl.stop_all()
+        ctl.start_all([C1, C2], "--resync-period", "5")
+    eventually(
+        lambda: set(answers(dp_kubectl, C1, "rebel-base")) == {"Cluster-1", "Cluster-2"},
+        timeout=60,
+        interval=1,
+        what="both clusters answer again",
+    )
