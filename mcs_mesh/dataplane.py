@@ -596,15 +596,22 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _cgroup_dirs(mid: str) -> list[Path]:
+    """The mesh's node cgroups and everything under them, deepest first. Cgroups vanish
+    while we look (kubelet and containerd remove theirs): os.walk skips those."""
+    out: list[Path] = []
+    for root in list(CGROUP.glob(f"*/mcs-{mid}-*")) + list(CGROUP.glob(f"mcs-{mid}-*")):
+        for here, _, _ in os.walk(root):
+            out.append(Path(here))
+    return sorted(set(out), key=lambda p: len(p.parts), reverse=True)
+
+
 def _cgroup_pids(mid: str) -> list[int]:
     """Processes in the mesh's node cgroups (containers whose shim is gone)."""
     out: set[int] = set()
-    for procs in CGROUP.glob(f"*/mcs-{mid}-*/**/cgroup.procs"):
+    for d in _cgroup_dirs(mid):
         with contextlib.suppress(OSError, ValueError):
-            out.update(int(x) for x in procs.read_text().split())
-    for procs in CGROUP.glob(f"mcs-{mid}-*/**/cgroup.procs"):
-        with contextlib.suppress(OSError, ValueError):
-            out.update(int(x) for x in procs.read_text().split())
+            out.update(int(x) for x in (d / "cgroup.procs").read_text().split())
     return sorted(out)
 
 
@@ -615,16 +622,6 @@ def _mounts_under(prefixes: list[str]) -> list[str]:
         if any(point == p or point.startswith(p + "/") for p in prefixes):
             out.append(point)
     return sorted(set(out), key=len, reverse=True)
-
-
-def _rmdir_tree(root: Path) -> None:
-    """rmdir a cgroup and its children, deepest first (cgroup dirs hold only files)."""
-    if not root.is_dir():
-        return
-    dirs = sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: len(p.parts))
-    for d in reversed([root, *dirs]):
-        with contextlib.suppress(OSError):
-            d.rmdir()
 
 
 def teardown(directory: Path) -> list[str]:
@@ -648,9 +645,10 @@ def teardown(directory: Path) -> list[str]:
     # 3. network namespaces (deleting one removes its veths, bridge and addresses)
     for ns in sorted(NETNS_DIR.glob(f"mcs-{mid}-*")) if NETNS_DIR.exists() else []:
         _run("ip", "netns", "delete", ns.name, check=False)
-    # 4. cgroups
-    for root in list(CGROUP.glob(f"*/mcs-{mid}-*")) + list(CGROUP.glob(f"mcs-{mid}-*")):
-        _rmdir_tree(root)
+    # 4. cgroups, deepest first (a cgroup directory holds only its control files)
+    for d in _cgroup_dirs(mid):
+        with contextlib.suppress(OSError):
+            d.rmdir()
     # 5. CNI's cache entries of our networks, and the run directory
     for cached in Path("/var/lib/cni/results").glob("*"):
         with contextlib.suppress(OSError):
