@@ -572,8 +572,13 @@ class Mesh:
         # a dataplane first (its nodes, pods, namespaces, mounts and cgroups); then every
         # process of the mesh, which names its directory (state.json may be missing or
         # stale after a killed run), so the scan finds them all
-        dataplane.teardown(self.dir)
-        stop_pids(_pids_mentioning(self.dir), self.dir)
+        try:
+            left = dataplane.teardown(self.dir)
+        finally:
+            stop_pids(_pids_mentioning(self.dir), self.dir)
+        if left:
+            # keep the state directory: the next down or up tries again
+            raise MeshError(f"mcs mesh down left {len(left)} things behind: {', '.join(left[:8])}")
         shutil.rmtree(self.dir, ignore_errors=True)
         return True
 
