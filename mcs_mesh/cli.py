@@ -189,7 +189,10 @@ def add_mesh_parser(sub: Any, wrap: Callable[[Command], Command] = lambda fn: fn
                 "--clusters", type=int, default=2, help="number of member clusters (default 2)"
             )
             p.add_argument(
-                "--nodes", type=int, default=2, help="kwok nodes per cluster (default 2)"
+                "--nodes",
+                type=int,
+                default=None,
+                help="nodes per cluster (default 2 kwok nodes; 1 real node with --dataplane)",
             )
             p.add_argument(
                 "--foreground", action="store_true", help="stay attached; Ctrl-C stops the mesh"

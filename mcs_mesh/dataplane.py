@@ -727,9 +727,13 @@ EXECUTABLES = {
 }
 
 
-def nodes_of(directory: Path, members: list[str]) -> list[Node]:
+def nodes_of(directory: Path, members: list[str], per_member: int = 1) -> list[Node]:
     mid = mesh_id(directory)
-    return [Node(mid, name, m) for m, name in enumerate(members, start=1)]
+    return [
+        Node(mid, name, m, k)
+        for m, name in enumerate(members, start=1)
+        for k in range(1, per_member + 1)
+    ]
 
 
 def import_images(bins: binaries.NodeBinaries, directory: Path, node: Node, archive: Path) -> None:
@@ -762,6 +766,7 @@ async def start(
     spawn: Spawn,
     started: list[Started],
     coredns: Path | None = None,
+    per_member: int = 1,
 ) -> None:
     """Bring up the dataplane for ``members`` ((name, API server port) pairs): network,
     bridges, egress proxy, and per member one node; with ``coredns`` each node also runs
@@ -779,7 +784,7 @@ async def start(
     require_packages(DATAPLANE_TOOLS)
     mid = mesh_id(directory)
     logs = directory / "logs"
-    nodes = nodes_of(directory, [name for name, _ in members])
+    nodes = nodes_of(directory, [name for name, _ in members], per_member)
     run_dir(directory).mkdir(parents=True, exist_ok=True)
     await asyncio.to_thread(create_network, mid, nodes)
     for n in nodes:
@@ -829,11 +834,14 @@ async def wait_nodes_ready(
     within: float = 90,
     *,
     service_account: bool = True,
+    nodes: int = 1,
 ) -> None:
     """Wait until every member's node is Ready (kubelet registered, CNI configured)."""
     from kubernetes_asyncio import client
 
     from mcs.runtime import kubeapi
+
+    want = nodes
 
     async def one(member: str) -> None:
         api = await kubeapi.new_client(str(kubeconfig_path), member)
@@ -855,11 +863,11 @@ async def wait_nodes_ready(
                 ]
                 sas = await core.list_namespaced_service_account("default", _request_timeout=10)
                 has_sa = any(sa.metadata.name == "default" for sa in sas.items)
-                if ready and (has_sa or not service_account):
+                if len(ready) >= want and (has_sa or not service_account):
                     return
                 if time.monotonic() > deadline:
                     raise DataplaneError(
-                        f"{member}: no Ready node after {within:.0f}s "
+                        f"{member}: {len(ready)}/{want} nodes Ready after {within:.0f}s "
                         f"(see {kubeconfig_path.parent / 'logs'}/{member}-node1-kubelet.log)"
                     )
                 await asyncio.sleep(0.3)

@@ -328,15 +328,18 @@ class Mesh:
         detach: bool = True,
         dns: bool = False,
         workloads: bool = True,
-        nodes: int = 2,
+        nodes: int | None = None,
         dataplane: bool = False,
     ) -> MeshState:
         """Start the mesh: etcd, per member a kube-apiserver, and with ``workloads`` (the
-        default) kube-controller-manager, kube-scheduler and kwok with ``nodes`` Nodes.
+        default) kube-controller-manager, kube-scheduler and kwok with ``nodes`` Nodes
+        (default 2).
         With ``dataplane`` each member gets one real node instead of kwok's
         (:mod:`mcs_mesh.dataplane`)."""
-        if dataplane:
-            nodes = 1
+        if nodes is None:
+            nodes = 1 if dataplane else 2
+        if dataplane and not 1 <= nodes <= 9:
+            raise MeshError("--nodes must be between 1 and 9 with --dataplane")
         if not 1 <= clusters <= 9:
             raise MeshError("--clusters must be between 1 and 9")
         if workloads and not 1 <= nodes <= 250:
@@ -419,7 +422,7 @@ class Mesh:
                 )
             if node_bins is not None:
                 started += await self._start_dataplane(
-                    node_bins, pki, state, detach, workloads, bins.coredns
+                    node_bins, pki, state, detach, workloads, bins.coredns, nodes
                 )
             if dns:
                 from mcs_mesh.dns import start_dns
@@ -443,6 +446,7 @@ class Mesh:
         detach: bool,
         workloads: bool,
         coredns: Path | None,
+        nodes: int = 1,
     ) -> list[subprocess.Popen[bytes]]:
         """Per member one real node (:mod:`mcs_mesh.dataplane`), recorded as components."""
         from mcs_mesh import dataplane as dp
@@ -457,12 +461,14 @@ class Mesh:
                 lambda args, log, env: _spawn(args, log, detach, env),
                 started,
                 coredns,
+                nodes,
             )
             await dp.wait_nodes_ready(
                 state.kubeconfig,
                 [m.name for m in state.members],
                 started,
                 service_account=workloads,
+                nodes=nodes,
             )
         finally:
             by_name = {m.name: m for m in state.members}

@@ -1,4 +1,4 @@
-"""``mcs mesh up --dataplane`` as a user runs it: up, status (node processes, their
+"""``mcs mesh up --dataplane --nodes 2`` as a user runs it: up, status (node processes, their
 memory, the whole mesh's CPU), load an image archive into every node, down, and nothing
 left behind — not even after the mesh was killed with SIGKILL."""
 
@@ -38,15 +38,16 @@ def test_dataplane_up_status_load_kill_down(
 ) -> None:
     nodes = binaries.ensure_node()
     state_dir = (tmp_path / "m").resolve()
-    up = _mcs("mesh", "up", "--dataplane", "--dir", str(state_dir), cwd=tmp_path)
+    up = _mcs("mesh", "up", "--dataplane", "--nodes", "2", "--dir", str(state_dir), cwd=tmp_path)
     try:
         assert up.returncode == 0, up.stdout + up.stderr
-        assert "pods 10.241.0.0/16,fd00:10:241::/56 on 1 real nodes" in up.stdout, up.stdout
+        assert "pods 10.241.0.0/16,fd00:10:241::/56 on 2 real nodes" in up.stdout, up.stdout
         status = _mcs("mesh", "status", "--dir", str(state_dir), cwd=tmp_path)
         assert status.returncode == 0, status.stdout
         for ctx in ("cluster1", "cluster2"):
-            for comp in ("containerd", "kubelet", "kube-proxy", "coredns"):
-                assert f"{ctx} node1 {comp}" in status.stdout, status.stdout
+            for node in ("node1", "node2"):
+                for comp in ("containerd", "kubelet", "kube-proxy", "coredns"):
+                    assert f"{ctx} {node} {comp}" in status.stdout, status.stdout
         assert "whole mesh (" in status.stdout and "% of one core" in status.stdout
 
         # a stand-in for the conformance suite's socat image, loaded into every node
@@ -57,10 +58,10 @@ def test_dataplane_up_status_load_kill_down(
         )
         load = _mcs("mesh", "load", str(archive), "--dir", str(state_dir), cwd=tmp_path)
         assert load.returncode == 0, load.stdout + load.stderr
-        assert load.stdout.count("loaded socat.tar into") == 2, load.stdout
+        assert load.stdout.count("loaded socat.tar into") == 4, load.stdout
         ctr = nodes.containerd.parent / "ctr"
         run = dataplane.run_dir(state_dir)
-        for short in ("c1n1", "c2n1"):
+        for short in ("c1n1", "c1n2", "c2n1", "c2n2"):
             listed = _images(run / short / "containerd.sock", ctr)
             assert "docker.io/alpine/socat:1.7.4.4" in listed, listed
             assert images.PAUSE in listed and images.X_WING in listed, listed
