@@ -624,14 +624,9 @@ def _mounts_under(prefixes: list[str]) -> list[str]:
     return sorted(set(out), key=len, reverse=True)
 
 
-def teardown(directory: Path) -> list[str]:
-    """Remove everything a dataplane of the mesh in ``directory`` made; returns what was
-    left (empty when clean). Safe when nothing is there, and after a SIGKILL."""
-    directory = directory.resolve()
-    mid = mesh_id(directory)
-    run = run_dir(directory)
-    # 1. processes: node components, bridges, proxy, shims; then whatever is left in
-    # the node cgroups (containers)
+def _stop_processes(directory: Path, mid: str) -> None:
+    """Node components, bridges, proxy and shims; then whatever is left in the node
+    cgroups (containers); and the sockets of the shims."""
     sockets = _shim_sockets(dataplane_pids(directory))
     for _ in range(3):
         pids = dataplane_pids(directory)
@@ -639,6 +634,24 @@ def teardown(directory: Path) -> list[str]:
         if not pids:
             break
         _kill(pids, grace=5)
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            sock.unlink()
+
+
+def teardown(directory: Path) -> list[str]:
+    """Remove everything a dataplane of the mesh in ``directory`` made; returns what was
+    left (empty when clean). Safe when nothing is there, and after a SIGKILL."""
+    directory = directory.resolve()
+    mid = mesh_id(directory)
+    run = run_dir(directory)
+    # every step runs even when an earlier one failed (a name seen vanishing, say): what
+    # is left is returned, and the next down or up tries again
+    errors: list[str] = []
+    try:
+        _stop_processes(directory, mid)
+    except OSError as e:
+        errors.append(f"stopping processes: {e}")
     # 2. mounts (container rootfs, kubelet volumes, netns of sandboxes), deepest first
     for point in _mounts_under([str(directory), str(run)]):
         _run("umount", "-l", point, check=False)
@@ -654,9 +667,6 @@ def teardown(directory: Path) -> list[str]:
         with contextlib.suppress(OSError):
             if str(run) + "/" in cached.read_text(errors="replace"):
                 cached.unlink()
-    for sock in sockets:
-        with contextlib.suppress(OSError):
-            sock.unlink()
     for d in (
         Path("/var/lib/cni/results"),
         Path("/var/lib/cni"),
@@ -666,7 +676,7 @@ def teardown(directory: Path) -> list[str]:
         with contextlib.suppress(OSError):
             d.rmdir()  # only when empty: another containerd may use them
     _rm_tree(run)
-    return leftovers(directory)
+    return errors + leftovers(directory)
 
 
 SHIM_SOCKETS = Path("/run/containerd/s")  # containerd 2 hard-codes the shims' socket dir
