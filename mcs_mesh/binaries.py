@@ -25,6 +25,12 @@ KUBE_VERSION = "1.36.3"
 ETCD_VERSION = "3.6.16"
 COREDNS_VERSION = "1.14.7"  # newest 1.14.x on the module proxy; MCS is native since 1.12.2
 KWOK_VERSION = "0.8.0"  # newest sigs.k8s.io/kwok on the module proxy (client-go v0.36)
+# the node binaries of a dataplane mesh (mcs_mesh.dataplane); kubelet and kube-proxy
+# are KUBE_VERSION, from the same wrapper module as kube-apiserver
+CONTAINERD_VERSION = "2.4.2"  # Kubernetes 1.36 needs containerd 2.x
+RUNC_VERSION = "1.5.3"
+CNI_PLUGINS_VERSION = "1.10.0"
+MCS_CURL_VERSION = "1"  # mcs_mesh/images/curl, ours
 
 
 class BinariesUnavailable(RuntimeError):
@@ -53,6 +59,8 @@ class Target:
     name: str
     version: str
     path: Path
+    #: the source folder of a main module of our own (CoreDNS's, mcs-curl)
+    src: Path | None = None
 
 
 def cache_dir() -> Path:
@@ -87,6 +95,90 @@ def targets(*, coredns: bool, workloads: bool) -> list[Target]:
     if workloads:
         want.append(Target("kwok", KWOK_VERSION, _given("kwok") or kwok_path()))
     return want
+
+
+@dataclass(frozen=True)
+class NodeBinaries:
+    """What a dataplane node runs: kubelet, kube-proxy, containerd (its folder also holds
+    ``containerd-shim-runc-v2`` and ``ctr``), runc, the CNI plugins' folder, and
+    ``mcs-curl`` for the example images."""
+
+    kubelet: Path
+    kube_proxy: Path
+    containerd: Path
+    runc: Path
+    cni_bin: Path
+    curl: Path
+
+    @property
+    def bin_dirs(self) -> list[Path]:
+        """Folders a node's processes need on PATH (containerd finds its shim and runc there)."""
+        return sorted({self.containerd.parent, self.runc.parent})
+
+
+def node_targets() -> list[Target]:
+    """The dataplane's extra binaries, in build order (kubelet after kube-apiserver)."""
+    out = cache_dir()
+    node = out / "node"
+    own = Path(str(resources.files("mcs_mesh").joinpath("images").joinpath("curl")))
+    return [
+        Target("kubelet", KUBE_VERSION, out / "kubelet"),
+        Target("kube-proxy", KUBE_VERSION, out / "kube-proxy"),
+        Target(
+            "containerd", CONTAINERD_VERSION, node / f"containerd-v{CONTAINERD_VERSION}/containerd"
+        ),
+        Target("runc", RUNC_VERSION, node / f"runc-v{RUNC_VERSION}/runc"),
+        Target(
+            "cni-plugins", CNI_PLUGINS_VERSION, node / f"cni-v{CNI_PLUGINS_VERSION}/cni-plugins"
+        ),
+        Target("mcs-curl", MCS_CURL_VERSION, node / f"mcs-curl-v{MCS_CURL_VERSION}/mcs-curl", own),
+    ]
+
+
+def _node_collect() -> NodeBinaries | None:
+    t = {x.name: x.path for x in node_targets()}
+    if any(_present(p) is None for p in t.values()):
+        return None
+    return NodeBinaries(
+        kubelet=t["kubelet"],
+        kube_proxy=t["kube-proxy"],
+        containerd=t["containerd"],
+        runc=t["runc"],
+        cni_bin=t["cni-plugins"].parent,
+        curl=t["mcs-curl"],
+    )
+
+
+def ensure_node(log: TextIO = sys.stderr) -> NodeBinaries:
+    """The dataplane's node binaries, building what is missing (Go module proxy; runc
+    needs gcc and libseccomp-dev, installed with apt-get when missing and run as root)."""
+    ready = _node_collect()
+    if ready is not None:
+        return ready
+    if shutil.which("go") is None:
+        raise BinariesUnavailable(
+            "the dataplane's node binaries (kubelet, kube-proxy, containerd, runc, CNI "
+            "plugins) are not built yet and 'go' is not on PATH: install Go 1.26+"
+        )
+    from mcs_mesh.host import require_packages
+    from mcs_mesh.progress import BuildFailed, build_all
+
+    require_packages({"gcc": "gcc", "/usr/include/seccomp.h": "libseccomp-dev"})
+    script = resources.files("mcs_mesh").joinpath("build-binaries.sh")
+    try:
+        build_all(
+            node_targets(),
+            script=Path(str(script)),
+            coredns_src=Path(str(resources.files("mcs_mesh").joinpath("coredns"))),
+            cache=cache_dir(),
+            out=log,
+        )
+    except BuildFailed as e:
+        raise BinariesUnavailable(str(e)) from None
+    built = _node_collect()
+    if built is None:
+        raise BinariesUnavailable(f"the build finished but {cache_dir()} lacks node binaries")
+    return built
 
 
 def _given(name: str) -> Path | None:

@@ -46,6 +46,7 @@ def _mesh_up(args: argparse.Namespace) -> int:
             dns=args.dns,
             workloads=not args.no_workloads,
             nodes=args.nodes,
+            dataplane=args.dataplane,
         )
     )
     took = time.monotonic() - started
@@ -53,10 +54,16 @@ def _mesh_up(args: argparse.Namespace) -> int:
     per_member = "kube-apiserver, kube-controller-manager, kube-scheduler, kwok"
     if args.no_workloads:
         per_member = "kube-apiserver"
+    if args.dataplane:
+        per_member = (
+            "kube-apiserver, kube-controller-manager, kube-scheduler and one node "
+            "(containerd, kubelet, kube-proxy)"
+        )
     print(f"mesh up in {took:.1f}s: etcd + {len(state.members)} members ({names}) of {per_member}")
     for m in state.members:
         dns = f", DNS 127.0.0.1:{m.dns_port}" if m.dns_port else ""
-        pods = f", pods {m.pod_cidr} on {m.nodes} kwok nodes" if m.components else ""
+        kind = "real" if args.dataplane else "kwok"
+        pods = f", pods {m.pod_cidr} on {m.nodes} {kind} nodes" if m.components else ""
         print(f"  {m.name}: {m.server} (services {m.service_cidr}{pods}{dns})")
     if state.members and state.members[0].dns_port:
         m = state.members[0]
@@ -95,7 +102,9 @@ def _mesh_status(args: argparse.Namespace) -> int:
     ok &= state.etcd.pid in alive
     for m in state.members:
         rows = [(f"{m.name} kube-apiserver", m.pid, m.server)]
-        rows += [(f"{m.name} {c.name}", c.pid, f"127.0.0.1:{c.port}") for c in m.components]
+        rows += [
+            (f"{m.name} {c.name}", c.pid, c.where or f"127.0.0.1:{c.port}") for c in m.components
+        ]
         if m.dns_pid:
             rows.append((f"{m.name} coredns", m.dns_pid, f"127.0.0.1:{m.dns_port} (udp/tcp)"))
         for name, pid, where in rows:
@@ -103,6 +112,10 @@ def _mesh_status(args: argparse.Namespace) -> int:
             print(f"{name:34} {_proc_line(pid, alive)}  {where}")
         total = sum(_rss_mib(pid) for _, pid, _ in rows)
         print(f"{m.name + ' total':34} {'':8} {'':>8} {total:>5} MiB")
+    if any(c.where for m in state.members for c in m.components):
+        from mcs_mesh.dataplane import usage
+
+        print(usage(Path(state.dir), state.pids()))
     print(f"kubeconfig: {state.kubeconfig}")
     return 0 if ok else 1
 
@@ -117,9 +130,24 @@ def _mesh_build(args: argparse.Namespace) -> int:
     from mcs_mesh import binaries
 
     bins = binaries.ensure(coredns=args.dns, workloads=not args.no_workloads)
-    for name, path in vars(bins).items():
+    found: dict[str, Any] = dict(vars(bins))
+    if args.dataplane:
+        found.update(vars(binaries.ensure_node()))
+    for name, path in found.items():
         if path is not None:
             print(f"{name.replace('_', '-')}: {path}")
+    return 0
+
+
+def _mesh_load(args: argparse.Namespace) -> int:
+    from mcs_mesh.dataplane import load
+
+    archive = args.archive.resolve()
+    if not archive.is_file():
+        print(f"no such archive: {archive}")
+        return 2
+    for node in load(args.dir, archive):
+        print(f"loaded {archive.name} into {node}")
     return 0
 
 
@@ -133,13 +161,23 @@ def add_mesh_parser(sub: Any, wrap: Callable[[Command], Command] = lambda fn: fn
         ("down", _mesh_down, "stop the mesh and remove its state"),
         ("status", _mesh_status, "say what runs"),
         ("build", _mesh_build, "only build (or find) the binaries"),
+        ("load", _mesh_load, "import an image archive into every dataplane node"),
     ]:
         p = msub.add_parser(name, help=text)
         p.set_defaults(func=wrap(fn))
         p.add_argument(
             "--dir", type=Path, default=DEFAULT_DIR, help="state directory (default .mcs-mesh)"
         )
+        if name == "load":
+            p.add_argument(
+                "archive", type=Path, help="a docker or OCI image archive (docker save, ...)"
+            )
         if name in ("up", "build"):
+            p.add_argument(
+                "--dataplane",
+                action="store_true",
+                help="real nodes: containerd, runc, CNI, kubelet and kube-proxy per member",
+            )
             p.add_argument("--dns", action="store_true", help="also CoreDNS for clusterset.local")
             p.add_argument(
                 "--no-workloads",
@@ -151,7 +189,10 @@ def add_mesh_parser(sub: Any, wrap: Callable[[Command], Command] = lambda fn: fn
                 "--clusters", type=int, default=2, help="number of member clusters (default 2)"
             )
             p.add_argument(
-                "--nodes", type=int, default=2, help="kwok nodes per cluster (default 2)"
+                "--nodes",
+                type=int,
+                default=None,
+                help="nodes per cluster (default 2 kwok nodes; 1 real node with --dataplane)",
             )
             p.add_argument(
                 "--foreground", action="store_true", help="stay attached; Ctrl-C stops the mesh"

@@ -55,6 +55,8 @@ class Proc:
     pid: int
     port: int
     log: str
+    #: where it listens when not on the host's loopback (a dataplane node's namespace)
+    where: str = ""
 
 
 @dataclass
@@ -143,6 +145,11 @@ def _owns(pid: int, directory: Path) -> bool:
         return False
     if stat.rsplit(")", 1)[-1].split()[0] == "Z":
         return False
+    from mcs_mesh.dataplane import is_dataplane_process, run_dir
+
+    if is_dataplane_process(argv):
+        needles = [str(directory), str(run_dir(directory))]
+        return any(n in arg for arg in argv[1:] for n in needles)
     if Path(argv[0]).name not in _OUR_EXECUTABLES and not _is_controller(argv):
         return False
     return any(str(directory) in arg for arg in argv[1:])
@@ -173,7 +180,9 @@ def _die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
-def spawn(args: list[str], log: Path, detach: bool) -> subprocess.Popen[bytes]:
+def spawn(
+    args: list[str], log: Path, detach: bool, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             args,
@@ -182,6 +191,7 @@ def spawn(args: list[str], log: Path, detach: bool) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=None if detach else _die_with_parent,
+            env=env,
         )
 
 
@@ -300,6 +310,9 @@ class Mesh:
                 f"a mesh is already running in {self.dir} (pids {alive}); "
                 f"run 'mcs mesh down --dir {self.dir}' first"
             )
+        from mcs_mesh import dataplane
+
+        dataplane.teardown(self.dir)
         leftovers = [p for p in _pids_mentioning(self.dir)]
         if leftovers:
             self.say(f"stopping {len(leftovers)} leftover processes of a killed mesh in {self.dir}")
@@ -314,22 +327,36 @@ class Mesh:
         detach: bool = True,
         dns: bool = False,
         workloads: bool = True,
-        nodes: int = 2,
+        nodes: int | None = None,
+        dataplane: bool = False,
     ) -> MeshState:
         """Start the mesh: etcd, per member a kube-apiserver, and with ``workloads`` (the
-        default) kube-controller-manager, kube-scheduler and kwok with ``nodes`` Nodes."""
+        default) kube-controller-manager, kube-scheduler and kwok with ``nodes`` Nodes
+        (default 2).
+        With ``dataplane`` each member gets one real node instead of kwok's
+        (:mod:`mcs_mesh.dataplane`)."""
+        if nodes is None:
+            nodes = 1 if dataplane else 2
+        if dataplane and not 1 <= nodes <= 9:
+            raise MeshError("--nodes must be between 1 and 9 with --dataplane")
         if not 1 <= clusters <= 9:
             raise MeshError("--clusters must be between 1 and 9")
         if workloads and not 1 <= nodes <= 250:
             raise MeshError("--nodes must be between 1 and 250")
         self._clear_stale()
-        bins = binaries.ensure(coredns=dns, workloads=workloads)
+        bins = binaries.ensure(coredns=dns or dataplane, workloads=workloads)
+        node_bins = binaries.ensure_node() if dataplane else None
         self.dir.mkdir(parents=True)
         names = [f"cluster{i}" for i in range(1, clusters + 1)]
         pki = create_pki(self.dir / "pki", names)
         logs = self.dir / "logs"
         logs.mkdir()
         started: list[subprocess.Popen[bytes]] = []
+        extra: list[str] = []
+        if dataplane:
+            from mcs_mesh import dataplane as dp
+
+            extra = dp.apiserver_args(self.dir, pki)
         try:
             ep, pp = free_port(), free_port()
             etcd_log = logs / "etcd.log"
@@ -370,7 +397,7 @@ class Mesh:
                 cidr = f"10.{100 + i}.0.0/16,fd00:10:{100 + i}::/108"
                 log = logs / f"{name}.log"
                 proc = spawn(
-                    self._apiserver_args(bins.kube_apiserver, pki, name, port, ep, cidr),
+                    self._apiserver_args(bins.kube_apiserver, pki, name, port, ep, cidr) + extra,
                     log,
                     detach,
                 )
@@ -389,7 +416,13 @@ class Mesh:
             state.kubeconfig.chmod(0o600)
             await asyncio.gather(*(self._bootstrap(state, m.name) for m in state.members))
             if workloads:
-                started += await self._start_workloads(bins, pki, state, nodes, detach)
+                started += await self._start_workloads(
+                    bins, pki, state, nodes, detach, kwok=not dataplane
+                )
+            if node_bins is not None:
+                started += await self._start_dataplane(
+                    node_bins, pki, state, detach, workloads, bins.coredns, nodes
+                )
             if dns:
                 from mcs_mesh.dns import start_dns
 
@@ -398,7 +431,52 @@ class Mesh:
             return state
         except BaseException:
             stop_pids([p.pid for p in started], self.dir, grace=5)
+            if dataplane:
+                from mcs_mesh import dataplane as dp
+
+                dp.teardown(self.dir)
             raise
+
+    async def _start_dataplane(
+        self,
+        node_bins: binaries.NodeBinaries,
+        pki: Pki,
+        state: MeshState,
+        detach: bool,
+        workloads: bool,
+        coredns: Path | None,
+        nodes: int = 1,
+    ) -> list[subprocess.Popen[bytes]]:
+        """Per member one real node (:mod:`mcs_mesh.dataplane`), recorded as components."""
+        from mcs_mesh import dataplane as dp
+
+        started: list[dp.Started] = []
+        try:
+            await dp.start(
+                self.dir,
+                [(m.name, m.port) for m in state.members],
+                pki,
+                node_bins,
+                lambda args, log, env: spawn(args, log, detach, env),
+                started,
+                coredns,
+                nodes,
+            )
+            await dp.wait_nodes_ready(
+                state.kubeconfig,
+                [m.name for m in state.members],
+                started,
+                service_account=workloads,
+                nodes=nodes,
+            )
+        finally:
+            by_name = {m.name: m for m in state.members}
+            for s in started:
+                by_name[s.member].components.append(
+                    Proc(s.name, s.proc.pid, 0, str(s.log), where=s.where)
+                )
+            state.save()
+        return [s.proc for s in started]
 
     def _apiserver_args(
         self, exe: Path, pki: Pki, name: str, port: int, etcd_port: int, cidr: str
@@ -429,9 +507,17 @@ class Mesh:
         ]
 
     async def _start_workloads(
-        self, bins: binaries.Binaries, pki: Pki, state: MeshState, nodes: int, detach: bool
+        self,
+        bins: binaries.Binaries,
+        pki: Pki,
+        state: MeshState,
+        nodes: int,
+        detach: bool,
+        *,
+        kwok: bool = True,
     ) -> list[subprocess.Popen[bytes]]:
-        """kube-controller-manager, kube-scheduler and kwok for every member, then its Nodes."""
+        """kube-controller-manager, kube-scheduler and kwok for every member, then its Nodes
+        (without ``kwok``: only the first two; a dataplane brings real nodes)."""
         from mcs_mesh import workloads as wl
 
         started: list[subprocess.Popen[bytes]] = []
@@ -448,6 +534,8 @@ class Mesh:
                 cmds = wl.commands(bins, self.dir, pki, m.name, kubeconfigs, ports)
                 urls = wl.health_urls(ports)
                 for component, args in cmds.items():
+                    if component == "kwok" and not kwok:
+                        continue
                     log = self.dir / "logs" / f"{m.name}-{component}.log"
                     proc = spawn(args, log, detach)
                     started.append(proc)
@@ -455,6 +543,8 @@ class Mesh:
                     waits.append(_wait_http(urls[component], ctx, proc, log, 60))
             state.save()
             await asyncio.gather(*waits)
+            if not kwok:
+                return started
             await asyncio.gather(
                 *(
                     wl.create_nodes(
@@ -482,9 +572,18 @@ class Mesh:
         """Stop everything this mesh started and remove its state. False if there was none."""
         if not self.dir.exists():
             return False
-        # every process of the mesh names its directory (state.json may be missing
-        # or stale after a killed run), so the scan finds them all
-        stop_pids(_pids_mentioning(self.dir), self.dir)
+        from mcs_mesh import dataplane
+
+        # a dataplane first (its nodes, pods, namespaces, mounts and cgroups); then every
+        # process of the mesh, which names its directory (state.json may be missing or
+        # stale after a killed run), so the scan finds them all
+        try:
+            left = dataplane.teardown(self.dir)
+        finally:
+            stop_pids(_pids_mentioning(self.dir), self.dir)
+        if left:
+            # keep the state directory: the next down or up tries again
+            raise MeshError(f"mcs mesh down left {len(left)} things behind: {', '.join(left[:8])}")
         shutil.rmtree(self.dir, ignore_errors=True)
         return True
 

@@ -33,6 +33,12 @@ TYPICAL = {
     "kube-scheduler": 120,
     "coredns": 300,
     "kwok": 300,
+    "kubelet": 160,
+    "kube-proxy": 30,
+    "containerd": 90,
+    "runc": 25,
+    "cni-plugins": 15,
+    "mcs-curl": 10,
 }
 _TRUE = {"1", "true", "yes"}
 
@@ -114,7 +120,9 @@ def _build_one(
     log = logs / f"build-{t.name}.log"
     t.path.parent.mkdir(parents=True, exist_ok=True)
     args = ["bash", str(script), t.name, str(t.path.parent), t.version]
-    if t.name == "coredns":
+    if t.src is not None:
+        args.append(str(t.src))
+    elif t.name == "coredns":
         args.append(str(coredns_src))
     env = {**os.environ, "WORK": str(cache / ".work")}
     estimate = _estimate(t.name, times)

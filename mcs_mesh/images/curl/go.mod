@@ -1,0 +1,3 @@
+module example.invalid/mcs-curl
+
+go 1.24
