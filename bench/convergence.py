@@ -70,7 +70,8 @@ from mcs.runtime import writer
 from mcs.runtime.informer import Informer
 from mcs.runtime.kubeapi import new_client, request_json
 from mcs.runtime.observability import configure_logging
-from mcs_mesh.mesh import Mesh, free_port
+from mcs_mesh.mesh import Mesh
+from mcs_mesh.processes import free_port
 
 PORTS = [
     {"name": "http", "port": 80, "protocol": "TCP"},

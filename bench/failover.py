@@ -31,7 +31,8 @@ import mcsrun
 from kubernetes_asyncio import client
 
 from mcs.runtime import kubeapi
-from mcs_mesh.mesh import Mesh, free_port
+from mcs_mesh.mesh import Mesh
+from mcs_mesh.processes import free_port
 
 NS, NAME = "bench-failover", "rebel-base"
 OURS = "mcs-controller.multicluster.x-k8s.io"

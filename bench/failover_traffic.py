@@ -31,7 +31,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from mcs_mesh.mesh import Mesh, free_port
+from mcs_mesh.mesh import Mesh
+from mcs_mesh.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 LOOP = (

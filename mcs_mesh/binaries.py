@@ -21,6 +21,9 @@ from importlib import resources
 from pathlib import Path
 from typing import TextIO
 
+from mcs_mesh.host import require_packages
+from mcs_mesh.progress import BuildFailed, Target, build_all
+
 KUBE_VERSION = "1.36.3"
 ETCD_VERSION = "3.6.16"
 COREDNS_VERSION = "1.14.7"  # newest 1.14.x on the module proxy; MCS is native since 1.12.2
@@ -50,17 +53,6 @@ class Binaries:
     def workloads(self) -> bool:
         """True when the binaries for Deployments, scheduling and simulated nodes are here."""
         return None not in (self.kube_controller_manager, self.kube_scheduler, self.kwok)
-
-
-@dataclass(frozen=True)
-class Target:
-    """One binary: its build-script target, version and where it lands."""
-
-    name: str
-    version: str
-    path: Path
-    #: the source folder of a main module of our own (CoreDNS's, mcs-curl)
-    src: Path | None = None
 
 
 def cache_dir() -> Path:
@@ -160,8 +152,6 @@ def ensure_node(log: TextIO = sys.stderr) -> NodeBinaries:
             "the dataplane's node binaries (kubelet, kube-proxy, containerd, runc, CNI "
             "plugins) are not built yet and 'go' is not on PATH: install Go 1.26+"
         )
-    from mcs_mesh.host import require_packages
-    from mcs_mesh.progress import BuildFailed, build_all
 
     require_packages({"gcc": "gcc", "/usr/include/seccomp.h": "libseccomp-dev"})
     script = resources.files("mcs_mesh").joinpath("build-binaries.sh")
@@ -232,7 +222,6 @@ def ensure(*, coredns: bool = False, workloads: bool = False, log: TextIO = sys.
             "(1.26+) so mcs can build them from the Go module proxy, or set KUBEBUILDER_ASSETS "
             "to a folder holding kube-apiserver and etcd."
         )
-    from mcs_mesh.progress import BuildFailed, build_all
 
     script = resources.files("mcs_mesh").joinpath("build-binaries.sh")
     coredns_src = resources.files("mcs_mesh").joinpath("coredns")

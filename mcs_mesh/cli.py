@@ -30,7 +30,7 @@ def _mesh(folder: Path) -> Mesh:
 
 
 def _rss_mib(pid: int) -> int:
-    from mcs_mesh.mesh import mesh_rss_mib
+    from mcs_mesh.processes import mesh_rss_mib
 
     return mesh_rss_mib(pid)
 

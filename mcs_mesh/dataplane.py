@@ -53,7 +53,8 @@ import yaml
 
 from mcs_mesh import binaries
 from mcs_mesh.certs import Pki, issue_client
-from mcs_mesh.mesh import MeshError
+from mcs_mesh.processes import is_dataplane_process, mesh_id, mesh_rss_mib, run_dir
+from mcs_mesh.state import MeshError
 from mcs_mesh.workloads import kubeconfig, node_cidrs, pod_cidrs
 
 NETNS_DIR = Path("/run/netns")
@@ -67,16 +68,6 @@ CLUSTER_DOMAIN = "cluster.local"
 
 class DataplaneError(MeshError):
     """The dataplane cannot start or stop; the message says why."""
-
-
-def mesh_id(directory: Path) -> str:
-    """Six hex digits naming this mesh's namespaces, cgroups and run directory."""
-    return hashlib.sha1(str(directory.resolve()).encode()).hexdigest()[:6]
-
-
-def run_dir(directory: Path) -> Path:
-    """Sockets and containerd state (short paths: Unix sockets allow 107 bytes)."""
-    return Path("/run") / f"mcs-{mesh_id(directory)}"
 
 
 def cgroup_v1() -> bool:
@@ -547,11 +538,6 @@ def wait_socket(path: Path, proc: subprocess.Popen[bytes], log: Path, within: fl
 # --------------------------------------------------------------------------- teardown
 
 
-def is_dataplane_process(argv: list[str]) -> bool:
-    """One of :data:`EXECUTABLES`, or the egress proxy (whose argv[0] is python)."""
-    return Path(argv[0]).name in EXECUTABLES or "mcs_mesh.egress" in argv[1:3]
-
-
 def dataplane_pids(directory: Path) -> list[int]:
     """Every live dataplane process naming the mesh or its run directory (shims name the
     latter through containerd's socket address)."""
@@ -722,19 +708,6 @@ def leftovers(directory: Path) -> list[str]:
 
 
 # --------------------------------------------------------------------------- start
-
-
-#: executables a dataplane runs (teardown signals only these, never a shell or a test)
-EXECUTABLES = {
-    "containerd",
-    "containerd-shim-runc-v2",
-    "kubelet",
-    "kube-proxy",
-    "socat",
-    "runc",
-    "nsenter",
-    "coredns",
-}
 
 
 def nodes_of(directory: Path, members: list[str], per_member: int = 1) -> list[Node]:
@@ -912,7 +885,6 @@ def _cpu_ticks(pid: int) -> int:
 def usage(directory: Path, pids: list[int], seconds: float = 2.0) -> str:
     """The whole mesh's CPU (over ``seconds``) and resident memory, shims and pods
     included: one line for ``mcs mesh status``."""
-    from mcs_mesh.mesh import mesh_rss_mib
 
     everyone = sorted(
         set(pids) | set(dataplane_pids(directory)) | set(_cgroup_pids(mesh_id(directory)))

@@ -25,7 +25,8 @@ import dns.query
 import dns.rdatatype
 
 from mcs_mesh.binaries import Binaries
-from mcs_mesh.mesh import Member, MeshError, MeshState, free_port, spawn, stop_pids
+from mcs_mesh.processes import free_port, spawn, stop_pids
+from mcs_mesh.state import Member, MeshError, MeshState
 
 ZONE = "clusterset.local"
 #: The MCS DNS specification's schema version, answered for ``TXT dns-version.clusterset.local``.

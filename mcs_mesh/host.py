@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 
-from mcs_mesh.mesh import MeshError
+from mcs_mesh.state import MeshError
 
 #: what ``mcs mesh up --dataplane`` runs on the host, and its Debian package
 DATAPLANE_TOOLS = {

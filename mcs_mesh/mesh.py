@@ -6,9 +6,10 @@ with ``dns=True`` also a CoreDNS (:mod:`mcs_mesh.dns`).
 
 The state of a mesh lives in one directory (``.mcs-mesh/`` by default): the PKI,
 etcd's data, the logs, ``state.json`` (what runs, with pids and ports) and
-``kubeconfig`` (contexts ``cluster1`` ... ``clusterN``). Every process is started
-with arguments that name this directory, which is how ``down`` and the stale-state
-check recognise their own processes and never signal a recycled pid.
+``kubeconfig`` (contexts ``cluster1`` ... ``clusterN``); :mod:`mcs_mesh.state` holds it,
+:mod:`mcs_mesh.processes` starts the processes with arguments that name this
+directory, which is how ``down`` and the stale-state check recognise their own
+processes and never signal a recycled pid.
 
 Ownership: ``up(detach=True)`` (the CLI) leaves the processes running in their own
 session until ``mcs mesh down``; ``detach=False`` (the test harness, ``--foreground``)
@@ -20,18 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import ctypes
-import json
-import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,187 +34,11 @@ import yaml
 
 from mcs_mesh import binaries
 from mcs_mesh.certs import Pki, create_pki
+from mcs_mesh.processes import free_port, owns, spawn, stop_pids
+from mcs_mesh.state import Member, MeshError, MeshState, Proc
 
 DEFAULT_DIR = Path(".mcs-mesh")
 CRD_DIR = Path(__file__).resolve().parents[1] / "crds"
-
-
-class MeshError(RuntimeError):
-    """A mesh cannot be started or stopped; the message says why."""
-
-
-@dataclass
-class Proc:
-    name: str
-    pid: int
-    port: int
-    log: str
-    #: where it listens when not on the host's loopback (a dataplane node's namespace)
-    where: str = ""
-
-
-@dataclass
-class Member:
-    name: str
-    port: int
-    pid: int
-    service_cidr: str
-    dns_port: int | None = None
-    dns_pid: int | None = None
-    pod_cidr: str = ""
-    nodes: int = 0
-    #: kube-controller-manager, kube-scheduler and kwok when the mesh runs workloads
-    components: list[Proc] = field(default_factory=list)
-
-    @property
-    def server(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-
-@dataclass
-class MeshState:
-    dir: str
-    etcd: Proc
-    members: list[Member] = field(default_factory=list)
-    detached: bool = True
-    started_at: float = field(default_factory=time.time)
-
-    @property
-    def kubeconfig(self) -> Path:
-        return Path(self.dir) / "kubeconfig"
-
-    def save(self) -> None:
-        (Path(self.dir) / "state.json").write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, directory: Path) -> MeshState | None:
-        path = directory / "state.json"
-        if not path.exists():
-            return None
-        raw = json.loads(path.read_text())
-        return cls(
-            dir=raw["dir"],
-            etcd=Proc(**raw["etcd"]),
-            members=[
-                Member(**{**m, "components": [Proc(**c) for c in m.get("components", [])]})
-                for m in raw["members"]
-            ],
-            detached=raw.get("detached", True),
-            started_at=raw.get("started_at", 0.0),
-        )
-
-    def pids(self) -> list[int]:
-        out = [self.etcd.pid]
-        for m in self.members:
-            out.append(m.pid)
-            if m.dns_pid:
-                out.append(m.dns_pid)
-            out.extend(c.pid for c in m.components)
-        return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-_OUR_EXECUTABLES = {
-    "etcd",
-    "kube-apiserver",
-    "coredns",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kwok",
-}
-
-
-def _owns(pid: int, directory: Path) -> bool:
-    """True when ``pid`` is a live process of the mesh in ``directory`` (one of
-    ``_OUR_EXECUTABLES``) or an ``mcs run`` against it."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-        return False
-    from mcs_mesh.dataplane import is_dataplane_process, run_dir
-
-    if is_dataplane_process(argv):
-        needles = [str(directory), str(run_dir(directory))]
-        return any(n in arg for arg in argv[1:] for n in needles)
-    if Path(argv[0]).name not in _OUR_EXECUTABLES and not _is_controller(argv):
-        return False
-    return any(str(directory) in arg for arg in argv[1:])
-
-
-def _is_controller(argv: list[str]) -> bool:
-    """``mcs run`` (console script or ``python -m mcs``): a controller on this mesh
-    (its ``--kubeconfig`` names the mesh directory) is stopped with it."""
-    return "run" in argv[1:4] and any(Path(a).name in ("mcs",) for a in argv[:3])
-
-
-def mesh_rss_mib(pid: int) -> int:
-    """Resident memory of ``pid`` in MiB (0 when it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) // 1024
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL it when its parent dies. (SIGTERM would
-    start kube-apiserver's graceful shutdown, which can take a minute.)"""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-def spawn(
-    args: list[str], log: Path, detach: bool, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=None if detach else _die_with_parent,
-            env=env,
-        )
-
-
-def stop_pids(pids: list[int], directory: Path, grace: float = 10.0) -> None:
-    """SIGTERM our processes among ``pids``, then SIGKILL what is left after ``grace``."""
-    mine = [p for p in pids if _owns(p, directory)]
-    for pid in mine:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_owns(p, directory) for p in mine):
-        _reap()
-        time.sleep(0.1)
-    for pid in mine:
-        if _owns(pid, directory):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    _reap()
-
-
-def _reap() -> None:
-    """Collect exited children of this process so they do not linger as zombies."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
 
 
 def kubeconfig_dict(state: MeshState, pki: Pki) -> dict[str, Any]:
@@ -299,7 +117,7 @@ class Mesh:
 
     def running(self) -> list[int]:
         st = self.state()
-        return [p for p in st.pids() if _owns(p, self.dir)] if st else []
+        return [p for p in st.pids() if owns(p, self.dir)] if st else []
 
     def _clear_stale(self) -> None:
         if not self.dir.exists():
@@ -592,6 +410,6 @@ def _pids_mentioning(directory: Path) -> list[int]:
     """Every live process whose command line names ``directory`` (killed runs leave these)."""
     out = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and _owns(int(entry.name), directory):
+        if entry.name.isdigit() and owns(int(entry.name), directory):
             out.append(int(entry.name))
     return out

@@ -18,11 +18,9 @@ import subprocess
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
-
-if TYPE_CHECKING:
-    from mcs_mesh.binaries import Target
+from typing import TextIO
 
 #: seconds a cold build of each binary took on 2 shared cores; shown until this
 #: machine has built it once
@@ -41,6 +39,17 @@ TYPICAL = {
     "mcs-curl": 10,
 }
 _TRUE = {"1", "true", "yes"}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One binary: its build-script target, version and where it lands."""
+
+    name: str
+    version: str
+    path: Path
+    #: the source folder of a main module of our own (CoreDNS's, mcs-curl)
+    src: Path | None = None
 
 
 class BuildFailed(RuntimeError):

@@ -25,7 +25,7 @@ def _mesh_command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse
     def command(args: argparse.Namespace) -> int:
         try:
             from mcs_mesh.binaries import BinariesUnavailable
-            from mcs_mesh.mesh import MeshError
+            from mcs_mesh.state import MeshError
         except ImportError as e:
             raise MeshToolingMissing(
                 f"`mcs mesh` needs the mesh extra ({e.name} is missing): pip install 'mcs[mesh]'"

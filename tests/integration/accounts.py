@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mcs_mesh.mesh import MeshState
+from mcs_mesh.state import MeshState
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"

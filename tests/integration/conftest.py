@@ -32,7 +32,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mcs.runtime import kubeapi
 from mcs_mesh import binaries
-from mcs_mesh.mesh import Mesh, MeshState
+from mcs_mesh.mesh import Mesh
+from mcs_mesh.state import MeshState
 from tests.integration.accounts import (
     ServiceAccounts,
     kubectl_path,

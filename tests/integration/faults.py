@@ -26,7 +26,8 @@ from typing import Any
 
 import yaml
 
-from mcs_mesh.mesh import Member, MeshState, free_port, spawn
+from mcs_mesh.processes import free_port, spawn
+from mcs_mesh.state import Member, MeshState
 from tests.integration.conftest import API_SERVER_RESTARTS, Controllers, Kubectl, eventually
 
 

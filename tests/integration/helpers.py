@@ -12,7 +12,7 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
-from mcs_mesh.mesh import MeshState
+from mcs_mesh.state import MeshState
 from tests.integration.conftest import Kubectl, eventually
 
 # --------------------------------------------------------------------------- DNS

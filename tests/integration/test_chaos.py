@@ -38,7 +38,7 @@ from typing import Any
 
 import pytest
 
-from mcs_mesh.mesh import Member, MeshState
+from mcs_mesh.state import Member, MeshState
 from tests.integration.accounts import ServiceAccounts
 from tests.integration.conftest import (
     Controllers,

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from mcs_mesh import binaries, dataplane
-from mcs_mesh.mesh import Mesh, MeshState
+from mcs_mesh import binaries, dataplane, processes
+from mcs_mesh.mesh import Mesh
+from mcs_mesh.state import MeshState
 from tests.integration.accounts import ServiceAccounts, provision
 from tests.integration.conftest import Controllers, Kubectl, eventually
 
@@ -64,7 +65,7 @@ def _nothing_left(directory: Path, before: set[str]) -> None:
     assert dataplane.leftovers(directory) == []
     assert not directory.exists()
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    assert f"mcs-{dataplane.mesh_id(directory)}" not in netns
+    assert f"mcs-{processes.mesh_id(directory)}" not in netns
     assert _host_addresses() <= before, _host_addresses() - before
 
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mcs_mesh import binaries, dataplane, images
+from mcs_mesh import binaries, dataplane, images, processes
 
 
 def _mcs(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -60,7 +60,7 @@ def test_dataplane_up_status_load_kill_down(
         assert load.returncode == 0, load.stdout + load.stderr
         assert load.stdout.count("loaded socat.tar into") == 4, load.stdout
         ctr = nodes.containerd.parent / "ctr"
-        run = dataplane.run_dir(state_dir)
+        run = processes.run_dir(state_dir)
         for short in ("c1n1", "c1n2", "c2n1", "c2n2"):
             listed = _images(run / short / "containerd.sock", ctr)
             assert "docker.io/alpine/socat:1.7.4.4" in listed, listed

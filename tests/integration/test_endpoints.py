@@ -17,7 +17,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from mcs_mesh.mesh import MeshState
+from mcs_mesh.state import MeshState
 from tests.integration.conftest import Controllers, Kubectl, eventually, holds
 from tests.integration.helpers import ask, records
 from tests.integration.mcs_objects import (

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from mcs_mesh.mesh import MeshState
+from mcs_mesh.state import MeshState
 from tests.integration.accounts import ServiceAccounts
 from tests.integration.conftest import Controllers, Kubectl, eventually
 from tests.integration.faults import (

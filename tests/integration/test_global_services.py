@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from mcs_mesh.mesh import MeshState
+from mcs_mesh.state import MeshState
 from tests.integration.conftest import Controllers, Kubectl, assert_clean_exit, eventually, holds
 from tests.integration.helpers import (
     ADDRS,

@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from mcs.commands.run import add_run_parser
-from mcs_mesh.mesh import MeshState
+from mcs_mesh.state import MeshState
 from tests.integration.accounts import MANIFESTS, ROOT, SYSTEM_NS, ServiceAccounts, kustomize
 from tests.integration.conftest import Controllers, Kubectl, eventually
 from tests.integration.mcs_objects import condition, wait_running

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from mcs_mesh.mesh import MeshState
+from mcs_mesh.state import MeshState
 from tests.integration.conftest import Controllers, Kubectl, eventually
 from tests.integration.mcs_objects import condition_status, export, get_import, service
 

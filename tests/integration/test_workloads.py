@@ -14,7 +14,7 @@ from typing import Any
 
 import dns.rcode
 
-from mcs_mesh.mesh import MeshState
+from mcs_mesh.state import MeshState
 from tests.integration.conftest import Controllers, Kubectl, eventually, holds
 from tests.integration.helpers import ask, records
 from tests.integration.mcs_objects import (

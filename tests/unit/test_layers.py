@@ -97,6 +97,31 @@ def test_no_private_name_is_taken_from_another_module() -> None:
     assert wrong == []
 
 
+def test_no_module_imports_itself_through_others() -> None:
+    """No import circle between modules (lazy imports inside functions included): a
+    circle means two modules are one, or one holds what both need."""
+    modules = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts): p
+        for p in [*ROOT.joinpath("mcs").rglob("*.py"), *ROOT.joinpath("mcs_mesh").rglob("*.py")]
+        if p.name != "__init__.py"
+    }
+    graph = {m: {i for i in imports_of(p) if i in modules and i != m} for m, p in modules.items()}
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            m = todo.pop()
+            if m == goal:
+                return True
+            if m not in seen:
+                seen.add(m)
+                todo.extend(graph[m])
+        return False
+
+    circles = sorted({tuple(sorted((a, b))) for a in graph for b in graph[a] if reaches(b, a)})
+    assert circles == []
+
+
 def test_the_core_imports_with_the_runtime_blocked() -> None:
     """Every module of mcs.core imports in a fresh interpreter that refuses the
     runtime's I/O libraries and the other layers: the core is pure by construction."""
