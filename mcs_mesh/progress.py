@@ -1,6 +1,6 @@
 """Builds that read well: one line per binary, Go's output in a log file.
 
-On a terminal the line of the binary being built is redrawn every second with its
+On a terminal the line of the binary being built is redrawn in place (``rich.progress``) with its
 phase (``resolving modules``, ``compiling``), the elapsed time and an estimate: the
 time this machine took the last time it built that binary (kept in
 ``<cache>/build-times.json``), or a typical 2-core figure before the first build.
@@ -11,16 +11,20 @@ names that file and shows its last lines.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
+
+from rich.console import Console
+from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
 #: seconds a cold build of each binary took on 2 shared cores; shown until this
 #: machine has built it once
@@ -138,53 +142,65 @@ def _build_one(
     label = f"  {t.name:<{width}}  v{t.version:<8}"
     started = time.monotonic()
     phases: queue.Queue[str | None] = queue.Queue()
-    with log.open("w") as err:
+    with log.open("w") as err, _display(t, label, estimate, out, redraw) as show:
         proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, text=True, env=env
         )
         reader = threading.Thread(target=_read_phases, args=(proc, phases), daemon=True)
         reader.start()
-        phase, finished = "starting", False
         try:
-            while not finished:
-                try:
-                    got = phases.get(timeout=1.0)
-                except queue.Empty:
-                    got = phase
-                if got is None:
-                    finished = True
-                    got = phase
-                changed, phase = got != phase, got
-                elapsed = fmt(time.monotonic() - started)
-                if redraw:
-                    out.write(f"\r\x1b[K{label}{phase:<18} {elapsed:>7}  ({estimate})")
-                    out.flush()
-                elif changed and phase != "done":
-                    out.write(f"[mcs build] {t.name} v{t.version}: {phase} ({estimate})\n")
-                    out.flush()
+            for phase in iter(phases.get, None):
+                show(phase)
             code = proc.wait()
         except BaseException:
             proc.kill()
             proc.wait()
-            if redraw:
-                out.write("\n")
             raise
         finally:
             reader.join(timeout=5)
     took = time.monotonic() - started
     if code != 0:
         if redraw:
-            out.write(f"\r\x1b[K{label}FAILED after {fmt(took)}\n")
+            out.write(f"{label}FAILED after {fmt(took)}\n")
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
         raise BuildFailed(
             f"building {t.name} v{t.version} failed (exit {code}); full output in {log}:\n{tail}"
         )
     if redraw:
-        out.write(f"\r\x1b[K{label}built in {fmt(took):>7}  {t.path}\n")
+        out.write(f"{label}built in {fmt(took):>7}  {t.path}\n")
     else:
         out.write(f"[mcs build] {t.name} v{t.version}: built in {fmt(took)} -> {t.path}\n")
     out.flush()
     return took
+
+
+@contextlib.contextmanager
+def _display(
+    t: Target, label: str, estimate: str, out: TextIO, redraw: bool
+) -> Iterator[Callable[[str], None]]:
+    """What shows a build's phases: on a terminal one line redrawn in place (rich's
+    progress: the phase, the time so far, the estimate; gone when the build ends), else a
+    plain line per phase change."""
+    if not redraw:
+        seen = {"done"}
+
+        def plain(phase: str) -> None:
+            if phase not in seen:
+                seen.add(phase)
+                out.write(f"[mcs build] {t.name} v{t.version}: {phase} ({estimate})\n")
+                out.flush()
+
+        yield plain
+        return
+    columns = (
+        TextColumn(label, markup=False),
+        TextColumn("{task.fields[phase]:<18}", markup=False),
+        TimeElapsedColumn(),
+        TextColumn(f"({estimate})", markup=False),
+    )
+    with Progress(*columns, console=Console(file=out), transient=True) as progress:
+        task = progress.add_task(t.name, phase="starting", total=None)
+        yield lambda phase: progress.update(task, phase=phase)
 
 
 def _read_phases(proc: subprocess.Popen[str], phases: queue.Queue[str | None]) -> None:
