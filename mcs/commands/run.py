@@ -172,6 +172,15 @@ def add_trust_arguments(p: argparse.ArgumentParser) -> None:
         f"endpoints of other clusters (default: {','.join(trust.DEFAULT_IGNORED_MANAGERS)})",
     )
     p.add_argument(
+        "--exported-metadata-allow",
+        default=None,
+        metavar="PATTERNS",
+        help="comma-separated fnmatch patterns; every key of a ServiceExport's "
+        "exportedLabels and exportedAnnotations must match one, or the export is invalid "
+        "(InvalidExportedMetadata) and not imported (default: any key outside "
+        "kubernetes.io and k8s.io)",
+    )
+    p.add_argument(
         "--allow-insecure-skip-tls-verify",
         action="store_true",
         help="accept members whose kubeconfig sets insecure-skip-tls-verify (refused by default)",
@@ -334,6 +343,7 @@ async def run(args: argparse.Namespace) -> int:
                 resync_period=args.resync_period,
                 endpoint_policy=policy,
                 namespace_policy=namespaces,
+                exported_metadata=exported_metadata(args),
                 member_grace=args.member_grace,
                 resolve_id=resolve_id,
                 pending_ids=pending,
@@ -357,6 +367,7 @@ async def run(args: argparse.Namespace) -> int:
                     for m in members
                 },
                 namespaces=namespaces.describe(),
+                exported_metadata=exported_metadata(args) or "any key",
                 remote_contexts=sorted(remote_contexts(args)),
             )
             reloader = CredentialReloader(
@@ -390,6 +401,13 @@ def remote_contexts(args: argparse.Namespace) -> set[str]:
     context not named by ``--local`` (in central mode, every one)."""
     named_local = {c for c in args.local.split(",") if c}
     return set(member_contexts(args.kubeconfig, args.contexts)) - named_local
+
+
+def exported_metadata(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """The patterns of ``--exported-metadata-allow`` (None: any key; "" allows none)."""
+    if args.exported_metadata_allow is None:
+        return None
+    return tuple(p.strip() for p in args.exported_metadata_allow.split(",") if p.strip())
 
 
 def namespace_policy(args: argparse.Namespace) -> NamespacePolicy:

@@ -152,7 +152,10 @@ class InvalidExport(BaseModel):
 
 
 def record_from_objects(
-    cluster: str, export: Mapping[str, Any], service: Mapping[str, Any] | None
+    cluster: str,
+    export: Mapping[str, Any],
+    service: Mapping[str, Any] | None,
+    allowed_metadata: Sequence[str] | None = None,
 ) -> ExportRecord | InvalidExport:
     """Build the merge record for one cluster's ServiceExport and its Service.
 
@@ -185,7 +188,7 @@ def record_from_objects(
         )
     export_spec = _map(export.get("spec"))
     problems = metadata_problems(
-        export_spec.get("exportedLabels"), export_spec.get("exportedAnnotations")
+        export_spec.get("exportedLabels"), export_spec.get("exportedAnnotations"), allowed_metadata
     )
     if problems:
         return InvalidExport(

@@ -86,8 +86,11 @@ class Evaluation:
     invalid: dict[str, InvalidExport] = field(default_factory=dict)
 
 
-def evaluate(views: Sequence[ClusterView]) -> Evaluation:
-    """The merge of every valid export among ``views``, and why the others are invalid."""
+def evaluate(
+    views: Sequence[ClusterView], allowed_metadata: Sequence[str] | None = None
+) -> Evaluation:
+    """The merge of every valid export among ``views``, and why the others are invalid
+    (``allowed_metadata``: `Policy.exported_metadata`)."""
     records: list[ExportRecord] = []
     invalid: dict[str, InvalidExport] = {}
     for view in views:
@@ -98,7 +101,7 @@ def evaluate(views: Sequence[ClusterView]) -> Evaluation:
                 cluster=view.cluster, reason=view.exclusion.reason, message=view.exclusion.message
             )
             continue
-        rec = record_from_objects(view.cluster, view.export, view.service)
+        rec = record_from_objects(view.cluster, view.export, view.service, allowed_metadata)
         if isinstance(rec, InvalidExport):
             invalid[view.cluster] = rec
         else:
@@ -165,6 +168,8 @@ class Policy:
 
     namespaces: NamespacePolicy = field(default_factory=NamespacePolicy)
     endpoints: trust.EndpointPolicy = field(default_factory=trust.EndpointPolicy)
+    #: patterns every exported label and annotation key must match (None: any key)
+    exported_metadata: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +211,7 @@ def plan_key(
     """The plan of key ``namespace/name`` given every member's view (see the module doc)."""
     policy = policy or Policy()
     views = {m.cluster: _view(namespace, m, policy.namespaces) for m in members}
-    evaluation = evaluate(list(views.values()))
+    evaluation = evaluate(list(views.values()), policy.exported_metadata)
     merged = evaluation.merged
     is_global = any(globalsvc.annotations_of(v.service).is_global for v in views.values())
     is_global = is_global or any(m.global_slices for m in members if m.local)

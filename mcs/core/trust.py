@@ -42,7 +42,10 @@ member, so they are checked as the API server checks metadata
 label values, annotation total size at most 256 KiB; plus our own rules: no key under
 ``kubernetes.io/`` or ``k8s.io/`` (or a subdomain of either: those are reserved for
 Kubernetes), and labels and annotations together at most `MAX_EXPORTED_METADATA`
-bytes (every member holds a copy).
+bytes (every member holds a copy). An operator may restrict the keys further (every
+key must match one of the ``--exported-metadata-allow`` patterns): an exported label
+such as ``argocd.argoproj.io/instance`` would otherwise make another cluster's tools
+adopt the import.
 """
 
 from __future__ import annotations
@@ -379,9 +382,13 @@ def bind_member_cidrs(
 # --- exported metadata -------------------------------------------------------------------
 
 
-def metadata_problems(labels: object, annotations: object) -> list[str]:
+def metadata_problems(
+    labels: object, annotations: object, allowed: Sequence[str] | None = None
+) -> list[str]:
     """Why a ServiceExport's ``exportedLabels``/``exportedAnnotations`` cannot be copied to
-    ServiceImports, one sentence per problem naming the key; empty when they can."""
+    ServiceImports, one sentence per problem naming the key; empty when they can.
+    ``allowed``: when given, ``fnmatch`` patterns one of which every key must match
+    (``mcs run --exported-metadata-allow``)."""
     problems: list[str] = []
     total = 0
     for what, value in (("exportedLabels", labels), ("exportedAnnotations", annotations)):
@@ -397,6 +404,15 @@ def metadata_problems(labels: object, annotations: object) -> list[str]:
                 continue
             size += len(key.encode()) + len(val.encode())
             problem = _key_problem(key if what == "exportedLabels" else key.lower())
+            if (
+                problem is None
+                and allowed is not None
+                and not any(fnmatch.fnmatchcase(key, p) for p in allowed)
+            ):
+                problem = (
+                    "not allowed by this clusterset's --exported-metadata-allow "
+                    f"({', '.join(allowed) or 'nothing'})"
+                )
             if problem is None and what == "exportedLabels":
                 problem = _label_value_problem(val)
             if problem is not None:

@@ -62,6 +62,7 @@ class Controller:
         watch_timeout: int = 300,
         endpoint_policy: trust.EndpointPolicy | None = None,
         namespace_policy: NamespacePolicy | None = None,
+        exported_metadata: Sequence[str] | None = None,
         member_grace: float = health.DEFAULT_GRACE,
         resolve_id: Callable[[Cluster], Awaitable[str]] | None = None,
         pending_ids: Iterable[str] = (),
@@ -81,6 +82,7 @@ class Controller:
         self.policy = plan.Policy(
             namespaces=namespace_policy or NamespacePolicy(),
             endpoints=endpoint_policy or trust.EndpointPolicy(),
+            exported_metadata=None if exported_metadata is None else tuple(exported_metadata),
         )
         self._bound: tuple[tuple[tuple[str, str], ...], plan.Policy] | None = None
         # What mcs.core.trust last dropped from each (key, source cluster): logged on change.

@@ -158,3 +158,27 @@ def test_derived_service_carries_the_oldest_exports_policies() -> None:
     assert writes.derived_service_changed(without, observed), "the policies must go"
     defaulted = {**without, "spec": {**without["spec"], "internalTrafficPolicy": "Cluster"}}
     assert not writes.derived_service_changed(without, defaulted), "the server's default"
+
+
+def test_the_policys_exported_metadata_allow_list_reaches_the_exports_condition() -> None:
+    """Policy.exported_metadata (mcs run --exported-metadata-allow) is applied by the
+    planner: the export outside it is invalid, says why, and nothing is imported."""
+    export = _export("2026-01-01T00:00:00Z")
+    export["spec"] = {"exportedLabels": {"argocd.argoproj.io/instance": "prod"}}
+    member = plan.MemberView(
+        "c1",
+        local=True,
+        namespace={"metadata": {"name": "demo"}},
+        export=export,
+        service=_svc([{"name": "http", "port": 80, "protocol": "TCP"}]),
+    )
+    policy = plan.Policy(exported_metadata=("example.com/*",))
+    (refused,) = plan.plan_key("demo", "web", [member], NOW, policy).clusters
+    writes_ = [*refused.derived, *refused.then(None)]
+    assert not any(w.resource == "serviceimports" and w.verb == "apply" for w in writes_)
+    status = next(w.status for w in writes_ if w.resource == "serviceexports" and w.status)
+    valid = next(c for c in status["conditions"] if c["type"] == "Valid")
+    assert valid["status"] == "False" and valid["reason"] == "InvalidExportedMetadata"
+    assert "argocd.argoproj.io/instance" in valid["message"]
+    (accepted,) = plan.plan_key("demo", "web", [member], NOW).clusters
+    assert any(w.resource == "serviceimports" for w in [*accepted.derived, *accepted.then(None)])

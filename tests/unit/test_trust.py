@@ -372,3 +372,34 @@ def test_run_flags_make_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not parse().allow_insecure_skip_tls_verify
     with pytest.raises(ConfigError, match="c1=banana"):
         endpoint_policy(parse("--member-cidrs", "c1=banana"))
+
+
+def test_exported_metadata_allow_list() -> None:
+    """--exported-metadata-allow: every exported key must match a pattern; a key outside
+    it makes the export invalid with a reason that names the key and the patterns; no
+    list means any key (outside the reserved domains)."""
+    allowed = ("example.com/*", "tier")
+    ok = {"example.com/team": "a", "tier": "db"}
+    assert trust.metadata_problems(ok, {"example.com/owner": "b"}, allowed) == []
+    (problem,) = trust.metadata_problems(ok, {"argocd.argoproj.io/instance": "x"}, allowed)
+    assert '"argocd.argoproj.io/instance"' in problem and "example.com/*, tier" in problem
+    assert trust.metadata_problems({"argocd.argoproj.io/instance": "x"}, None) == []
+    assert trust.metadata_problems({"tier": "db"}, None, ()) != [], "an empty list allows none"
+    service = {"spec": {"ports": [{"port": 80}]}}
+    rec = record_from_objects("c1", _export({"app": "web"}), service, allowed)
+    assert isinstance(rec, InvalidExport) and rec.reason == "InvalidExportedMetadata"
+    assert isinstance(
+        record_from_objects("c1", _export({"tier": "db"}), service, allowed), ExportRecord
+    )
+
+
+def test_exported_metadata_allow_flag() -> None:
+    from mcs.commands.cli import build_parser
+    from mcs.commands.run import exported_metadata
+
+    def parsed(*argv: str) -> tuple[str, ...] | None:
+        return exported_metadata(build_parser().parse_args(["run", *argv]))
+
+    assert parsed() is None
+    assert parsed("--exported-metadata-allow", "example.com/*, tier") == ("example.com/*", "tier")
+    assert parsed("--exported-metadata-allow", "") == ()
