@@ -30,6 +30,7 @@ from kubernetes_asyncio import client
 from kubernetes_asyncio.client.exceptions import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.mcsrun import argv as mcs_run
 from mcs.runtime import kubeapi
 from mcs_mesh import binaries
 from mcs_mesh.mesh import Mesh
@@ -221,21 +222,7 @@ class Controllers:
         log = path.open("ab")
         _CONTROLLER_LOGS.setdefault(path, path.stat().st_size)
         self.procs[name] = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mcs",
-                "run",
-                "--kubeconfig",
-                str(kubeconfig),
-                "--metrics-addr",
-                f"127.0.0.1:{metrics}",
-                "--health-addr",
-                f"127.0.0.1:{health}",
-                "--log-level",
-                "debug",
-                *extra,
-            ],
+            mcs_run(kubeconfig, metrics, health, "--log-level", "debug", *extra),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
