@@ -1,4 +1,4 @@
-# The mcs controller image for people with Docker (BuildKit): `docker build -t mcs:0.1.0 .`
+# The mcs controller image for people with Docker (BuildKit): `docker build -t mcs:0.2.0 .`
 # Without Docker, `make image` builds the same image (hack/build-image.sh: mmdebstrap +
 # umoci) into an OCI archive. Both start from Debian bookworm's python3 (3.11) and run
 # the same hack/image/install.sh, so they hold the same files: mcs in a virtualenv at
@@ -25,7 +25,7 @@ RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
     --mount=type=bind,source=hack/image/install.sh,target=/install.sh \
     sh /install.sh
 # The CRDs of this release, for installing or comparing from the image
-# (e.g. `docker run --rm --entrypoint cat mcs:0.1.0 /usr/share/mcs/crds/serviceimports.yaml`).
+# (e.g. `docker run --rm --entrypoint cat mcs:0.2.0 /usr/share/mcs/crds/serviceimports.yaml`).
 COPY crds /usr/share/mcs/crds
 ENV PATH=/opt/mcs/bin:/usr/local/bin:/usr/bin:/bin PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 USER 65532:65532

@@ -8,7 +8,7 @@
 # The Dockerfile runs the same hack/image/install.sh, so both images hold the same files.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$root/pyproject.toml" | head -1)
+version=$(sed -n "s/^__version__ = \"\(.*\)\"/\1/p" "$root/mcs/__init__.py" | head -1)
 out=$(realpath -m "${1:-$root/dist/mcs-$version.oci.tar}")
 python=${PYTHON:-python3}
 suite=bookworm     # its python3 is 3.11, the version mcs is tested with
