@@ -397,6 +397,14 @@ def apiserver_socket(directory: Path, member: str) -> Path:
     return run_dir(directory) / f"apiserver-{member}.sock"
 
 
+def kubelet_root(directory: Path, node: Node) -> Path:
+    """The kubelet's ``--root-dir``: under the short run directory, because kubelet opens
+    Unix sockets in it (``pod-resources/<10 digits>``, ``plugins_registry``,
+    ``device-plugins``) and a socket path allows 107 bytes; under the mesh directory a
+    deep ``pytest`` tmp path overflowed it ("bind: invalid argument")."""
+    return run_dir(directory) / node.short / "kubelet"
+
+
 def node_kubeconfig(directory: Path, pki: Pki, node: Node, component: str) -> Path:
     """A kubeconfig for ``component`` on ``node`` naming the API server as the node sees
     it (``https://127.0.0.1:6443``, which the serving certificate covers)."""
@@ -475,7 +483,7 @@ def node_commands(
             "containerd": [*ns, str(bins.containerd), "--config", str(base / "containerd.toml")],
             "kubelet": [
                 *ns, str(bins.kubelet), f"--config={base / 'kubelet.yaml'}",
-                f"--kubeconfig={kubelet_kc}", f"--root-dir={base / 'kubelet'}",
+                f"--kubeconfig={kubelet_kc}", f"--root-dir={kubelet_root(directory, node)}",
                 f"--hostname-override={node.name}", f"--node-ip={node.ipv4},{node.ipv6}",
                 "--v=1",
             ],
