@@ -110,7 +110,7 @@ def _metrics() -> Iterable[tuple[str, str, str, tuple[str, ...]]]:
 
     from mcs.runtime import health, observability, statemetrics
 
-    seen: set[str] = set()
+    seen: set[int] = set()
     for module in (observability, health):
         for value in vars(module).values():
             if isinstance(value, MetricWrapperBase) and id(value) not in seen:
@@ -171,7 +171,7 @@ MEANINGS: dict[tuple[str, str, str], tuple[str, str]] = {
         "use another namespace, or change the flag",
     ),
     ("ServiceExport", "Valid=False", "NamespaceNotGlobal"): (
-        "the Namespace is annotated `clustermesh.cilium.io/global` other than `\"true\"`, "
+        'the Namespace is annotated `clustermesh.cilium.io/global` other than `"true"`, '
         "or is unannotated under `--namespace-opt-in`",
         "`kubectl annotate namespace NS clustermesh.cilium.io/global=true --overwrite`",
     ),
@@ -223,20 +223,18 @@ MEANINGS: dict[tuple[str, str, str], tuple[str, str]] = {
         "align the Services",
     ),
     ("ServiceExport", "Conflict=True", "IPFamilyConflict"): (
-        "an export shares no IP family with the others; it is left out of the import's "
-        "families",
+        "an export shares no IP family with the others; it is left out of the import's families",
         "align `spec.ipFamilies`",
     ),
     ("ServiceImport", "Ready=True", "Ready"): ("the import has its cluster-set IPs", ""),
     ("ServiceImport", "Ready=False", "Pending"): (
         "waiting for the derived Service to get its cluster IPs",
-        "if it lasts, check the derived Service `derived-<hash>` and the API server's "
-        "service CIDR",
+        "if it lasts, check the derived Service `derived-<hash>` and the API server's service CIDR",
     ),
     ("ServiceImport", "Ready=*", "MemberWithdrawn"): (
         "a member that exports the service has been unreachable for longer than "
         "`--member-grace` and its exports are withdrawn; the message names it and since when",
-        "see docs/operations.md, \"A member is withdrawn\"",
+        "see docs/operations.md, MCSMemberUnreachable",
     ),
 }
 
@@ -321,7 +319,10 @@ def main(argv: list[str] | None = None) -> int:
             stale.append(name)
             sys.stderr.writelines(
                 difflib.unified_diff(
-                    old.splitlines(True), text.splitlines(True), f"{path} (on disk)", "(from the code)"
+                    old.splitlines(True),
+                    text.splitlines(True),
+                    f"{path} (on disk)",
+                    "(from the code)",
                 )
             )
         else:
