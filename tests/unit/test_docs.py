@@ -1,9 +1,9 @@
 """The user documentation cannot drift from the code.
 
-* every ``mcs ...`` and ``kubectl mcs ...`` command in a code block of README.md or
-  docs/ parses with the real argparse parsers (real subcommands, real flags, valid
-  choices);
-* every relative link in README.md and docs/ names a file that exists (and, for a
+* every ``mcs ...`` and ``kubectl mcs ...`` command in a code block of README.md,
+  docs/, manifests/README.md, the examples' READMEs and bench/HISTORY.md parses with
+  the real argparse parsers (real subcommands, real flags, valid choices);
+* every relative link in those files names a file that exists (and, for a
   Markdown file, a heading that exists when it names an anchor);
 * docs/reference/ is what ``hack/gen-reference.py`` generates from the code.
 """
@@ -25,7 +25,16 @@ import pytest
 from mcs.commands import cli, kubectl_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
+DOCS = sorted(
+    [
+        ROOT / "README.md",
+        ROOT / "ARCHITECTURE.md",
+        ROOT / "manifests" / "README.md",
+        ROOT / "bench" / "HISTORY.md",
+        *(ROOT / "docs").rglob("*.md"),
+        *(ROOT / "examples").glob("*/README.md"),
+    ]
+)
 
 # The team's flag renames (branch `flags`): tolerated in the docs only while the parser
 # does not know them yet. Once the parsers have them they are checked like any flag.
