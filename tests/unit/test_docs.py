@@ -232,3 +232,21 @@ def test_the_reference_is_generated_from_the_code() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
+
+
+# ------------------------------------------------------------------------ README
+
+
+def test_the_readme_stays_short_and_keeps_its_figures() -> None:
+    """README.md: at most ~200 lines, CI's test command (.ci/run runs `make test`), and a
+    Figures section whose every row names the command that produced it."""
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 200
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^make test\b", text, re.M), "the quick start shows CI's test command"
+    figures = text.split("\n## Figures\n", 1)[1].split("\n## ", 1)[0]
+    rows = [r for r in figures.splitlines() if r.startswith("| ") and "---" not in r][1:]
+    assert len(rows) >= 5
+    for row in rows:
+        command = row.rstrip(" |").rsplit("|", 1)[1]
+        assert re.search(r"`[^`]+`", command), f"no command for: {row}"
