@@ -37,6 +37,14 @@ def _cell(text: object) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def _duration(seconds: float) -> str:
+    """A Go-style duration, as the flags take them: 300.0 -> 5m, 15.0 -> 15s."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
 def _flag_rows(parser: argparse.ArgumentParser) -> Iterator[str]:
     for action in parser._actions:
         if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
@@ -52,6 +60,8 @@ def _flag_rows(parser: argparse.ArgumentParser) -> Iterator[str]:
         default = action.default
         if default in (None, argparse.SUPPRESS, "", []) or action.nargs == 0:
             shown = ""
+        elif action.metavar == "DURATION" and isinstance(default, (int, float)):
+            shown = f"`{_duration(float(default))}`"
         elif action.dest == "kubeconfig":
             shown = "`$KUBECONFIG`, else `~/.kube/config`"
         else:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import re
@@ -35,17 +34,6 @@ DOCS = sorted(
         *(ROOT / "examples").glob("*/README.md"),
     ]
 )
-
-# The team's flag renames (branch `flags`): tolerated in the docs only while the parser
-# does not know them yet. Once the parsers have them they are checked like any flag.
-# Remove this once `flags` is merged.
-PENDING_FLAGS = {
-    "--mode",
-    "--metrics-bind-address",
-    "--health-probe-bind-address",
-    "--leader-elect-resource-name",
-    "--leader-elect-resource-namespace",
-}
 
 _FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.M | re.S)
 _PROGRAM = re.compile(r"^(?:\$ |sudo )?(?:\S*/)?(mcs|kubectl mcs|kubectl-mcs)(?= |$)")
@@ -91,26 +79,6 @@ def _parse(program: str, argv: list[str]) -> str | None:
     return None
 
 
-def _known_flags() -> set[str]:
-    flags: set[str] = set()
-
-    def walk(p: argparse.ArgumentParser) -> None:
-        for action in p._actions:
-            flags.update(action.option_strings)
-            if isinstance(action, argparse._SubParsersAction):
-                for sub in action.choices.values():
-                    walk(sub)
-
-    walk(cli.build_parser())
-    walk(kubectl_plugin.build_parser())
-    return flags
-
-
-def _pending(argv: list[str]) -> list[str]:
-    known = _known_flags()
-    return [a.split("=")[0] for a in argv if a.split("=")[0] in PENDING_FLAGS - known]
-
-
 def all_commands() -> list[tuple[str, str, list[str]]]:
     return [(str(p.relative_to(ROOT)), prog, argv) for p in DOCS for prog, argv in commands(p)]
 
@@ -127,9 +95,6 @@ def test_the_docs_hold_commands() -> None:
     ("doc", "program", "argv"), all_commands(), ids=lambda v: v if isinstance(v, str) else None
 )
 def test_every_documented_command_parses(doc: str, program: str, argv: list[str]) -> None:
-    pending = _pending(argv)
-    if pending:
-        pytest.xfail(f"{pending}: renamed on branch flags, not merged yet")
     problem = _parse(program, argv)
     assert problem is None, f"{doc}: `{program} {shlex.join(argv)}`: {problem}"
 
