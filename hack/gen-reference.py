@@ -115,22 +115,31 @@ def cli_reference() -> str:
 
 
 def _metrics() -> Iterable[tuple[str, str, str, tuple[str, ...]]]:
-    """(name as scraped, type, help, label names) of every metric the controller defines."""
+    """(name as scraped, type, help, label names) of every metric the controller defines:
+    every metric registered in its registry once every module of ``mcs`` is imported,
+    and the scrape-time families of ``mcs.runtime.statemetrics``."""
+    import importlib
+    import pkgutil
+
     from prometheus_client.metrics import MetricWrapperBase
 
-    from mcs.runtime import health, observability, statemetrics
+    import mcs
+    from mcs.runtime import statemetrics
+    from mcs.runtime.observability import REGISTRY
 
-    seen: set[int] = set()
-    for module in (observability, health):
-        for value in vars(module).values():
-            if isinstance(value, MetricWrapperBase) and id(value) not in seen:
-                seen.add(id(value))
-                for family in value.describe():
-                    name = family.name + ("_total" if family.type == "counter" else "")
-                    yield name, family.type, family.documentation, tuple(value._labelnames)
-    for family in statemetrics.samples(False, False, {"c": {}}):
-        labels = tuple(family.samples[0].labels) if family.samples else ()
-        yield family.name, family.type, family.documentation, labels
+    for info in pkgutil.walk_packages(mcs.__path__, "mcs."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+    suffix = {"counter": "_total", "info": "_info"}
+    for collector in list(REGISTRY._collector_to_names):
+        if isinstance(collector, MetricWrapperBase):
+            for family in collector.describe():
+                name = family.name + suffix.get(family.type, "")
+                yield name, family.type, family.documentation, tuple(collector._labelnames)
+    for family in statemetrics.ControllerMetrics(None, None).describe():
+        name = family.name + suffix.get(family.type, "")
+        labels = tuple(getattr(family, "_labelnames", ()))
+        yield name, family.type, family.documentation, labels
 
 
 def metrics_reference() -> str:

@@ -226,3 +226,34 @@ def test_the_readme_stays_short_and_keeps_its_figures() -> None:
     for row in rows:
         command = row.rstrip(" |").rsplit("|", 1)[1]
         assert re.search(r"`[^`]+`", command), f"no command for: {row}"
+
+
+# ----------------------------------------------------------------------- metrics
+
+_METRIC = re.compile(r"`((?:mcs|workqueue|controller_runtime|leader_election)_[a-z0-9_]+)[`{]")
+
+
+def metric_names(path: Path) -> set[str]:
+    """Metric names the text quotes (in backticks, possibly with their labels); not the
+    repository's own folders (`mcs_mesh`)."""
+    return {n for n in _METRIC.findall(path.read_text()) if not (ROOT / n).exists()}
+
+
+def test_the_docs_name_only_metrics_the_controller_exports() -> None:
+    reference = (ROOT / "docs" / "reference" / "metrics.md").read_text()
+    exported = set(re.findall(r"^\| `([a-z0-9_]+)` \|", reference, re.M))
+    assert "mcs_cluster_connected" in exported
+    pages = [p for p in DOCS if p.name != "HISTORY.md" and "reference" not in p.parts]
+    unknown = {
+        (str(p.relative_to(ROOT)), name)
+        for p in pages
+        for name in metric_names(p)
+        if re.sub(r"_(bucket|sum|count)$", "", name) not in exported
+    }
+    assert not unknown, sorted(unknown)
+
+
+def test_metric_names_are_found(tmp_path: Path) -> None:
+    doc = tmp_path / "m.md"
+    doc.write_text("`mcs_ready`, `mcs_member_withdrawn{cluster}` and `mcs_mesh/cli.py`\n")
+    assert metric_names(doc) == {"mcs_ready", "mcs_member_withdrawn"}
