@@ -257,3 +257,29 @@ def test_metric_names_are_found(tmp_path: Path) -> None:
     doc = tmp_path / "m.md"
     doc.write_text("`mcs_ready`, `mcs_member_withdrawn{cluster}` and `mcs_mesh/cli.py`\n")
     assert metric_names(doc) == {"mcs_ready", "mcs_member_withdrawn"}
+
+
+def test_every_alert_is_documented_where_its_runbook_url_points() -> None:
+    """Each alert the manifests ship has a section (a heading named after it) in
+    docs/operations.md or docs/runbooks.md, and its ``runbook_url``, if any, names a file
+    and heading that exist."""
+    import yaml
+
+    rules = yaml.safe_load((ROOT / "manifests/monitoring/prometheusrule.yaml").read_text())
+    alerts = {
+        r["alert"]: (r.get("annotations") or {}).get("runbook_url", "")
+        for g in rules["spec"]["groups"]
+        for r in g["rules"]
+        if "alert" in r
+    }
+    assert alerts
+    guides = [ROOT / "docs" / n for n in ("operations.md", "runbooks.md")]
+    documented = {
+        h for g in guides if g.exists() for h in re.findall(r"^#+ (MCS\w+)$", g.read_text(), re.M)
+    }
+    assert set(alerts) <= documented, sorted(set(alerts) - documented)
+    for alert, url in alerts.items():
+        if url and not re.match(r"^[a-z]+://", url):
+            file, _, anchor = url.partition("#")
+            assert (ROOT / file).exists(), f"{alert}: {url}"
+            assert not anchor or anchor in _anchors(ROOT / file), f"{alert}: {url}"
