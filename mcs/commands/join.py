@@ -92,8 +92,20 @@ class JoinFailed(Exception):
     """The join could not finish; the message is the one line to print."""
 
 
-def add_parser(sub: Any, flags: argparse.ArgumentParser) -> None:
-    """Register ``join`` on the plugin's subparsers (``flags``: kubectl's flags)."""
+def add_parser(sub: Any) -> None:
+    """Register ``join`` on the plugin's subparsers. Of kubectl's flags it takes
+    ``--kubeconfig`` and ``-n`` (the controller namespace); the contexts are its
+    arguments. Both are set only when given, as the plugin's other flags (its
+    ``parse_args`` fills in the defaults)."""
+    flags = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    flags.add_argument(
+        "--kubeconfig", help="path to the kubeconfig (default $KUBECONFIG, else ~/.kube/config)"
+    )
+    flags.add_argument(
+        "-n",
+        "--namespace",
+        help="the controller namespace, where the member Secret goes (default mcs-system)",
+    )
     p = sub.add_parser(
         "join",
         parents=[flags],

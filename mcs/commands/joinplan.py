@@ -66,7 +66,10 @@ def kustomize(directory: Path) -> list[Doc]:
     try:
         k = yaml.safe_load(path.read_text()) or {}
     except OSError as e:
-        raise PlanError(f"cannot read {path}: {e.strerror}") from None
+        raise PlanError(
+            f"cannot read {path}: {e.strerror} (--manifests names the manifests/ directory "
+            "of the mcs release you run)"
+        ) from None
     unknown = set(k) - _KUSTOMIZATION_FIELDS
     if unknown:
         raise PlanError(f"{path}: kubectl mcs join does not understand {sorted(unknown)}")

@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     why.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to read each member (default 5)"
     )
-    join.add_parser(sub, flags)
+    join.add_parser(sub)
     return parser
 
 
