@@ -7,6 +7,7 @@ no-op; ``--rotate`` replaces tokens near expiry; ``--dry-run`` writes nothing.""
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -185,8 +186,13 @@ def test_join_central_and_rotate(
     out = join(mesh, *args, "--rotate")
     assert out.stdout.strip().endswith("unchanged (every token has more than 240h left)")
     assert tokens(data(secret(kubectl, HUB))["kubeconfig"]) == first
+    # a key join does not write (added by the operator) survives the joins
+    cidrs = f"{C1}=10.1.0.0/16 {C2}=10.2.0.0/16"
+    patch = json.dumps({"stringData": {"member-cidrs": cidrs}})
+    kubectl(HUB, "-n", SYSTEM, "patch", "secret", SECRET, "-p", patch)
     # tokens with less than 1000h left are "near expiry" for this threshold: all re-issued
     out = join(mesh, *args, "--rotate", "--rotate-before", "1000h")
+    assert data(secret(kubectl, HUB))["member-cidrs"] == cidrs
     assert f"{HUB}: secret {SYSTEM}/{SECRET} configured" in out.stdout
     assert out.stdout.count("new token of mcs-system/mcs-central-writer") == 2
     assert "serviceaccount" not in out.stdout  # --rotate touches only the tokens
