@@ -13,7 +13,8 @@ writes the Secret ``mcs-remote-kubeconfigs`` (keys ``kubeconfig``, ``local-conte
 
 Idempotent: a token already in the Secret is kept while it is of the right
 ServiceAccount, for the same address and CA, and has more than ``--rotate-before`` of
-its life left; an object that is already as the manifests say is not written.
+its life left (default: a third of the lifetime it was issued with); an object that is
+already as the manifests say is not written.
 ``--rotate`` does only the token part (what a CronJob runs before tokens expire).
 ``--dry-run`` reads the clusters (ids, CAs) and prints what would be written, tokens as
 placeholders.
@@ -128,7 +129,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--rotate-before",
         metavar="DURATION",
-        help="re-issue tokens with less life left than this (default: a third of --token-duration)",
+        help="re-issue tokens with less life left than this (default: a third of the lifetime "
+        "each was issued with)",
     )
     p.add_argument(
         "--rotate",
@@ -321,7 +323,7 @@ async def _join(args: argparse.Namespace) -> int:
     mode: Mode = args.mode
     try:
         duration = parse_duration(args.token_duration)
-        rotate_before = parse_duration(args.rotate_before) if args.rotate_before else duration / 3
+        rotate_before = parse_duration(args.rotate_before) if args.rotate_before else None
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if duration < timedelta(minutes=10):
@@ -416,7 +418,7 @@ async def _write_secrets(
     s: Session,
     p: Plan,
     duration: timedelta,
-    rotate_before: timedelta,
+    rotate_before: timedelta | None,
     *,
     rotate_only: bool,
 ) -> None:
@@ -448,7 +450,8 @@ async def _write_secrets(
             )
         desired = sp.data(tokens)
         if all(old.get(k) == v for k, v in desired.items()):
-            print(f"{where} unchanged (every token has more than {_hours(rotate_before)} left)")
+            left = _hours(rotate_before) if rotate_before else "a third of its lifetime"
+            print(f"{where} unchanged (every token has more than {left} left)")
             continue
         verb = await _apply(api, sp.secret(tokens))
         names = [m.cluster_id for m, _ in sp.remotes]

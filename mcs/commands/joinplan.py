@@ -340,14 +340,33 @@ def token_subject(token: str) -> str | None:
     return sub if isinstance(sub, str) else None
 
 
-def reusable(token: str | None, need: TokenNeed, now: datetime, rotate_before: timedelta) -> bool:
+def token_lifetime(token: str) -> timedelta | None:
+    """How long a token was issued for (``exp`` minus ``iat``), or None."""
+    claims = token_claims(token) or {}
+    exp, iat = claims.get("exp"), claims.get("iat")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (exp, iat)):
+        return None
+    return timedelta(seconds=float(exp) - float(iat))  # type: ignore[arg-type]
+
+
+def reusable(
+    token: str | None, need: TokenNeed, now: datetime, rotate_before: timedelta | None
+) -> bool:
     """Whether a token already in a Secret can stay: one of the right ServiceAccount,
-    with more than ``rotate_before`` of its life left."""
+    with more than ``rotate_before`` of its life left (None: more than a third of the
+    life it was issued with, whatever the API server granted)."""
     if not token:
         return False
     expiry = token_expiry(token)
     subject = f"system:serviceaccount:{need.namespace}:{need.service_account}"
-    return expiry is not None and token_subject(token) == subject and expiry - now > rotate_before
+    if expiry is None or token_subject(token) != subject:
+        return False
+    if rotate_before is None:
+        lifetime = token_lifetime(token)
+        if lifetime is None:
+            return False
+        rotate_before = lifetime / 3
+    return expiry - now > rotate_before
 
 
 def existing_tokens(kubeconfig: str) -> dict[tuple[str, str, str], str]:

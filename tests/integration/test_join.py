@@ -184,7 +184,9 @@ def test_join_central_and_rotate(
 
     # --rotate with the default threshold (a third of 720h): every token has more left
     out = join(mesh, *args, "--rotate")
-    assert out.stdout.strip().endswith("unchanged (every token has more than 240h left)")
+    assert out.stdout.strip().endswith(
+        "unchanged (every token has more than a third of its lifetime left)"
+    )
     assert tokens(data(secret(kubectl, HUB))["kubeconfig"]) == first
     # a key join does not write (added by the operator) survives the joins
     cidrs = f"{C1}=10.1.0.0/16 {C2}=10.2.0.0/16"

@@ -35,8 +35,13 @@ def jwt(claims: dict[str, object]) -> str:
     return f"{part({'alg': 'RS256'})}.{part(claims)}.signature"
 
 
-def sa_token(sa: str, expires: datetime, ns: str = "mcs-system") -> str:
-    return jwt({"sub": f"system:serviceaccount:{ns}:{sa}", "exp": int(expires.timestamp())})
+def sa_token(
+    sa: str, expires: datetime, ns: str = "mcs-system", issued: datetime | None = None
+) -> str:
+    claims = {"sub": f"system:serviceaccount:{ns}:{sa}", "exp": int(expires.timestamp())}
+    if issued is not None:
+        claims["iat"] = int(issued.timestamp())
+    return jwt(claims)
 
 
 def kubectl_kustomize(directory: Path) -> list[dict[str, object]]:
@@ -185,6 +190,19 @@ def test_tokens_are_kept_until_rotate_before() -> None:
     assert not jp.reusable("not-a-jwt", need, NOW, timedelta())
     assert not jp.reusable(jwt({"sub": "x"}), need, NOW, timedelta())  # no exp
     assert not jp.reusable(None, need, NOW, timedelta())
+
+
+def test_by_default_tokens_are_kept_for_two_thirds_of_their_life() -> None:
+    """Whatever the API server granted: a token capped to 1h (asked 720h) is not
+    re-issued at every join, and a 720h token is re-issued in its last 240h."""
+    need = jp.TokenNeed("b", "mcs-system", jp.READER, "a")
+    for life in (timedelta(hours=1), timedelta(hours=720)):
+        for left, kept in ((life * 0.34, True), (life * 0.32, False)):
+            issued = NOW + left - life
+            token = sa_token(jp.READER, NOW + left, issued=issued)
+            assert jp.token_lifetime(token) == life
+            assert jp.reusable(token, need, NOW, None) is kept, (life, left)
+    assert not jp.reusable(sa_token(jp.READER, NOW + timedelta(days=30)), need, NOW, None)
 
 
 def test_existing_tokens_are_found_by_member_address_and_ca() -> None:
