@@ -331,6 +331,10 @@ async def _join(args: argparse.Namespace) -> int:
     namespace = args.namespace or "mcs-system"
     servers = _pairs(args.server, "--server")
     ids = _pairs(args.cluster_id, "--cluster-id")
+    for flag, given in (("--server", servers), ("--cluster-id", ids)):
+        stray = sorted(set(given) - set(args.members))
+        if stray:
+            raise ConfigError(f"{flag} names {', '.join(stray)}, not among the members")
     wanted = list(args.members)
     if args.controller_context and args.controller_context not in wanted:
         wanted.append(args.controller_context)

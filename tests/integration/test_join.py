@@ -98,6 +98,14 @@ def test_dry_run_writes_nothing(mesh: MeshState, kubectl: Kubectl) -> None:
         got = kubectl(ctx, "get", "namespace", "join-dry-run", check=False)
         assert got.returncode != 0 and "NotFound" in got.stderr
 
+    # --server: the address the other members' controllers use
+    out = join(mesh, C1, C2, "--server", f"{C2}=https://10.9.9.9:6443", "--dry-run")
+    secrets = [d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "Secret"]
+    in_c1 = secrets[0]["stringData"]
+    assert in_c1["local-context"] == C1
+    clusters = yaml.safe_load(in_c1["kubeconfig"])["clusters"]
+    assert {c["name"]: c["cluster"]["server"] for c in clusters}[C2] == "https://10.9.9.9:6443"
+
 
 def test_join_per_cluster(
     mesh: MeshState,
@@ -220,6 +228,7 @@ def test_rotate_needs_a_join_first(mesh: MeshState) -> None:
         ((C1, "no-such-context"), "not in"),
         ((C1, C2, "--token-duration", "5m"), "10m or more"),
         ((C1, C2, "--server", "cluster1"), "CTX=VALUE"),
+        ((C1, C2, "--server", "cluster9=https://x"), "--server names cluster9, not among"),
     ],
 )
 def test_join_refuses(mesh: MeshState, args: tuple[str, ...], message: str) -> None:
