@@ -15,6 +15,7 @@ may come before or after the subcommand.
 * ``unexport SVC``: delete the ServiceExport.
 * ``explain SVC``: why this cluster's export of SVC is in conflict or invalid: the
   winner, each conflicting property with both values, and what to change.
+* ``join CTX1 CTX2 ...``: join clusters into a clusterset (``mcs/commands/join.py``).
 
 Exit codes: 0; 1 when the request failed (not found, no conditions in time, API
 error); 2 when the configuration cannot work (kubeconfig, context, flags).
@@ -39,6 +40,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from mcs.commands import join
 from mcs.core.api import API_VERSION, GROUP, VERSION, Obj
 from mcs.core.explain import Explanation, explain
 from mcs.runtime.kubeapi import new_client, request_json
@@ -124,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     why.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to read each member (default 5)"
     )
+    join.add_parser(sub)
     return parser
 
 
@@ -361,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.context:
                 args.contexts = args.context
             return int(args.func(args))
+        if args.command == "join":
+            return join.main(args)
         target = Target(args)
         return asyncio.run(_COMMANDS[args.command](args, target))
     except ConfigError as e:
