@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import structlog
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -21,7 +20,6 @@ from mcs.status.diagnose import members as membership
 from mcs.status.diagnose.findings import Finding, problem, unknown
 from mcs.status.diagnose.kube import describe_error
 
-log = structlog.get_logger(__name__)
 _EXPECTED = (ApiException, OSError, aiohttp.ClientError, TimeoutError)
 
 
@@ -67,7 +65,7 @@ async def diagnose(
     reached: list[reach.Reached] = []
     try:
         if "members" not in opts.skip or "namespaces" not in opts.skip:
-            reached, found = await _members(api, context, secret, opts, now)
+            reached, found = await _members(api, secret, opts, now)
             if "members" not in opts.skip:
                 out += found
         if "coredns" not in opts.skip:
@@ -100,7 +98,6 @@ def _bind(
 
 async def _members(
     api: ApiClient,
-    context: str,
     secret: dict[str, object] | None,
     opts: Options,
     now: datetime,
@@ -127,7 +124,6 @@ async def _members(
         for r in reached:
             found.append(r.finding)
             found += credentials.check(r.member, now, Path(path).parent)
-        log.debug("members checked", mode=configured.mode, members=len(reached), context=context)
         return reached, found
     finally:
         path.unlink(missing_ok=True)
