@@ -12,7 +12,7 @@ from mcs.runtime.kubeapi import new_client
 from mcs.status.diagnose import coredns
 from mcs.status.diagnose.findings import EXIT_UNCHECKED, exit_code, render
 from mcs.status.diagnose.kube import describe_error
-from mcs.status.diagnose.runner import _EXPECTED, AREAS, Options, diagnose
+from mcs.status.diagnose.runner import AREAS, EXPECTED_ERRORS, Options, diagnose
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -99,7 +99,7 @@ async def run(args: argparse.Namespace, kubeconfig: str, context: str) -> int:
         return EXIT_UNCHECKED
     try:
         findings = await diagnose(api, context, opts)
-    except _EXPECTED as e:
+    except EXPECTED_ERRORS as e:
         print(f"error: cannot check context {context!r}: {describe_error(e)}", file=sys.stderr)
         return EXIT_UNCHECKED
     finally:

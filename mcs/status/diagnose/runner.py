@@ -20,7 +20,7 @@ from mcs.status.diagnose import members as membership
 from mcs.status.diagnose.findings import Finding, problem, unknown
 from mcs.status.diagnose.kube import describe_error
 
-_EXPECTED = (ApiException, OSError, aiohttp.ClientError, TimeoutError)
+EXPECTED_ERRORS = (ApiException, OSError, aiohttp.ClientError, TimeoutError)
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ AREAS = ("crds", "admission", "controller", "members", "coredns", "namespaces")
 async def _guard(area: str, run: Callable[[], Awaitable[list[Finding]]]) -> list[Finding]:
     try:
         return await run()
-    except _EXPECTED as e:
+    except EXPECTED_ERRORS as e:
         return [unknown(area, "-", f"could not check: {describe_error(e)}")]
 
 
@@ -60,7 +60,7 @@ async def diagnose(
         found, settings, secret = await controller.check(api, opts.controller_namespace, t, now)
         if "controller" not in opts.skip:
             out += found
-    except _EXPECTED as e:
+    except EXPECTED_ERRORS as e:
         out.append(unknown("controller", "-", f"could not check: {describe_error(e)}"))
     reached: list[reach.Reached] = []
     try:
