@@ -465,3 +465,30 @@ async def test_unreachable_member_is_a_problem(tmp_path: Path) -> None:
         assert refused.api is None
     finally:
         await own.close()
+
+
+@given(st.text())
+def test_any_corefile_gets_a_verdict(text: str) -> None:
+    assert coredns.decide_corefile(coredns.Where(), text).status in ("ok", "problem")
+
+
+_line = st.text(max_size=40)
+
+
+@given(
+    st.lists(
+        st.builds(
+            Finding,
+            check=_line,
+            subject=_line,
+            status=st.sampled_from(["ok", "warning", "problem", "unknown"]),
+            message=_line,
+            fix=_line,
+        ),
+        max_size=8,
+    )
+)
+def test_text_has_one_line_per_finding(found: list[Finding]) -> None:
+    assert len(render(found, "text").splitlines()) == len(found) + 1
+    shown = render(found, "text", only_problems=True).splitlines()
+    assert len(shown) == sum(f.status != "ok" for f in found) + 1

@@ -57,10 +57,15 @@ def exit_code(findings: Sequence[Finding]) -> int:
 _MARK = {"ok": "ok", "warning": "WARNING", "problem": "PROBLEM", "unknown": "UNKNOWN"}
 
 
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
 def line(f: Finding) -> str:
-    """One line: status, check, subject, what was found and, when not ok, the fix."""
-    text = f"{_MARK[f.status]:<8} {f.check} {f.subject}: {f.message}"
-    return f"{text} -- fix: {f.fix}" if f.fix and f.status != "ok" else text
+    """One line: status, check, subject, what was found and, when not ok, the fix (line
+    breaks inside an API server's message become spaces)."""
+    text = f"{_MARK[f.status]:<8} {_flat(f.check)} {_flat(f.subject)}: {_flat(f.message)}"
+    return f"{text} -- fix: {_flat(f.fix)}" if f.fix and f.status != "ok" else text
 
 
 def summary(findings: Sequence[Finding]) -> str:
