@@ -113,7 +113,8 @@ def run(kubeconfig: Path, tmp: Path, rounds: int) -> int:
     health = free_port()
     ctl = subprocess.Popen(
         [sys.executable, "-m", "mcs", "run", "--kubeconfig", str(kubeconfig),
-         "--metrics-addr", "127.0.0.1:0", "--health-addr", f"127.0.0.1:{health}"],
+         "--metrics-bind-address", "127.0.0.1:0",
+         "--health-probe-bind-address", f"127.0.0.1:{health}"],
         stdout=(tmp / "controller.log").open("w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     loop = None

@@ -16,9 +16,9 @@ def argv(kubeconfig: Path, metrics: int, health: int, *extra: str) -> list[str]:
         "run",
         "--kubeconfig",
         str(kubeconfig),
-        "--metrics-addr",
+        "--metrics-bind-address",
         f"127.0.0.1:{metrics}",
-        "--health-addr",
+        "--health-probe-bind-address",
         f"127.0.0.1:{health}",
         *extra,
     ]

@@ -18,8 +18,8 @@ export KUBECONFIG="$DIR/kubeconfig"
 
 step "Starting the controller (central mode; log in $DIR/controller.log)"
 HEALTH=$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-setsid nohup mcs run --kubeconfig "$KUBECONFIG" --log-format json \
-  --metrics-addr 127.0.0.1:0 --health-addr "127.0.0.1:$HEALTH" >"$DIR/controller.log" 2>&1 &
+setsid nohup mcs run --mode central --kubeconfig "$KUBECONFIG" --log-format json \
+  --metrics-bind-address 127.0.0.1:0 --health-probe-bind-address "127.0.0.1:$HEALTH" >"$DIR/controller.log" 2>&1 &
 for _ in $(seq 150); do
   python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$HEALTH/readyz', timeout=1)" 2>/dev/null && break
   sleep 0.2

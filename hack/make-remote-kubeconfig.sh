@@ -14,7 +14,7 @@
 #   hack/make-remote-kubeconfig.sh cluster2 > c2.yaml
 #   KUBECONFIG=c1.yaml:c2.yaml kubectl config view --raw > kubeconfig
 #   kubectl --context cluster1 -n mcs-system create secret generic mcs-remote-kubeconfigs \
-#       --from-file=kubeconfig --from-literal=local-context=cluster1
+#       --from-file=kubeconfig --from-literal=mode=per-cluster --from-literal=local-context=cluster1
 #
 # Environment:
 #   NAME             name of the cluster/user/context written (default: CONTEXT)

@@ -79,10 +79,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def address_in_use(e: OSError, args: argparse.Namespace) -> str:
     """One line for a listener whose port is taken, naming the flag that sets it."""
-    flags = [f for f in ("health_addr", "metrics_addr") if getattr(args, f, None)]
+    flags = [
+        f for f in ("health_probe_bind_address", "metrics_bind_address") if getattr(args, f, None)
+    ]
     port = next((p for p in _ports(str(e)) if p), None)
     named = [f for f in flags if port is not None and str(getattr(args, f)).endswith(f":{port}")]
-    flag = "--" + (named or flags or ["health_addr"])[0].replace("_", "-")
+    flag = "--" + (named or flags or ["health_probe_bind_address"])[0].replace("_", "-")
     where = f"port {port}" if port is not None else "an address"
     return (
         f"cannot listen on {where}: it is already in use (another mcs run?); "

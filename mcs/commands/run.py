@@ -12,6 +12,7 @@ import socket
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
+from mcs.commands import runflags
 from mcs.core import trust
 from mcs.core.namespaces import DEFAULT_EXCLUDED, NamespacePolicy, parse_namespace_list
 from mcs.runtime import kubeapi, statemetrics
@@ -62,18 +63,42 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.set_defaults(func=_run)
     add_member_arguments(p)
     p.add_argument(
+        "--mode",
+        type=runflags.mode,
+        default=None,
+        metavar="{central,per-cluster}",
+        help="per-cluster: write only to the one member named by --local (every member "
+        "runs its own instance); central: write to every member. Without it the mode is "
+        "inferred from --local (none = central, one = per-cluster) with a warning: it "
+        "will be required",
+    )
+    p.add_argument(
         "--local",
         default="",
-        help="contexts this instance writes to (default: all members = central mode); "
-        "one context = per-cluster mode",
+        metavar="CONTEXT",
+        help="the member context this instance writes to (--mode per-cluster)",
     )
     p.add_argument("--log-format", choices=["json", "console"], default="json")
-    p.add_argument("--log-level", default="info")
     p.add_argument(
-        "--metrics-addr", default=":8080", help="Prometheus /metrics (default :8080; 0 = off)"
+        "--log-level",
+        type=runflags.log_level,
+        default="info",
+        metavar="{" + ",".join(runflags.LOG_LEVELS) + "}",
+        help="least severe level logged (default info)",
     )
-    p.add_argument(
-        "--health-addr", default=":8081", help="/healthz and /readyz (default :8081; 0 = off)"
+    runflags.add_renamed_argument(
+        p,
+        "--metrics-bind-address",
+        default=":8080",
+        metavar="[HOST]:PORT",
+        help="Prometheus /metrics (default :8080; 0 = off)",
+    )
+    runflags.add_renamed_argument(
+        p,
+        "--health-probe-bind-address",
+        default=":8081",
+        metavar="[HOST]:PORT",
+        help="/healthz and /readyz (default :8081; 0 = off)",
     )
     p.add_argument("--workers", type=int, default=4, help="concurrent reconciles (default 4)")
     p.add_argument(
@@ -87,11 +112,19 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         action="store_true",
         help="only write while holding a coordination.k8s.io Lease (for several replicas)",
     )
-    p.add_argument("--leader-elect-lease-name", default="mcs-controller", help="Lease name")
-    p.add_argument(
-        "--leader-elect-namespace",
+    runflags.add_renamed_argument(
+        p,
+        "--leader-elect-resource-name",
+        default="mcs-controller",
+        metavar="NAME",
+        help="name of the Lease (default mcs-controller)",
+    )
+    runflags.add_renamed_argument(
+        p,
+        "--leader-elect-resource-namespace",
         default="mcs-system",
-        help="Lease namespace (default mcs-system)",
+        metavar="NAMESPACE",
+        help="namespace of the Lease (default mcs-system)",
     )
     p.add_argument(
         "--leader-elect-context",
@@ -100,25 +133,26 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     p.add_argument(
         "--leader-elect-lease-duration",
-        type=float,
+        type=runflags.duration,
         default=15.0,
-        help="seconds a standby waits after the leader's last renewal (default 15)",
+        metavar="DURATION",
+        help="how long a standby waits after the leader's last renewal (default 15s)",
     )
     add_trust_arguments(p)
     p.add_argument(
         "--member-grace",
-        type=float,
+        type=runflags.duration,
         default=DEFAULT_GRACE,
-        metavar="SECONDS",
-        help="seconds a member may be unreachable before its exports are withdrawn, and "
-        f"how long start-up waits for a member (default {DEFAULT_GRACE:.0f})",
+        metavar="DURATION",
+        help="how long a member may be unreachable before its exports are withdrawn, and "
+        f"how long start-up waits for a member (default {DEFAULT_GRACE:.0f}s)",
     )
     p.add_argument(
         "--credentials-reload-period",
-        type=float,
+        type=runflags.duration,
         default=10.0,
-        metavar="SECONDS",
-        help="how often the kubeconfig and its token/cert files are re-read (default 10)",
+        metavar="DURATION",
+        help="how often the kubeconfig and its token/cert files are re-read (default 10s)",
     )
     p.add_argument(
         "--exclude-namespaces",
@@ -126,7 +160,7 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         metavar="NS[,NS...]",
         help="more namespaces that never take part in the clusterset, added to "
         f"{','.join(DEFAULT_EXCLUDED)} and the controller's own namespace "
-        "($POD_NAMESPACE or --leader-elect-namespace), which are always excluded",
+        "($POD_NAMESPACE or --leader-elect-resource-namespace), which are always excluded",
     )
     p.add_argument(
         "--namespace-opt-in",
@@ -137,9 +171,10 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     p.add_argument(
         "--resync-period",
-        type=float,
+        type=runflags.duration,
         default=300.0,
-        help="seconds between full resyncs (default 300)",
+        metavar="DURATION",
+        help="time between full resyncs (default 5m)",
     )
 
 
@@ -242,9 +277,7 @@ async def build_members(
     ids = ids if ids is not None else ClusterIds()
     contexts = member_contexts(args.kubeconfig, args.contexts)
     named_local = set(c for c in args.local.split(",") if c)
-    local = named_local or set(contexts)
-    if not local <= set(contexts):
-        raise ConfigError(f"--local {sorted(local)} must be among the member contexts {contexts}")
+    local = topology(args).local
     overrides = parse_cluster_ids(args.cluster_id)
     apis: dict[str, ApiClient] = {}
     try:
@@ -302,7 +335,29 @@ async def build_members(
         raise
 
 
+def topology(args: argparse.Namespace) -> runflags.Topology:
+    """The mode and the local members of ``--mode`` and ``--local`` (``ConfigError`` when
+    they contradict each other)."""
+    return runflags.resolve_topology(
+        args.mode, args.local, member_contexts(args.kubeconfig, args.contexts)
+    )
+
+
 async def run(args: argparse.Namespace) -> int:
+    for old, new in runflags.deprecation_warnings(args):
+        log.warning(
+            "deprecated flag: use its new name (the old one is removed after 0.2)",
+            flag=old,
+            replacement=new,
+        )
+    mode = topology(args)
+    if mode.inferred:
+        log.warning(
+            "--mode not given: inferred from --local; it will be required, so pass the "
+            "inferred mode explicitly to keep this behaviour",
+            mode=mode.mode,
+            local=sorted(mode.local),
+        )
     overrides = parse_cluster_ids(args.cluster_id)
     policy = bind_endpoint_policy(
         endpoint_policy(args), member_contexts(args.kubeconfig, args.contexts), overrides
@@ -325,8 +380,8 @@ async def run(args: argparse.Namespace) -> int:
         async with (
             HealthServer(
                 ready=ready,
-                health_addr=_address(args.health_addr),
-                metrics_addr=_address(args.metrics_addr),
+                health_addr=_address(args.health_probe_bind_address),
+                metrics_addr=_address(args.metrics_bind_address),
             ),
             loop_lag_measured(),
         ):
@@ -353,6 +408,7 @@ async def run(args: argparse.Namespace) -> int:
             log.info(
                 "starting",
                 members={m.context: m.cluster_id for m in members},
+                mode=mode.mode,
                 local=[m.cluster_id for m in members if m.local],
                 cluster_id_pending=sorted(pending),
                 member_grace=args.member_grace,
@@ -413,7 +469,7 @@ def exported_metadata(args: argparse.Namespace) -> tuple[str, ...] | None:
 def namespace_policy(args: argparse.Namespace) -> NamespacePolicy:
     """The namespace policy of ``--exclude-namespaces`` and ``--namespace-opt-in``."""
     exclude = args.exclude_namespaces
-    own = os.environ.get("POD_NAMESPACE") or args.leader_elect_namespace
+    own = os.environ.get("POD_NAMESPACE") or args.leader_elect_resource_namespace
     return NamespacePolicy.build(
         None if exclude is None else parse_namespace_list(exclude),
         own,
@@ -430,8 +486,8 @@ def _elector(args: argparse.Namespace, members: list[MemberConfig]) -> LeaderEle
     try:
         return LeaderElector(
             (holder or local[0]).api,
-            namespace=args.leader_elect_namespace,
-            name=args.leader_elect_lease_name,
+            namespace=args.leader_elect_resource_namespace,
+            name=args.leader_elect_resource_name,
             identity=f"{socket.gethostname()}_{os.getpid()}",
             lease_duration=duration,
             renew_deadline=duration * 2 / 3,

@@ -161,7 +161,8 @@ def controller_in_image(image: Image, accounts: ServiceAccounts, tmp_path: Path)
     args = [
         *image.config["Entrypoint"], *image.config["Cmd"],
         "--kubeconfig", "/etc/mcs/kubeconfig",
-        "--metrics-addr", f"127.0.0.1:{metrics}", "--health-addr", f"127.0.0.1:{health}",
+        "--metrics-bind-address", f"127.0.0.1:{metrics}",
+        "--health-probe-bind-address", f"127.0.0.1:{health}",
     ]  # fmt: skip
     proc = subprocess.Popen(
         _in_image(image, args, {"/etc/mcs/kubeconfig": kubeconfig}),

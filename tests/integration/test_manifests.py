@@ -58,15 +58,26 @@ def test_deployment_arguments_are_mcs_run_flags() -> None:
     docs = kustomize(MANIFESTS)
     pod = find(docs, "Deployment", "mcs-controller")["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    env = {"MCS_LOCAL_CONTEXT": "cluster1", "POD_NAMESPACE": SYSTEM_NS}
+    env = {"MCS_LOCAL_CONTEXT": "cluster1", "MCS_MODE": "per-cluster", "POD_NAMESPACE": SYSTEM_NS}
     args = [re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], a) for a in container["args"]]
     parser = argparse.ArgumentParser(prog="mcs")
     add_run_parser(parser.add_subparsers())
     parsed = parser.parse_args(args)
     assert parsed.leader_elect and parsed.local == "cluster1"
+    assert parsed.mode == "per-cluster"
     assert parsed.log_format == "json"
-    assert parsed.leader_elect_namespace == SYSTEM_NS
-    assert (parsed.metrics_addr, parsed.health_addr) == (":8080", ":8081")
+    assert parsed.leader_elect_resource_namespace == SYSTEM_NS
+    assert (parsed.metrics_bind_address, parsed.health_probe_bind_address) == (":8080", ":8081")
+    assert parsed.deprecated_flags == ()  # the shipped manifests use no deprecated flag
+    # --mode comes from the Secret's key "mode", not optional (a missing key would leave
+    # "$(MCS_MODE)" unexpanded)
+    mode = next(e for e in container["env"] if e["name"] == "MCS_MODE")
+    ref = mode["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"], ref.get("optional", False)) == (
+        "mcs-remote-kubeconfigs",
+        "mode",
+        False,
+    )
     # every variable used in args is defined in env
     defined = {e["name"] for e in container["env"]}
     used = {v for a in container["args"] for v in re.findall(r"\$\((\w+)\)", a)}
@@ -196,6 +207,7 @@ def test_example_secret_dry_run(kubectl: Kubectl, system_namespace: str) -> None
     config = yaml.safe_load(secret["stringData"]["kubeconfig"])
     names = [c["name"] for c in config["contexts"]]
     assert secret["stringData"]["local-context"] in names
+    assert secret["stringData"]["mode"] == "per-cluster"
 
 
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*/*.yaml"))

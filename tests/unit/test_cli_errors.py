@@ -52,12 +52,13 @@ def test_a_taken_port_names_the_flag(tmp_path: Path) -> None:
         out = _mcs(
             "run", "--kubeconfig", str(kubeconfig), "--cluster-id", "c=c",
             "--allow-insecure-skip-tls-verify",
-            "--log-level", "critical", "--metrics-addr", "0", "--health-addr", f"127.0.0.1:{port}",
+            "--log-level", "critical", "--metrics-bind-address", "0",
+            "--health-probe-bind-address", f"127.0.0.1:{port}",
         )  # fmt: skip
     assert out.returncode == 2
     line = _one_line(out.stderr)
     assert line.startswith(f"mcs run: cannot listen on port {port}: it is already in use")
-    assert "--health-addr" in line
+    assert "--health-probe-bind-address" in line
 
 
 def test_missing_kubeconfig_and_unknown_context(tmp_path: Path) -> None:

@@ -111,7 +111,7 @@ def test_excluded_export_is_invalid_with_the_reason() -> None:
     ("argv", "env", "excluded", "opt_in"),
     [
         ([], {}, {*DEFAULT_EXCLUDED, "mcs-system"}, False),
-        (["--leader-elect-namespace", "ops"], {}, {*DEFAULT_EXCLUDED, "ops"}, False),
+        (["--leader-elect-resource-namespace", "ops"], {}, {*DEFAULT_EXCLUDED, "ops"}, False),
         ([], {"POD_NAMESPACE": "mcs"}, {*DEFAULT_EXCLUDED, "mcs"}, False),
         (
             ["--exclude-namespaces", "a,b", "--namespace-opt-in"],
