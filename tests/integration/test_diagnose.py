@@ -7,8 +7,9 @@ CoreDNS's ConfigMap and RBAC as kubeadm lays them out.
 A healthy mesh exits 0. Then, each found with its fix and exit code 1: a member the
 controller cannot reach (its Secret names an address where no API server listens, while
 the user's own kubeconfig still reaches that member), an expired token in the
-controller's Secret, CoreDNS's ServiceAccount without the right to read ServiceImports,
-and an export in a namespace the controller leaves out."""
+controller's Secret, a Secret without a key the Deployment requires, CoreDNS's
+ServiceAccount without the right to read ServiceImports, and an export in a namespace
+the controller leaves out."""
 
 from __future__ import annotations
 
@@ -102,14 +103,20 @@ def secret_kubeconfig(
     return merge([own, _reader(mesh, C2, work), _reader(mesh, C3, work)], work / "kubeconfig")
 
 
-def _put_secret(kubectl: Kubectl, kubeconfig: str) -> None:
+def _put_secret(kubectl: Kubectl, kubeconfig: str, *, mode: bool = True) -> None:
+    """The controller's Secret, made anew (with the key ``mode`` the Deployment requires,
+    unless ``mode`` is false)."""
+    data = {"kubeconfig": kubeconfig, "local-context": C1}
+    if mode:
+        data["mode"] = "per-cluster"
     body = {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {"name": SECRET, "namespace": SYSTEM_NS},
-        "stringData": {"kubeconfig": kubeconfig, "local-context": C1, "mode": "per-cluster"},
+        "stringData": data,
     }
-    kubectl(C1, "apply", "-f", "-", stdin=json.dumps(body))
+    kubectl(C1, "-n", SYSTEM_NS, "delete", "secret", SECRET, "--ignore-not-found")
+    kubectl(C1, "create", "-f", "-", stdin=json.dumps(body))
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +133,7 @@ def installed(
     kubectl(C1, "apply", "-f", "-", stdin=COREDNS_RBAC)
     ctl = Controllers("per-cluster", secret_kubeconfig, tmp_path_factory.mktemp("ctl-diagnose"))
     try:
-        ctl.start(C1, "--local", C1, "--leader-elect")
+        ctl.start(C1, "--mode", "per-cluster", "--local", C1, "--leader-elect")
         eventually(
             lambda: (
                 kubectl.json(C1, "-n", SYSTEM_NS, "get", "deployment", "mcs-controller")[
@@ -212,7 +219,8 @@ def test_broken_member_expired_token_missing_coredns_rbac(
     context3 = next(c for c in config["contexts"] if c["name"] == C3)["context"]
     user3 = next(u for u in config["users"] if u["name"] == context3["user"])
     user3["user"]["token"] = _expired_token()
-    _put_secret(kubectl, yaml.safe_dump(config))
+    # and without the key "mode", which the Deployment reads (its Pods could not start)
+    _put_secret(kubectl, yaml.safe_dump(config), mode=False)
     kubectl(C1, "delete", "clusterrolebinding", "system:coredns")
     # an export in a namespace that cluster1 marks as not global
     kubectl(C1, "annotate", "namespace", namespace, "clustermesh.cilium.io/global=false")
@@ -236,7 +244,10 @@ def test_broken_member_expired_token_missing_coredns_rbac(
         left_out = problems[("namespace", f"member/{C1}")]
         assert namespace in left_out["message"] and "NamespaceNotGlobal" in left_out["message"]
         assert f"annotate namespace {namespace}" in left_out["fix"]
+        keys = problems[("controller", f"secret/{SECRET}")]
+        assert "lacks key(s) mode" in keys["message"] and "mode" in keys["fix"]
         assert set(problems) == {
+            ("controller", f"secret/{SECRET}"),
             ("member", f"member/{C2}"),
             ("member", f"member/{C3}"),
             ("credentials", f"member/{C3}"),

@@ -80,7 +80,7 @@ def test_duration(text: str, seconds: float) -> None:
     assert duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "10x", "s", "-1", "0s", "1m 2s"])
+@pytest.mark.parametrize("text", ["", "10x", "s", "-1", "0s", "1m 2s", "inf", "nan"])
 def test_duration_refuses(text: str) -> None:
     with pytest.raises(Exception, match="duration"):
         duration(text)

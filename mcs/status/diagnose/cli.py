@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import re
+import math
 import sys
 from typing import Any
+
+import durationpy
 
 from mcs.runtime.kubeapi import new_client
 from mcs.status.diagnose import coredns
@@ -14,23 +16,22 @@ from mcs.status.diagnose.findings import EXIT_UNCHECKED, exit_code, render
 from mcs.status.diagnose.kube import describe_error
 from mcs.status.diagnose.runner import AREAS, EXPECTED_ERRORS, Options, diagnose
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
 
 def duration(value: str) -> float:
     """A Go-style duration as kubectl's ``--request-timeout`` takes it (``10s``, ``1m``,
-    ``1m30s``, ``500ms``; a bare number is seconds), in seconds."""
+    ``1m30s``, ``500ms``; a bare number is seconds), in seconds (``durationpy``, as
+    ``mcs run``'s flags)."""
     text = value.strip()
     try:
         seconds = float(text)
     except ValueError:
-        parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
-        if not parts or "".join(n + u for n, u in parts) != text:
+        try:
+            seconds = durationpy.from_str(text).total_seconds()
+        except durationpy.DurationError:
             raise argparse.ArgumentTypeError(
                 f"{value!r} is not a duration (10s, 1m, 500ms)"
             ) from None
-        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-    if seconds <= 0:
+    if not math.isfinite(seconds) or seconds <= 0:
         raise argparse.ArgumentTypeError(f"{value!r}: a duration must be positive")
     return seconds
 
