@@ -16,6 +16,8 @@ may come before or after the subcommand.
 * ``explain SVC``: why this cluster's export of SVC is in conflict or invalid: the
   winner, each conflicting property with both values, and what to change.
 * ``join CTX1 CTX2 ...``: join clusters into a clusterset (``mcs/commands/join.py``).
+* ``diagnose``: check the installation and each member as the controller sees it
+  (docs/diagnose.md; exit 0 ok, 1 problems, 2 not checked).
 
 Exit codes: 0; 1 when the request failed (not found, no conditions in time, API
 error); 2 when the configuration cannot work (kubeconfig, context, flags).
@@ -47,6 +49,8 @@ from mcs.runtime.kubeapi import new_client, request_json
 from mcs.runtime.members import ConfigError, member_contexts, parse_cluster_ids
 from mcs.status.cli import add_status_parser, use_color
 from mcs.status.collect import collect
+from mcs.status.diagnose.cli import add_diagnose_parser
+from mcs.status.diagnose.cli import run as diagnose
 from mcs.status.render import write
 
 PROG = "kubectl mcs"
@@ -127,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=5.0, help="seconds to read each member (default 5)"
     )
     join.add_parser(sub)
+    add_diagnose_parser(sub, [flags])
     return parser
 
 
@@ -354,7 +359,11 @@ def _dump(data: Any, output: str) -> str:
     return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
-_COMMANDS = {"export": _export, "unexport": _unexport, "explain": _explain}
+async def _diagnose(args: argparse.Namespace, t: Target) -> int:
+    return await diagnose(args, t.kubeconfig, t.context)
+
+
+_COMMANDS = {"export": _export, "unexport": _unexport, "explain": _explain, "diagnose": _diagnose}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
