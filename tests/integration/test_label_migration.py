@@ -7,9 +7,9 @@ alone, and a steady state that writes nothing.
 
 The old objects are written as 0.1's controller wrote them: the slices a controller
 wrote, re-applied server-side by field manager ``mcs-controller`` with 0.1's label value
-(everything else of 0.1's slices is the same). The controller runs as the shipped
-ServiceAccount under the shipped admission policy, which must let the relabelling
-through (the suite fails on any 403)."""
+(everything else of 0.1's slices is the same). The controllers run in both modes, as
+the shipped ServiceAccounts under the shipped admission policy, which must let the
+relabelling through (the suite fails on any 403)."""
 
 from __future__ import annotations
 
@@ -97,13 +97,16 @@ def _as_0_1_wrote_it(kubectl: Kubectl, ctx: str, obj: dict[str, Any]) -> None:
     )  # fmt: skip
 
 
-@pytest.fixture
+@pytest.fixture(params=["central", "per-cluster"])
 def controller(
-    accounts: ServiceAccounts, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    accounts: ServiceAccounts,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Controllers]:
-    """A central controller, started by the test; killed if the test leaves it running
-    (it would act on later tests' objects)."""
-    ctl = Controllers("central", accounts, tmp_path_factory.mktemp("ctl-migration"))
+    """Controllers of one mode, started by the test (as the shipped ServiceAccounts);
+    killed if the test leaves them running (they would act on later tests' objects)."""
+    mode = request.param
+    ctl = Controllers(mode, accounts, tmp_path_factory.mktemp(f"ctl-migration-{mode}"))
     try:
         yield ctl
     finally:
@@ -112,10 +115,15 @@ def controller(
 
 
 def test_old_labels_are_adopted_in_place(
-    controller: Controllers, kubectl: Kubectl, namespace: str
+    controller: Controllers, kubectl: Kubectl, namespace: str, contexts: list[str]
 ) -> None:
     ns, ctl = namespace, controller
-    args = ("--mode", "central", "--resync-period", "5")
+    args = ("--mode", ctl.mode, "--resync-period", "5")
+
+    def spawn_all() -> None:  # as start_all, without waiting for readiness
+        for name in ["central"] if ctl.mode == "central" else contexts:
+            ctl.spawn(name, *([] if name == "central" else ["--local", name]), *args)
+
     # -- what a controller wrote: import slices (hello, exported by C1 and C2) in every
     #    member, global-service slices (rebel-base, global in C1 and C2) in C1 and C2
     for ctx in (C1, C2):
@@ -127,7 +135,7 @@ def test_old_labels_are_adopted_in_place(
             ctx, "apply", "-f", "-",
             stdin=source_slice(ns, "rebel-base", REBEL[ctx], ports=REBEL_PORTS),
         )  # fmt: skip
-    ctl.start("central", *args)
+    ctl.start_all(contexts, *args)
     hello = set(HELLO[C1] + HELLO[C2])
 
     def derived_service(ctx: str) -> str | None:
@@ -189,7 +197,7 @@ def test_old_labels_are_adopted_in_place(
 
     # -- the upgraded controller: relabels in place while the endpoints stay behind
     #    every Service
-    ctl.spawn("central", *args)
+    spawn_all()
     deadline = time.monotonic() + 120
     while True:
         for ctx in (C1, C2, C3):
@@ -199,10 +207,13 @@ def test_old_labels_are_adopted_in_place(
         now = {ctx: _ours(kubectl, ctx, ns, NEW) for ctx in (C1, C2, C3)}
         if all(set(now[ctx]) == set(uids[ctx]) for ctx in now):
             break
-        assert ctl.procs["central"].poll() is None, ctl.log_tail("central")
-        assert time.monotonic() < deadline, f"not relabelled: {ctl.log_tail('central')}"
+        for name, proc in ctl.procs.items():
+            assert proc.poll() is None, ctl.log_tail(name)
+        tails = "\n".join(ctl.log_tail(n, 10) for n in ctl.procs)
+        assert time.monotonic() < deadline, f"not relabelled: {now}\n{tails}"
         time.sleep(0.2)
-    eventually(lambda: ctl._ready("central"), timeout=120, what="the controller ready")
+    for name in list(ctl.procs):
+        eventually(lambda name=name: ctl._ready(name), timeout=120, what=f"{name} ready")
 
     for ctx in (C1, C2, C3):
         now = _ours(kubectl, ctx, ns, NEW)
