@@ -35,7 +35,7 @@ from mcs_mesh.mesh import Mesh
 from mcs_mesh.processes import free_port
 
 NS, NAME = "bench-failover", "rebel-base"
-OURS = "mcs-controller.multicluster.x-k8s.io"
+OURS = "mcs-controller.dev"
 
 
 def _service(affinity: str | None) -> dict[str, Any]:

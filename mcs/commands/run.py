@@ -76,7 +76,9 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--local",
         default="",
         metavar="CONTEXT",
-        help="the member context this instance writes to (--mode per-cluster)",
+        help="the member context this instance writes to: required by --mode per-cluster, "
+        "empty (or every member) for --mode central; without --mode, as before 0.2: none = "
+        "every member, one = that member, several (comma-separated) = those",
     )
     p.add_argument("--log-format", choices=["json", "console"], default="json")
     p.add_argument(

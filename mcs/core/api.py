@@ -35,7 +35,13 @@ DERIVED_SERVICE = "multicluster.kubernetes.io/derived-service"
 # EndpointSlices: the Service a slice belongs to, and the controller that manages it.
 KUBE_SERVICE_NAME = "kubernetes.io/service-name"
 ENDPOINTSLICE_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
-CONTROLLER_NAME = "mcs-controller.multicluster.x-k8s.io"
+CONTROLLER_NAME = "mcs-controller.dev"
+LEGACY_CONTROLLER_NAMES = ("mcs-controller.multicluster.x-k8s.io",)
+"""The EndpointSlice managed-by values of earlier releases (up to 0.1, under the
+``x-k8s.io`` domain, which is reserved for Kubernetes SIG projects). A slice with one of
+them *and* our ownership label is ours: it is adopted in place, its label rewritten by
+the next apply (same name, same uid, no gap). Never a source of endpoints."""
+CONTROLLER_NAMES = (CONTROLLER_NAME, *LEGACY_CONTROLLER_NAMES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +101,17 @@ def owned(obj: Obj | None) -> bool:
 
 
 def managed_by_us(obj: Obj) -> bool:
-    """True for an EndpointSlice this controller manages (by its EndpointSlice managed-by)."""
-    return labels_of(obj).get(ENDPOINTSLICE_MANAGED_BY) == CONTROLLER_NAME
+    """True for an EndpointSlice this controller manages (by its EndpointSlice managed-by:
+    ours, or a `LEGACY_CONTROLLER_NAMES` one on a slice that also carries our ownership
+    label, which is adopted)."""
+    manager = labels_of(obj).get(ENDPOINTSLICE_MANAGED_BY)
+    return manager == CONTROLLER_NAME or (manager in LEGACY_CONTROLLER_NAMES and owned(obj))
+
+
+def mcs_slice(obj: Obj) -> bool:
+    """True for an EndpointSlice with any managed-by value mcs ever used
+    (`CONTROLLER_NAMES`), ours or another instance's: never a source of endpoints."""
+    return labels_of(obj).get(ENDPOINTSLICE_MANAGED_BY) in CONTROLLER_NAMES
 
 
 def import_slice_key(obj: Obj) -> Key | None:

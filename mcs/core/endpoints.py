@@ -75,7 +75,7 @@ from mcs.core.api import (
     SOURCE_CLUSTER,
     Obj,
     labels_of,
-    managed_by_us,
+    mcs_slice,
 )
 from mcs.core.imports import derived_port_name
 from mcs.core.merge import MergeResult
@@ -157,7 +157,7 @@ def group_endpoints(
     groups: dict[tuple[str, str], Group] = {}
     for source in sources:
         address_type = source.get("addressType")
-        if managed_by_us(source) or not isinstance(address_type, str):
+        if mcs_slice(source) or not isinstance(address_type, str):
             continue
         ports = ports_of(source.get("ports"))
         if not ports and not keep_portless:

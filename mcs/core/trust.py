@@ -57,7 +57,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mcs.core.api import CONTROLLER_NAME, ENDPOINTSLICE_MANAGED_BY, Obj
+from mcs.core.api import CONTROLLER_NAMES, ENDPOINTSLICE_MANAGED_BY, Obj
 
 __all__ = [
     "DEFAULT_IGNORED_MANAGERS",
@@ -76,7 +76,7 @@ __all__ = [
 
 # Controllers whose EndpointSlices on a Service hold endpoints of *other* clusters.
 DEFAULT_IGNORED_MANAGERS = (
-    CONTROLLER_NAME,
+    *CONTROLLER_NAMES,  # mcs itself, today's name and earlier releases'
     "endpointslice-mesh-controller.cilium.io",  # Cilium's clustermesh EndpointSlice sync
     "endpointslice-local-mcsapi-controller.cilium.io",  # Cilium's MCS mirror
 )
@@ -160,7 +160,7 @@ class EndpointPolicy:
 
     def counts(self, manager: str) -> bool:
         """Whether a source slice with this managed-by value is a source of endpoints."""
-        if manager == CONTROLLER_NAME:
+        if manager in CONTROLLER_NAMES:
             return False
         return _matches(manager, self.managers) and not _matches(manager, self.ignored_managers)
 

@@ -45,6 +45,7 @@ from mcs.core.api import (
     key_of,
     labels_of,
     managed_by_us,
+    mcs_slice,
     owned,
 )
 from mcs.core.plan import MemberView
@@ -254,7 +255,7 @@ class Cluster:
             service_import=self.imports.get(ns, name),
             derived=self.services.get(ns, derived),
             slice_named=lambda slice_name: self.slices.get(ns, slice_name),
-            source_slices=[s for s in of_service if not managed_by_us(s)],
+            source_slices=[s for s in of_service if not mcs_slice(s)],
             imported_slices=[s for s in of_import if managed_by_us(s)],
             global_slices=[s for s in of_service if global_slice_key(s) == (ns, name)]
             if self.local

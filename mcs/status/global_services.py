@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from mcs.core.api import KUBE_SERVICE_NAME, SOURCE_CLUSTER, Obj, global_slice_key, managed_by_us
+from mcs.core.api import KUBE_SERVICE_NAME, SOURCE_CLUSTER, Obj, global_slice_key, mcs_slice
 from mcs.core.globalsvc import Side, annotations_of, plan_cluster, ready_count
 
 __all__ = ["StatusRow", "status_rows"]
@@ -69,7 +69,7 @@ def status_rows(
                     if (s.get("metadata") or {}).get("namespace") == ns
                     and ((s.get("metadata") or {}).get("labels") or {}).get(KUBE_SERVICE_NAME)
                     == name
-                    and not managed_by_us(s)
+                    and not mcs_slice(s)
                 ],
             )
             for c, svc in present.items()

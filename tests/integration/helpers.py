@@ -65,7 +65,7 @@ NAME = "rebel-base"
 GLOBAL = "service.cilium.io/global"
 SHARED = "service.cilium.io/shared"
 AFFINITY = "service.cilium.io/affinity"
-OURS = "mcs-controller.multicluster.x-k8s.io"
+OURS = "mcs-controller.dev"
 ADDRS = {C1: {"10.1.0.1", "10.1.0.2"}, C2: {"10.2.0.1", "10.2.0.2"}, C3: {"10.3.0.1"}}
 
 

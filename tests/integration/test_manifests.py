@@ -355,9 +355,7 @@ def _obj(kind: str, name: str, ns: str, labels: dict[str, str], **body: Any) -> 
 
 
 OURS = {"app.kubernetes.io/managed-by": "mcs-controller"}
-OUR_SLICE = OURS | {
-    "endpointslice.kubernetes.io/managed-by": "mcs-controller.multicluster.x-k8s.io"
-}
+OUR_SLICE = OURS | {"endpointslice.kubernetes.io/managed-by": "mcs-controller.dev"}
 PORTS = {"ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}
 ENDPOINTS = {"addressType": "IPv4", "endpoints": [{"addresses": ["10.0.0.9"]}]}
 

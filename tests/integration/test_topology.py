@@ -12,7 +12,7 @@ from tests.integration.mcs_objects import export, get_import
 
 C1, C2 = "cluster1", "cluster2"
 NAME = "zoned"
-OURS = "mcs-controller.multicluster.x-k8s.io"
+OURS = "mcs-controller.dev"
 WANT = {  # every endpoint of the import, with hints of its own zone
     "10.1.0.1": {"forZones": [{"name": "zone-a"}]},
     "10.1.0.2": {"forZones": [{"name": "zone-a"}]},

@@ -160,9 +160,7 @@ def test_an_id_clash_leaves_both_members_out_and_the_rest_served(
 
 SA_USER = f"system:serviceaccount:{SYSTEM_NS}:mcs-controller"
 OURS = {"app.kubernetes.io/managed-by": "mcs-controller"}
-OUR_SLICE = OURS | {
-    "endpointslice.kubernetes.io/managed-by": "mcs-controller.multicluster.x-k8s.io"
-}
+OUR_SLICE = OURS | {"endpointslice.kubernetes.io/managed-by": "mcs-controller.dev"}
 
 
 def _as_sa(
