@@ -39,6 +39,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from mcs.commands.version import version_text
 from mcs.core.api import API_VERSION, GROUP, VERSION, Obj
 from mcs.core.explain import Explanation, explain
 from mcs.runtime.kubeapi import new_client, request_json
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[flags],
     )
+    parser.add_argument("--version", action="version", version=version_text(PROG))
     sub = parser.add_subparsers(dest="command", required=True)
     add_status_parser(sub)
     status = sub.choices["status"]

@@ -12,7 +12,9 @@ import socket
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
+from mcs import __version__
 from mcs.core import trust
+from mcs.core.merge import MERGE_RULES
 from mcs.core.namespaces import DEFAULT_EXCLUDED, NamespacePolicy, parse_namespace_list
 from mcs.runtime import kubeapi, statemetrics
 from mcs.runtime.cluster import Cluster, MemberConfig
@@ -352,6 +354,8 @@ async def run(args: argparse.Namespace) -> int:
             )
             log.info(
                 "starting",
+                version=__version__,
+                merge_rules=MERGE_RULES,
                 members={m.context: m.cluster_id for m in members},
                 local=[m.cluster_id for m in members if m.local],
                 cluster_id_pending=sorted(pending),
