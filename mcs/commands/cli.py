@@ -29,7 +29,8 @@ def _mesh_command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse
             from mcs_mesh.state import MeshError
         except ImportError as e:
             raise MeshToolingMissing(
-                f"`mcs mesh` needs the mesh extra ({e.name} is missing): pip install 'mcs-controller[mesh]' (pipx: pipx install 'mcs-controller[mesh]')"
+                f"`mcs mesh` needs the mesh extra ({e.name} is missing): "
+                "pip install 'mcs-controller[mesh]' (or pipx install 'mcs-controller[mesh]')"
             ) from None
         try:
             return fn(args)
