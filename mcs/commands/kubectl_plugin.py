@@ -15,6 +15,8 @@ may come before or after the subcommand.
 * ``unexport SVC``: delete the ServiceExport.
 * ``explain SVC``: why this cluster's export of SVC is in conflict or invalid: the
   winner, each conflicting property with both values, and what to change.
+* ``uninstall``: delete what mcs wrote in every member, keep users' exports and
+  Services (``mcs.commands.uninstall``).
 
 Exit codes: 0; 1 when the request failed (not found, no conditions in time, API
 error); 2 when the configuration cannot work (kubeconfig, context, flags).
@@ -39,6 +41,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from mcs.commands.uninstall import add_uninstall_parser, uninstall
 from mcs.commands.version import version_text
 from mcs.core.api import API_VERSION, GROUP, VERSION, Obj
 from mcs.core.explain import Explanation, explain
@@ -126,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     why.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to read each member (default 5)"
     )
+    add_uninstall_parser(sub, flags)
     return parser
 
 
@@ -363,6 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.context:
                 args.contexts = args.context
             return int(args.func(args))
+        if args.command == "uninstall":
+            return asyncio.run(uninstall(args))
         target = Target(args)
         return asyncio.run(_COMMANDS[args.command](args, target))
     except ConfigError as e:

@@ -12,7 +12,7 @@ import socket
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
-from mcs import __version__
+import mcs
 from mcs.core import trust
 from mcs.core.merge import MERGE_RULES
 from mcs.core.namespaces import DEFAULT_EXCLUDED, NamespacePolicy, parse_namespace_list
@@ -354,7 +354,7 @@ async def run(args: argparse.Namespace) -> int:
             )
             log.info(
                 "starting",
-                version=__version__,
+                version=mcs.__version__,
                 merge_rules=MERGE_RULES,
                 members={m.context: m.cluster_id for m in members},
                 local=[m.cluster_id for m in members if m.local],

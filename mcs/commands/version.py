@@ -6,7 +6,7 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-from mcs import __version__
+import mcs
 
 DISTRIBUTION = "mcs-controller"
 """The name on the Python package index (``pip install mcs-controller``)."""
@@ -15,7 +15,7 @@ DISTRIBUTION = "mcs-controller"
 def version_text(prog: str = "mcs") -> str:
     """One line: ``<prog> 0.2.0 (mcs-controller; Python 3.11.2; kubernetes-asyncio 33.1.0)``."""
     return (
-        f"{prog} {__version__} ({DISTRIBUTION}; Python {platform.python_version()}; "
+        f"{prog} {mcs.__version__} ({DISTRIBUTION}; Python {platform.python_version()}; "
         f"kubernetes-asyncio {_installed('kubernetes-asyncio')})"
     )
 
