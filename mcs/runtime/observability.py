@@ -252,6 +252,14 @@ CLUSTER_ID_CONFLICT = Gauge(
     ["context"],
     registry=REGISTRY,
 )
+MERGE_RULES_SKEW = Gauge(
+    "mcs_merge_rules_skew",
+    "Services whose results this instance holds back because a peer's ServiceImport was "
+    "written with other merge rules (per-cluster mode, instances of different releases), "
+    "by peer cluster; 0 once the versions agree.",
+    ["peer_cluster"],
+    registry=REGISTRY,
+)
 
 
 # --------------------------------------------------------------------------- HTTP
