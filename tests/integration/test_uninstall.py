@@ -93,11 +93,19 @@ def test_uninstall_removes_ours_and_keeps_users_objects(
         assert len(listed) == len(written[ctx]), dry.stdout
     assert {ctx: _ours(kubectl, ctx) for ctx in contexts} == written
 
-    # --delete-crds is refused while users' exports exist; everything else goes
-    out = _uninstall(mesh.kubeconfig, "--delete-crds")
+    # --delete-crds is refused while users' exports exist; the rest of cluster1's goes
+    out = _uninstall(mesh.kubeconfig, "--delete-crds", "--context", C1)
     assert out.returncode == 1, out.stdout + out.stderr
     assert f"{C1}: CRDs kept: 1 ServiceExport(s) exist" in out.stdout, out.stdout
     assert "global Service" in out.stdout and "derived Service" in out.stdout, out.stdout
+    assert _ours(kubectl, C1) == []
+    assert _ours(kubectl, C2) == written[C2], "--context: that member only"
+
+    # every member
+    out = _uninstall(mesh.kubeconfig)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"{C1}: nothing of mcs left" in out.stdout, out.stdout
+    assert out.stdout.count(f"{C2}: deleted ") == len(written[C2]), out.stdout
     for ctx in contexts:
         assert _ours(kubectl, ctx) == [], ctx
         for crd in CRDS:
