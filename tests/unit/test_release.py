@@ -217,3 +217,20 @@ def test_a_wrong_distribution_name_fails(tmp_path: Path) -> None:
     v = rc.source_version()
     found = rc.collect(_sdist(tmp_path, "mcs", v), _wheel(tmp_path, "mcs-controller", v), None)
     assert rc.disagreements(v, found) != []
+
+
+def test_the_dockerfile_build_has_every_file_the_wheel_needs() -> None:
+    """The Dockerfile builds the wheel from what it copies: the license file pyproject
+    names must be copied and not left out by .dockerignore (the build fails otherwise)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = re.search(r"^COPY (pyproject\.toml .*) \./$", dockerfile, re.M)
+    assert copied is not None
+    allowed = {
+        line[1:].rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
+    for name in [*project["license-files"], project["readme"]]:
+        assert name in copied.group(1).split(), name
+        assert name in allowed, name
