@@ -11,12 +11,11 @@ from hypothesis import strategies as st
 
 from mcs.commands.kubectl_plugin import parse_args
 from mcs.commands.uninstall import CRDS, Listed, plan_context
+from mcs.core import api
 
+# The ownership label stays "mcs-controller" whatever the EndpointSlice manager's name is.
 OURS = {"app.kubernetes.io/managed-by": "mcs-controller"}
-SLICE_OURS = {
-    **OURS,
-    "endpointslice.kubernetes.io/managed-by": "mcs-controller.multicluster.x-k8s.io",
-}
+SLICE_OURS = {**OURS, api.ENDPOINTSLICE_MANAGED_BY: api.CONTROLLER_NAME}
 
 
 def obj(name: str, labels: dict[str, str] | None = None, ns: str = "team") -> dict[str, Any]:
