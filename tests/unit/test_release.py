@@ -234,3 +234,16 @@ def test_the_dockerfile_build_has_every_file_the_wheel_needs() -> None:
     for name in [*project["license-files"], project["readme"]]:
         assert name in copied.group(1).split(), name
         assert name in allowed, name
+
+
+def test_build_info_metric_names_this_release() -> None:
+    from mcs.core.merge import MERGE_RULES
+    from mcs.runtime.observability import REGISTRY
+
+    labels = {
+        "version": mcs.__version__,
+        "merge_rules": MERGE_RULES,
+        "python": platform.python_version(),
+        "kubernetes_asyncio": version_text().rsplit("kubernetes-asyncio ", 1)[1].rstrip(")"),
+    }
+    assert REGISTRY.get_sample_value("mcs_build_info", labels) == 1
