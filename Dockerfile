@@ -1,4 +1,5 @@
 # The mcs controller image for people with Docker (BuildKit): `docker build -t mcs:0.2.0 .`
+# (the Python distribution inside is mcs-controller; `make release-check` checks versions)
 # Without Docker, `make image` builds the same image (hack/build-image.sh: mmdebstrap +
 # umoci) into an OCI archive. Both start from Debian bookworm's python3 (3.11) and run
 # the same hack/image/install.sh, so they hold the same files: mcs in a virtualenv at
@@ -12,7 +13,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only what the wheel is built from (see .dockerignore).
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY mcs ./mcs
 RUN python3 -m venv /build && /build/bin/pip install --quiet --upgrade pip \
     && /build/bin/pip wheel --quiet --wheel-dir /wheels . pip

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: all install binaries test test-unit test-integration test-dataplane lint demo demo-dataplane demo-down bench bench-large image clean
+.PHONY: all install binaries test test-unit test-integration test-dataplane lint demo demo-dataplane demo-down bench bench-large image release-check clean
 
 all: lint test
 
@@ -59,6 +59,10 @@ demo-down: install
 ## image: the controller image without Docker, as an OCI archive in dist/ (hack/build-image.sh)
 image: install
 	PYTHON=$(abspath $(BIN))/python bash hack/build-image.sh
+
+## release-check: build the sdist, the wheel and the image; all three must carry mcs.__version__
+release-check: install
+	PYTHON=$(abspath $(BIN))/python $(BIN)/python hack/release_check.py
 
 ## bench: the controller beside the write floor at 100 and 1,000 exports (bench/convergence.py)
 bench: binaries

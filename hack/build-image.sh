@@ -29,7 +29,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/mcs-image.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 say() { echo "[mcs image] $*" >&2; }
 
-say "wheels: mcs $version and its dependencies (no mesh extra)"
+say "wheels: mcs-controller $version and its dependencies (no mesh extra)"
 "$python" -m pip wheel --quiet --disable-pip-version-check --wheel-dir "$work/wheels" \
   "$root" pip >"$work/pip.log" 2>&1 || { cat "$work/pip.log" >&2; exit 1; }
 

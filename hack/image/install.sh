@@ -8,7 +8,7 @@ python3 -m venv --without-pip /opt/mcs
 pip_wheel=$(ls /wheels/pip-*.whl)
 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
   /opt/mcs/bin/python "$pip_wheel/pip" install --no-index --find-links /wheels --no-compile \
-  --only-binary :all: mcs
+  --only-binary :all: mcs-controller
 # Bytecode now, so a read-only root filesystem costs nothing at start-up.
 /opt/mcs/bin/python -m compileall -q --invalidation-mode unchecked-hash /opt/mcs/lib
 ln -s /opt/mcs/bin/mcs /usr/local/bin/mcs

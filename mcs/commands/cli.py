@@ -11,6 +11,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from mcs.commands.run import add_run_parser
+from mcs.commands.version import version_text
 from mcs.status import add_status_parser
 
 
@@ -28,7 +29,8 @@ def _mesh_command(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse
             from mcs_mesh.state import MeshError
         except ImportError as e:
             raise MeshToolingMissing(
-                f"`mcs mesh` needs the mesh extra ({e.name} is missing): pip install 'mcs[mesh]'"
+                f"`mcs mesh` needs the mesh extra ({e.name} is missing): "
+                "pip install 'mcs-controller[mesh]' (or pipx install 'mcs-controller[mesh]')"
             ) from None
         try:
             return fn(args)
@@ -45,6 +47,7 @@ def _raise_exit(signum: int, frame: FrameType | None) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mcs", description=__doc__)
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True)
 
     try:

@@ -18,6 +18,8 @@ may come before or after the subcommand.
 * ``join CTX1 CTX2 ...``: join clusters into a clusterset (``mcs/commands/join.py``).
 * ``diagnose``: check the installation and each member as the controller sees it
   (docs/diagnose.md; exit 0 ok, 1 problems, 2 not checked).
+* ``uninstall``: delete what mcs wrote in every member, keep users' exports and
+  Services (``mcs.commands.uninstall``).
 
 Exit codes: 0; 1 when the request failed (not found, no conditions in time, API
 error); 2 when the configuration cannot work (kubeconfig, context, flags).
@@ -43,6 +45,8 @@ from rich.table import Table
 from rich.text import Text
 
 from mcs.commands import join
+from mcs.commands.uninstall import add_uninstall_parser, uninstall
+from mcs.commands.version import version_text
 from mcs.core.api import API_VERSION, GROUP, VERSION, Obj
 from mcs.core.explain import Explanation, explain
 from mcs.runtime.kubeapi import new_client, request_json
@@ -92,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[flags],
     )
+    parser.add_argument("--version", action="version", version=version_text(PROG))
     sub = parser.add_subparsers(dest="command", required=True)
     add_status_parser(sub)
     status = sub.choices["status"]
@@ -132,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     join.add_parser(sub)
     add_diagnose_parser(sub, [flags])
+    add_uninstall_parser(sub, flags)
     return parser
 
 
@@ -375,6 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.func(args))
         if args.command == "join":
             return join.main(args)
+        if args.command == "uninstall":
+            return asyncio.run(uninstall(args))
         target = Target(args)
         return asyncio.run(_COMMANDS[args.command](args, target))
     except ConfigError as e:

@@ -12,8 +12,10 @@ import socket
 import structlog
 from kubernetes_asyncio.client import ApiClient
 
+import mcs
 from mcs.commands import runflags
 from mcs.core import trust
+from mcs.core.merge import MERGE_RULES
 from mcs.core.namespaces import DEFAULT_EXCLUDED, NamespacePolicy, parse_namespace_list
 from mcs.runtime import kubeapi, statemetrics
 from mcs.runtime.cluster import Cluster, MemberConfig
@@ -409,6 +411,8 @@ async def run(args: argparse.Namespace) -> int:
             )
             log.info(
                 "starting",
+                version=mcs.__version__,
+                merge_rules=MERGE_RULES,
                 members={m.context: m.cluster_id for m in members},
                 mode=mode.mode,
                 local=[m.cluster_id for m in members if m.local],

@@ -27,6 +27,10 @@ API_VERSION = f"{GROUP}/{VERSION}"
 FIELD_MANAGER = "mcs-controller"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 
+# The version of the merge rules (`mcs.core.merge.MERGE_RULES`) an instance computed a
+# ServiceImport with, stamped on it: per-cluster instances compare theirs with it.
+MERGE_RULES_ANNOTATION = "mcs-controller.dev/merge-rules"
+
 # KEP-1645's labels and annotation.
 SERVICE_NAME = "multicluster.kubernetes.io/service-name"
 SOURCE_CLUSTER = "multicluster.kubernetes.io/source-cluster"

@@ -10,6 +10,8 @@ write, not one per reconcile.
 * `withdrawal_event`: a ServiceImport's Ready reason turned into or out of
   ``MemberWithdrawn``.
 * `dropped_event`: endpoints of the export's cluster that are not imported (`mcs.core.trust`).
+* `merge_rules_event`: the export's results are held back while a peer computes the
+  merge with other rules (`mcs.core.plan`'s skew check).
 * `service_event`: a note on a global Service (`mcs.core.globalsvc.Note`).
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -151,6 +153,28 @@ def dropped_event(
         cluster,
         now,
     )
+
+
+def merge_rules_event(
+    export: Obj, message: str, peers: Mapping[str, str], cluster: str, now: datetime
+) -> dict[str, Any]:
+    """A Warning Event on ``export``: its results are held back while peers compute the
+    merge with other rules. Named by the export's uid and the peers' versions, so the
+    same disagreement is posted once."""
+    uid = (export.get("metadata") or {}).get("uid")
+    return event(
+        export,
+        API_VERSION,
+        "ServiceExport",
+        json.dumps([uid, sorted(peers.items())]),
+        ("Warning", MERGE_RULES_MISMATCH, message[:_MESSAGE_MAX]),
+        cluster,
+        now,
+    )
+
+
+MERGE_RULES_MISMATCH = "MergeRulesMismatch"
+"""The reason of the Event and of the export's Ready=False while merge rules disagree."""
 
 
 def service_event(

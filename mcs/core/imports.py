@@ -19,12 +19,13 @@ from mcs.core.api import (
     DERIVED_SERVICE,
     FIELD_MANAGER,
     MANAGED_BY,
+    MERGE_RULES_ANNOTATION,
     SERVICE_NAME,
     Obj,
     derived_name,
 )
 from mcs.core.events import WITHDRAWN_REASON
-from mcs.core.merge import MergeResult
+from mcs.core.merge import MERGE_RULES, MergeResult
 from mcs.core.model import Port, format_time
 
 __all__ = [
@@ -59,7 +60,7 @@ def desired_import(
     spec = merged.spec
     ips: list[str] = []
     body_spec = spec.to_api()
-    annotations = dict(spec.annotations)
+    annotations = {**spec.annotations, MERGE_RULES_ANNOTATION: MERGE_RULES}
     if spec.type == "ClusterSetIP":
         annotations[DERIVED_SERVICE] = derived_name(namespace, name)
         dspec = (derived or {}).get("spec", {})

@@ -63,6 +63,12 @@ from pydantic import BaseModel, ConfigDict
 
 from mcs.core.model import Condition, ExportRecord, ImportSpec, InvalidExport, Port, parse_time
 
+MERGE_RULES = "1"
+"""The version of the rules above. Raise it with any change that can make two releases
+compute a different import or Conflict condition from the same exports: instances of
+different merge rules in one clusterset must not both write (`mcs.core.plan`'s skew
+check compares it with the one each peer stamps on its ServiceImports)."""
+
 # The order in which conflicts are reported and their reasons joined.
 CONFLICT_REASONS = (
     "PortConflict",

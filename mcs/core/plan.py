@@ -22,6 +22,17 @@ key, and every Event; the shell carries it out and nothing else:
    (`mcs.core.globalsvc`), and the Events (`mcs.core.events`). Each write is only what
    differs from the caches (`mcs.core.writes`): a steady state plans no write.
 
+**Version skew** (per-cluster mode: every instance must compute the same merge). Each
+ServiceImport we write carries the version of our merge rules
+(`MERGE_RULES_ANNOTATION`). While a *remote* member's ServiceImport of ours for the key
+says another version (none: a release before 0.2.0), the key's results are held back in
+every local member: no derived Service, import, slice or Conflict change; only our own
+import is stamped with our version (so the peers see it and nobody waits on the other),
+the export gets ``Ready=False/MergeRulesMismatch`` and a Warning Event, and
+`KeyPlan.skew` names the peers for the log and the metric. Once every instance runs the
+same rules, the stamps agree and the key is written as usual. Central mode has no remote
+writer to disagree with.
+
 No write result is read back except one: the ClusterIPs the API server gives the
 derived Service, which become the ServiceImport's ``spec.ips``. So the fewest writes
 for a new ClusterSetIP export are, in each cluster, one apply of the derived Service,
@@ -37,8 +48,17 @@ from datetime import datetime
 from typing import Any
 
 from mcs.core import endpoints, events, globalsvc, imports, trust, writes
-from mcs.core.api import Obj, derived_name, owned
-from mcs.core.merge import MergeResult, export_conditions, merge
+from mcs.core.api import (
+    API_VERSION,
+    FIELD_MANAGER,
+    MANAGED_BY,
+    MERGE_RULES_ANNOTATION,
+    Obj,
+    derived_name,
+    labels_of,
+    owned,
+)
+from mcs.core.merge import MERGE_RULES, MergeResult, export_conditions, merge
 from mcs.core.model import ExportRecord, InvalidExport, record_from_objects
 from mcs.core.namespaces import Exclusion, NamespacePolicy
 from mcs.core.writes import Write
@@ -52,6 +72,7 @@ __all__ = [
     "Policy",
     "evaluate",
     "export_status",
+    "merge_rules_skew",
     "plan_key",
 ]
 
@@ -110,7 +131,11 @@ def evaluate(
 
 
 def export_status(
-    evaluation: Evaluation, view: ClusterView, now: datetime, blocked: str | None = None
+    evaluation: Evaluation,
+    view: ClusterView,
+    now: datetime,
+    blocked: str | None = None,
+    ready: tuple[bool, str, str] | None = None,
 ) -> list[dict[str, Any]] | None:
     """The conditions of the export in ``view``'s cluster, or None when it has no export.
 
@@ -125,7 +150,7 @@ def export_status(
     if invalid is not None:
         return export_conditions(invalid, previous, now, generation)
     assert evaluation.merged is not None
-    ready = (False, "Failed", blocked) if blocked else None
+    ready = (False, "Failed", blocked) if blocked else ready
     return export_conditions(evaluation.merged, previous, now, generation, ready=ready)
 
 
@@ -199,6 +224,9 @@ class KeyPlan:
     """Objects not ours that stand in the way of the import, for the log."""
     unreachable: tuple[str, ...] = ()
     """Local members not written because they are unreachable: the key is retried."""
+    skew: Mapping[str, str] = field(default_factory=dict)
+    """Remote members whose import of the key says other merge rules (cluster -> their
+    version, "none" before 0.2.0): the key's results are held back."""
 
 
 def plan_key(
@@ -235,6 +263,13 @@ def plan_key(
         tuple((m.cluster, m.withdrawn_since) for m in members if m.withdrawn and m.export),
     )
     written = [m for m in members if m.local and not m.withdrawn and m.reachable]
+    skew = merge_rules_skew(members)
+    if skew:
+        unreachable = tuple(
+            m.cluster for m in members if m.local and not m.withdrawn and not m.reachable
+        )
+        held = tuple(_held_back(key, m, skew) for m in written)
+        return KeyPlan(held, dropped, key.blocked, unreachable, skew)
     clusters = []
     for m in written:
         cluster = _plan_cluster(key, m)
@@ -348,6 +383,87 @@ def _plan_cluster(key: _Key, m: MemberView) -> ClusterPlan:
         return tuple(out)
 
     return ClusterPlan(m.cluster, tuple(derived_writes), then, derived, tuple(warnings))
+
+
+def merge_rules_of(service_import: Obj | None) -> str | None:
+    """The merge-rules version an import of ours was written with ("none": a release
+    before the stamp); None for no import or one that is not ours."""
+    if service_import is None or not owned(service_import):
+        return None
+    meta = service_import.get("metadata") or {}
+    value = (meta.get("annotations") or {}).get(MERGE_RULES_ANNOTATION)
+    return str(value) if value else "none"
+
+
+def merge_rules_skew(members: Sequence[MemberView]) -> dict[str, str]:
+    """Remote, not withdrawn members whose import of ours says other merge rules."""
+    found = {
+        m.cluster: merge_rules_of(m.service_import)
+        for m in members
+        if not m.local and not m.withdrawn
+    }
+    return {c: v for c, v in found.items() if v is not None and v != MERGE_RULES}
+
+
+def skew_message(skew: Mapping[str, str]) -> str:
+    peers = ", ".join(f"{c} ({v})" for c, v in sorted(skew.items()))
+    return (
+        f"Not updated: this cluster's mcs computes the merge with rules version {MERGE_RULES}, "
+        f"and the ServiceImports of cluster(s) {peers} were written with other rules; "
+        "the last results stay until every member runs the same mcs release."
+    )
+
+
+def _held_back(key: _Key, m: MemberView, skew: Mapping[str, str]) -> ClusterPlan:
+    """``m``'s writes while merge rules disagree: only our version stamped on our import,
+    Ready=False on the export (Valid and Conflict kept as they were) and one Event."""
+    view = key.views[m.cluster]
+    out: list[Write] = []
+    stamp = _stamped(view.service_import)
+    if stamp is not None:
+        out.append(Write("apply", "serviceimports", stamp))
+    message = skew_message(skew)
+    export = view.export
+    if export is not None and key.evaluation.merged is not None:
+        previous = export.get("status", {}).get("conditions") or []
+        ready = (False, events.MERGE_RULES_MISMATCH, message)
+        wanted = export_status(key.evaluation, view, key.now, ready=ready) or []
+        kept = {c.get("type"): c for c in previous if c.get("type") in ("Valid", "Conflict")}
+        conditions = [dict(kept.get(c.get("type"), c)) for c in wanted]
+        if conditions != previous:
+            out.append(Write("status", "serviceexports", export, {"conditions": conditions}))
+            event = events.merge_rules_event(export, message, skew, m.cluster, key.now)
+            out.append(Write("create", "events", event))
+    writes_now = tuple(out)
+    return ClusterPlan(m.cluster, (), lambda _: writes_now, view.derived)
+
+
+def _stamped(observed: Obj | None) -> dict[str, Any] | None:
+    """Our import as we last applied it (labels and annotations of our apply, spec as
+    observed) with our merge-rules version; None when not ours or already stamped."""
+    if merge_rules_of(observed) in (None, MERGE_RULES):
+        return None
+    assert observed is not None
+    meta = observed.get("metadata") or {}
+    label_keys, annotation_keys = writes.applied_keys(observed)
+    annotations = meta.get("annotations") or {}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "ServiceImport",
+        "metadata": {
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "labels": {
+                **{k: v for k, v in labels_of(observed).items() if k in label_keys},
+                MANAGED_BY: FIELD_MANAGER,
+            },
+            "annotations": {
+                **{k: v for k, v in annotations.items() if k in annotation_keys},
+                MERGE_RULES_ANNOTATION: MERGE_RULES,
+            },
+        },
+        "spec": dict(observed.get("spec") or {}),
+    }
 
 
 def _ours(view: ClusterView) -> list[tuple[str, Obj]]:

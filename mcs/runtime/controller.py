@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ import structlog
 
 from mcs.core import plan, trust
 from mcs.core.api import Key, Obj, key_of
+from mcs.core.merge import MERGE_RULES
 from mcs.core.namespaces import NamespacePolicy
 from mcs.core.writes import Write
 from mcs.runtime import health
@@ -37,6 +38,7 @@ from mcs.runtime.leader import LeaderElector
 from mcs.runtime.observability import (
     CLUSTER_CONNECTED,
     ENDPOINTS_DROPPED,
+    MERGE_RULES_SKEW,
     RESYNCS,
     WORKQUEUE_DEPTH,
 )
@@ -87,6 +89,8 @@ class Controller:
         self._bound: tuple[tuple[tuple[str, str], ...], plan.Policy] | None = None
         # What mcs.core.trust last dropped from each (key, source cluster): logged on change.
         self._dropped: dict[tuple[Key, str], frozenset[str]] = {}
+        # Keys held back by a merge-rules skew, with the peers' versions (plan.KeyPlan.skew).
+        self._skewed: dict[Key, Mapping[str, str]] = {}
         # Events this process posted, by (cluster, name): a note that persists is posted once.
         self._posted: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         self.members: tuple[Cluster, ...] = tuple(
@@ -300,6 +304,7 @@ class Controller:
         """Log what the plan leaves untouched, and count endpoints newly dropped."""
         if planned.blocked:
             log.warning("unowned object in the way", detail=planned.blocked)
+        self._report_skew(key, planned.skew)
         for m in self.members:
             lost = planned.dropped.get(m.cluster_id, ())
             seen = frozenset(f"{d.slice}: {d}" for d in lost)
@@ -319,6 +324,28 @@ class Controller:
                     service=key[1],
                     dropped=sorted(seen),
                 )
+
+    def _report_skew(self, key: Key, skew: Mapping[str, str]) -> None:
+        """Log a merge-rules skew when it appears, changes or ends, and keep the gauge."""
+        before = self._skewed.pop(key, {})
+        if skew:
+            self._skewed[key] = dict(skew)
+        if dict(skew) == dict(before):
+            return
+        for peer in {*before, *skew}:
+            MERGE_RULES_SKEW.labels(peer_cluster=peer).set(
+                sum(peer in s for s in self._skewed.values())
+            )
+        if skew:
+            log.warning(
+                "merge rules differ from a peer's: results held back",
+                namespace=key[0],
+                service=key[1],
+                merge_rules=MERGE_RULES,
+                peers=dict(skew),
+            )
+        else:
+            log.info("merge rules agree again", namespace=key[0], service=key[1])
 
     async def _while_reachable(self, m: Cluster, writes: Coroutine[Any, Any, None]) -> None:
         """Run ``m``'s writes of one reconcile, cancelled as soon as ``m`` counts as

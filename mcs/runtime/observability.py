@@ -24,8 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import platform
 import sys
 from collections.abc import AsyncIterator, Callable
+from importlib import metadata
 from types import TracebackType
 from typing import Literal, Self
 
@@ -37,10 +39,14 @@ from prometheus_client import (
     Gauge,
     GCCollector,
     Histogram,
+    Info,
     PlatformCollector,
     ProcessCollector,
 )
 from prometheus_client.exposition import choose_encoder
+
+import mcs
+from mcs.core.merge import MERGE_RULES
 
 __all__ = [
     "API_WRITES",
@@ -252,6 +258,38 @@ CLUSTER_ID_CONFLICT = Gauge(
     ["context"],
     registry=REGISTRY,
 )
+MERGE_RULES_SKEW = Gauge(
+    "mcs_merge_rules_skew",
+    "Services whose results this instance holds back because a peer's ServiceImport was "
+    "written with other merge rules (per-cluster mode, instances of different releases), "
+    "by peer cluster; 0 once the versions agree.",
+    ["peer_cluster"],
+    registry=REGISTRY,
+)
+
+BUILD_INFO = Info(
+    "mcs_build",
+    "This mcs release (mcs.__version__), the version of its merge rules, the Python and "
+    "the kubernetes-asyncio it runs with; the value is always 1.",
+    registry=REGISTRY,
+)
+
+
+def build_labels() -> dict[str, str]:
+    """The labels of ``mcs_build_info``."""
+    try:
+        client = metadata.version("kubernetes-asyncio")
+    except metadata.PackageNotFoundError:
+        client = "unknown"
+    return {
+        "version": mcs.__version__,
+        "merge_rules": MERGE_RULES,
+        "python": platform.python_version(),
+        "kubernetes_asyncio": client,
+    }
+
+
+BUILD_INFO.info(build_labels())
 
 
 # --------------------------------------------------------------------------- HTTP

@@ -84,7 +84,8 @@ are ordered as described, absent values are ``null``)::
          "backends": {"cluster1": 2, "cluster2": 1},   # ready endpoints used, by source
          "held_back": [],               # clusters affinity keeps out right now
          "notes": []}                   # what the controller says (its Events' messages)
-      ]
+      ],
+      "version": "0.2.0"                # the mcs release that made the report (added in 0.2.0)
     }
 
 Exit codes: 0, or 1 when ``--fail-on`` finds a problem, 2 when the configuration

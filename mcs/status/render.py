@@ -255,7 +255,8 @@ def renderable(report: Report) -> RenderableType:
     summary.
     """
     sections = (_members, _controllers, _services, _global_services, _summary)
-    return Group(*(part for section in sections for part in section(report)))
+    header = Text(f"mcs {report.version}", style=_DIM)
+    return Group(header, *(part for section in sections for part in section(report)))
 
 
 def console(*, color: bool, file: IO[str] | None = None, width: int | None = None) -> Console:

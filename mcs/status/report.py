@@ -17,6 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+import mcs
 from mcs.core.api import Obj
 from mcs.core.merge import MergeResult, export_conditions
 from mcs.core.model import InvalidExport, parse_time
@@ -174,6 +175,8 @@ class Report(BaseModel):
     services: list[ServiceReport]
     summary: Summary
     global_services: list[GlobalServiceReport] = []
+    version: str = mcs.__version__
+    """The mcs release that made the report (``mcs --version``)."""
 
 
 # --------------------------------------------------------------------------- summarize (pure)

@@ -117,7 +117,7 @@ def test_image_config_and_content(image: Image) -> None:
     assert set(cfg["ExposedPorts"]) == {"8080/tcp", "8081/tcp"}
     site = next((image.rootfs / "opt/mcs/lib").glob("python3*/site-packages"))
     installed = {p.name.split("-")[0].lower() for p in site.glob("*.dist-info")}
-    assert {"mcs", "rich", "kubernetes_asyncio", "aiohttp"} <= installed
+    assert {"mcs_controller", "rich", "kubernetes_asyncio", "aiohttp"} <= installed
     # The runtime image leaves out the mesh tooling's extra and pip.
     assert not installed & {"cryptography", "dnspython", "pip"}, installed
     assert (image.rootfs / "usr/share/mcs/crds/serviceexports.yaml").is_file()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from mcs.core import api, imports, plan, writes
+from mcs.core import api, imports, merge, plan, writes
 
 NOW = datetime(2026, 11, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -42,7 +42,8 @@ def test_clusterset_import_gets_ips_from_derived_service() -> None:
     assert "ips" not in before["spec"]
     assert before["metadata"]["labels"] == {api.MANAGED_BY: api.FIELD_MANAGER}
     assert before["metadata"]["annotations"] == {
-        api.DERIVED_SERVICE: api.derived_name("demo", "web")
+        api.DERIVED_SERVICE: api.derived_name("demo", "web"),
+        api.MERGE_RULES_ANNOTATION: merge.MERGE_RULES,
     }
     derived = {"spec": {"clusterIPs": ["10.0.0.1", "fd00::1"], "ipFamilies": ["IPv4", "IPv6"]}}
     after = imports.desired_import("demo", "web", ev.merged, derived)

@@ -300,7 +300,14 @@ def test_json_shape_is_stable() -> None:
     ctl = ControllerSnapshot("http://127.0.0.1:8081", 200, "ok\n")
     report = summarize(Snapshot((*snap.members, down), (ctl,)))
     data = json.loads(status.render(report, "json"))
-    assert list(data) == ["members", "controllers", "services", "summary", "global_services"]
+    assert list(data) == [
+        "members",
+        "controllers",
+        "services",
+        "summary",
+        "global_services",
+        "version",
+    ]
     assert set(data["members"][0]) == {
         "context",
         "cluster_id",
