@@ -7,8 +7,9 @@ Those are states, not events, so they are read from the controller at scrape tim
 change:
 
 * ``mcs_ready``: 1 when ``/readyz`` answers ok (every cache has listed), else 0.
-* ``mcs_leader_is_leader``: 1 while this instance may write (it holds the Lease, or
-  runs without ``--leader-elect``), else 0 (a standby).
+* ``leader_election_master_status{name}``: client-go's name, 1 while this instance holds
+  the Lease ``name``, else 0 (a standby); absent without ``--leader-elect`` (as in
+  controller-runtime: one instance, which always writes).
 * ``mcs_serviceexports{cluster, condition}``: ServiceExports in the caches of each
   local cluster whose condition says ``conflict`` (Conflict=True) or ``invalid``
   (Valid=False), as the controller last wrote them.
@@ -36,6 +37,7 @@ from mcs.runtime.observability import REGISTRY
 
 class _Leading(Protocol):
     leading: bool
+    name: str
 
 
 def _condition(obj: Obj, type_: str) -> str | None:
@@ -60,20 +62,22 @@ def export_states(obj: Obj) -> tuple[str, ...]:
 
 
 def samples(
-    ready: bool, leading: bool, exports: Mapping[str, Mapping[str, int]]
+    ready: bool, leader: tuple[str, bool] | None, exports: Mapping[str, Mapping[str, int]]
 ) -> list[GaugeMetricFamily]:
-    """The metric families for a controller that is ``ready`` (or not), ``leading`` (or
-    not), with ``exports[cluster][state]`` ServiceExports in each state per local
-    cluster id."""
+    """The metric families for a controller that is ``ready`` (or not), with ``leader``
+    ``(lease name, leading)`` (None without leader election), and
+    ``exports[cluster][state]`` ServiceExports in each state per local cluster id."""
     ready_m = GaugeMetricFamily(
         "mcs_ready", "1 when /readyz answers ok (every cache has listed), else 0."
     )
     ready_m.add_metric([], 1.0 if ready else 0.0)
     leader_m = GaugeMetricFamily(
-        "mcs_leader_is_leader",
-        "1 while this instance may write (holds the Lease, or runs without --leader-elect).",
+        "leader_election_master_status",
+        "1 while this instance holds the leader-election Lease name, else 0 (a standby).",
+        labels=["name"],
     )
-    leader_m.add_metric([], 1.0 if leading else 0.0)
+    if leader is not None:
+        leader_m.add_metric([leader[0]], 1.0 if leader[1] else 0.0)
     exports_m = GaugeMetricFamily(
         "mcs_serviceexports",
         "ServiceExports of a local cluster by what their conditions say: conflict "
@@ -96,7 +100,7 @@ class ControllerMetrics(Collector):
 
     def describe(self) -> Iterator[Metric]:
         """The families without reading the controller (the registry asks at register)."""
-        yield from samples(False, False, {})
+        yield from samples(False, None, {})
 
     def collect(self) -> Iterator[Metric]:
         c = self._controller
@@ -105,8 +109,8 @@ class ControllerMetrics(Collector):
             for m in c.members
             if m.local
         }
-        leading = self._elector is None or self._elector.leading
-        yield from samples(c.ready() is None, leading, exports)
+        e = self._elector
+        yield from samples(c.ready() is None, None if e is None else (e.name, e.leading), exports)
 
 
 @asynccontextmanager

@@ -51,15 +51,20 @@ def test_exposition() -> None:
         ),
         "c1": _counts(),
     }
-    assert _exposition(True, False, exports) == [
+    assert _exposition(True, ("mcs-controller", False), exports) == [
         "mcs_ready 1.0",
-        "mcs_leader_is_leader 0.0",
+        'leader_election_master_status{name="mcs-controller"} 0.0',
         'mcs_serviceexports{cluster="c1",condition="conflict"} 0.0',
         'mcs_serviceexports{cluster="c1",condition="invalid"} 0.0',
         'mcs_serviceexports{cluster="c2",condition="conflict"} 2.0',
         'mcs_serviceexports{cluster="c2",condition="invalid"} 2.0',
     ]
-    assert _exposition(False, True, {})[:2] == ["mcs_ready 0.0", "mcs_leader_is_leader 1.0"]
+    assert _exposition(False, ("lease", True), {})[:2] == [
+        "mcs_ready 0.0",
+        'leader_election_master_status{name="lease"} 1.0',
+    ]
+    # without leader election, as controller-runtime: no leader_election_master_status
+    assert not any(s.startswith("leader_election") for s in _exposition(True, None, {}))
 
 
 def test_the_state_index_follows_an_export_that_changes() -> None:
