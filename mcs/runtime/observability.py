@@ -53,6 +53,7 @@ __all__ = [
     "CLUSTER_CONNECTED",
     "CONTROLLER",
     "MEMBER_CREDENTIAL_EXPIRY",
+    "PROPAGATION",
     "RECONCILES",
     "RECONCILE_DURATION",
     "RECONCILE_ERRORS",
@@ -226,6 +227,16 @@ WORKQUEUE_WAIT = Histogram(
     "mcs_workqueue_wait_seconds",
     "Time a key waited in the work queue before a worker took it, since it entered the "
     "lane it was taken from (urgent: what users write; change; resync).",
+    ["lane"],
+    buckets=WAIT_BUCKETS,
+    registry=REGISTRY,
+)
+PROPAGATION = Histogram(
+    "mcs_propagation_seconds",
+    "From the event that queued a key (a watch event, a resync) to the end of the "
+    "successful reconcile that carried it out (its writes answered), by the lane the key "
+    "was taken from (urgent: what users write; change; resync). A key that failed first "
+    "counts from the add of its last retry.",
     ["lane"],
     buckets=WAIT_BUCKETS,
     registry=REGISTRY,

@@ -13,6 +13,9 @@ change:
 * ``mcs_serviceexports{cluster, condition}``: ServiceExports in the caches of each
   local cluster whose condition says ``conflict`` (Conflict=True) or ``invalid``
   (Valid=False), as the controller last wrote them.
+* ``mcs_serviceexport_conflicts{cluster, reason}``: of those in conflict, how many name
+  each reason of ``mcs.core.merge.CONFLICT_REASONS`` (an export in conflict on ports and
+  type counts under both).
 
 A scrape decodes nothing: the exports' caches index each export under the states it
 is in (``export_states``, index ``BY_STATE``), and a scrape counts the index. A
@@ -32,6 +35,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from mcs.core.api import Obj
+from mcs.core.merge import CONFLICT_REASONS
 from mcs.runtime.observability import REGISTRY
 
 
@@ -40,23 +44,34 @@ class _Leading(Protocol):
     name: str
 
 
-def _condition(obj: Obj, type_: str) -> str | None:
+def _condition(obj: Obj, type_: str) -> Mapping[str, Any] | None:
     for c in (obj.get("status") or {}).get("conditions") or []:
         if isinstance(c, Mapping) and c.get("type") == type_:
-            return str(c.get("status"))
+            return c
     return None
+
+
+def _status(obj: Obj, type_: str) -> str | None:
+    c = _condition(obj, type_)
+    return None if c is None else str(c.get("status"))
 
 
 BY_STATE = "export-state"
 STATES = ("conflict", "invalid")
+REASON_STATES = {r: f"conflict:{r}" for r in CONFLICT_REASONS}
+"""The index value of an export in conflict for each reason."""
 
 
 def export_states(obj: Obj) -> tuple[str, ...]:
-    """What an export's conditions say, among ``STATES`` (an index function)."""
+    """What an export's conditions say, among ``STATES`` and ``REASON_STATES``'s values
+    (an index function)."""
     states = []
-    if _condition(obj, "Conflict") == "True":
+    conflict = _condition(obj, "Conflict")
+    if conflict is not None and str(conflict.get("status")) == "True":
         states.append("conflict")
-    if _condition(obj, "Valid") == "False":
+        reasons = str(conflict.get("reason") or "").split(",")
+        states.extend(REASON_STATES[r] for r in CONFLICT_REASONS if r in reasons)
+    if _status(obj, "Valid") == "False":
         states.append("invalid")
     return tuple(states)
 
@@ -84,10 +99,18 @@ def samples(
         "(Conflict=True) or invalid (Valid=False).",
         labels=["cluster", "condition"],
     )
+    reasons_m = GaugeMetricFamily(
+        "mcs_serviceexport_conflicts",
+        "ServiceExports of a local cluster in conflict (Conflict=True) by each reason "
+        "their condition names (PortConflict, TypeConflict, ...).",
+        labels=["cluster", "reason"],
+    )
     for cluster, counts in sorted(exports.items()):
         for state in STATES:
             exports_m.add_metric([cluster, state], float(counts.get(state, 0)))
-    return [ready_m, leader_m, exports_m]
+        for reason, state in REASON_STATES.items():
+            reasons_m.add_metric([cluster, reason], float(counts.get(state, 0)))
+    return [ready_m, leader_m, exports_m, reasons_m]
 
 
 class ControllerMetrics(Collector):
@@ -105,7 +128,9 @@ class ControllerMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         c = self._controller
         exports = {
-            m.cluster_id: {s: m.exports.count(BY_STATE, s) for s in STATES}
+            m.cluster_id: {
+                s: m.exports.count(BY_STATE, s) for s in (*STATES, *REASON_STATES.values())
+            }
             for m in c.members
             if m.local
         }

@@ -64,6 +64,7 @@ import structlog
 
 from mcs.runtime.observability import (
     CONTROLLER,
+    PROPAGATION,
     RECONCILE_DURATION,
     RECONCILE_ERRORS,
     RECONCILES,
@@ -183,6 +184,8 @@ class WorkQueue(Generic[K]):
         WORKQUEUE_UNFINISHED.labels(**labels).set_function(self.unfinished_work)
         WORKQUEUE_LONGEST.labels(**labels).set_function(self.longest_running)
         self._started: dict[K, float] = {}  # when each key in flight was taken
+        self._added: dict[K, float] = {}  # when each dirty key became dirty
+        self._added_in_flight: dict[K, float] = {}  # the same, for each key in flight
         self._beside_urgent = beside_urgent
         self._lanes = tuple(collections.deque[tuple[K, int]]() for _ in Lane)
         self._stale = [0 for _ in Lane]
@@ -211,6 +214,7 @@ class WorkQueue(Generic[K]):
         self._dirty[key] = lane
         if asked is None:
             self._adds.inc()
+            self._added[key] = time.monotonic()
         if key in self._processing:
             return  # done() queues it
         self._enter(key, lane)
@@ -308,6 +312,7 @@ class WorkQueue(Generic[K]):
         self._queue_duration.observe(waited)
         self._processing[key] = lane
         self._started[key] = now
+        self._added_in_flight[key] = self._added.pop(key, now)
         if lane is Lane.URGENT:
             self._urgent_in_flight += 1
         return key
@@ -337,6 +342,11 @@ class WorkQueue(Generic[K]):
                 self._stale[lane] -= 1
         raise AssertionError("a waiting key has no entry in any lane")
 
+    def added_at(self, key: K) -> float:
+        """When ``key`` (in flight) was added (``time.monotonic``): the add that made it
+        need processing this time."""
+        return self._added_in_flight[key]
+
     def taken_from(self, key: K) -> Lane:
         """The lane ``key`` (in flight: from ``get``, not yet ``done``) was taken from."""
         return self._processing[key]
@@ -348,6 +358,7 @@ class WorkQueue(Generic[K]):
         started = self._started.pop(key, None)
         if started is not None:
             self._work_duration.observe(time.monotonic() - started)
+        self._added_in_flight.pop(key, None)
         lane = self._dirty.get(key)
         if lane is not None and not self._shutting_down:
             self._enter(key, lane)
@@ -451,6 +462,9 @@ async def _worker(queue: WorkQueue[K], handler: Handler[K]) -> None:
                 queue.add_rate_limited(key)
             else:
                 result = "success" if requeue_after is None else "requeue_after"
+                PROPAGATION.labels(lane=queue.taken_from(key).name.lower()).observe(
+                    time.monotonic() - queue.added_at(key)
+                )
                 RECONCILES.labels(controller=queue.name, result=result).inc()
                 queue.forget(key)
                 if requeue_after is not None:

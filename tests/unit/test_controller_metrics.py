@@ -59,8 +59,9 @@ def test_build_info_names_the_version_and_the_runtime() -> None:
 
 async def test_the_queue_and_reconcile_metrics_follow_what_happens() -> None:
     """A key added three times while waiting is one add; a failure is one retry and one
-    error; a terminal failure is one more error; while a key is in flight the unfinished
-    work and the longest processor grow, and the depth counts what waits."""
+    error; a terminal failure is one more error; each success is one propagation; while a
+    key is in flight the unfinished work and the longest processor grow, and the depth
+    counts what waits."""
     name = "metrics-test"
     q = {"name": name, "controller": name}
     c = {"controller": name}
@@ -80,6 +81,8 @@ async def test_the_queue_and_reconcile_metrics_follow_what_happens() -> None:
             raise TerminalError("no")
         return 60.0 if key[1] == "later" else None
 
+    propagated = ("mcs_propagation_seconds_count", "mcs_propagation_seconds_sum")
+    before = [value(m, lane="change") for m in propagated]
     for _ in range(3):
         queue.add(("ns", "slow"))
     assert value("workqueue_adds_total", **q) == 1
@@ -115,6 +118,12 @@ async def test_the_queue_and_reconcile_metrics_follow_what_happens() -> None:
         assert value("workqueue_queue_duration_seconds_count", **q) == 5
         assert value("workqueue_work_duration_seconds_sum", **q) >= 0.05
         assert value("controller_runtime_reconcile_time_seconds_count", **c) == 5
+        # from add to the end of each successful reconcile: slow (>= 0.05 s), flaky's
+        # retry, later
+        count, total = (
+            value(m, lane="change") - b for m, b in zip(propagated, before, strict=True)
+        )
+        assert count == 3 and total >= 0.05
         assert value("workqueue_unfinished_work_seconds", **q) == 0
         assert value("workqueue_longest_running_processor_seconds", **q) == 0
     finally:
