@@ -82,7 +82,7 @@ APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 CONCURRENCY = 64  # exports in flight while creating (controller and floor alike)
 Apis = dict[str, client.ApiClient]
-DEPTH = "mcs_workqueue_depth"
+DEPTH = "workqueue_depth"
 
 
 @dataclass(frozen=True)
@@ -396,7 +396,7 @@ async def controller_phase(
         await ctl.ready()
         async with Convergence(apis, namespaces, size.exports) as converged:
             writes0, cpu0, mesh0 = ctl.metric("mcs_api_writes_total"), ctl.cpu(), meter.read()
-            reconciles0 = ctl.metric("mcs_reconciles_total")
+            reconciles0 = ctl.metric("controller_runtime_reconcile_total")
             started = time.monotonic()
             await _bounded(
                 CONCURRENCY,
@@ -410,7 +410,7 @@ async def controller_phase(
         out |= CpuMeter.since(mesh0, meter.read(), "controller_run")
         await asyncio.sleep(3)  # trailing writes, if any, count too
         writes = ctl.metric("mcs_api_writes_total") - writes0
-        reconciles = ctl.metric("mcs_reconciles_total") - reconciles0
+        reconciles = ctl.metric("controller_runtime_reconcile_total") - reconciles0
         out |= {
             "controller_seconds": round(took, 1),
             "exports_per_second": round(size.exports / took, 1),
@@ -560,7 +560,7 @@ async def restart_phase(
     ctl = Controller(kubeconfig, logdir / f"restart-{size}.log", workers)
     try:
         ready = await ctl.ready()
-        while ctl.metric("mcs_reconciles_total") < keys or ctl.metric("mcs_workqueue_depth") > 0:
+        while ctl.metric("controller_runtime_reconcile_total") < keys or ctl.metric(DEPTH) > 0:
             await asyncio.sleep(0.1)
         resynced = time.monotonic() - ctl.started
         await asyncio.sleep(2)

@@ -40,7 +40,6 @@ from mcs.runtime.observability import (
     ENDPOINTS_DROPPED,
     MERGE_RULES_SKEW,
     RESYNCS,
-    WORKQUEUE_DEPTH,
 )
 from mcs.runtime.workqueue import Lane, WorkQueue, run_workers
 from mcs.runtime.writer import MAX_IN_FLIGHT, Writer
@@ -77,7 +76,6 @@ class Controller:
         # Beside a user's change, a sixteenth of the workers (at least one) reconcile
         # the rest: a busy loop gives each running reconcile a turn per pass.
         self.queue: WorkQueue[Key] = WorkQueue(beside_urgent=max(1, workers // 16))
-        WORKQUEUE_DEPTH.set_function(lambda: len(self.queue))
         self.workers = workers
         self.resync_period = resync_period
         self._clock = clock

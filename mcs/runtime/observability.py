@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import platform
 import sys
 from collections.abc import AsyncIterator, Callable
-from importlib import metadata
 from types import TracebackType
 from typing import Literal, Self
 
@@ -50,7 +50,11 @@ from mcs.core.merge import MERGE_RULES
 
 __all__ = [
     "API_WRITES",
+    "BUILD_INFO",
     "CLUSTER_CONNECTED",
+    "CONTROLLER",
+    "MEMBER_CREDENTIAL_EXPIRY",
+    "PROPAGATION",
     "RECONCILES",
     "RECONCILE_DURATION",
     "RECONCILE_ERRORS",
@@ -62,6 +66,7 @@ __all__ = [
     "Address",
     "HealthServer",
     "ReadinessCheck",
+    "build_labels",
     "configure_logging",
     "loop_lag_measured",
 ]
@@ -138,26 +143,84 @@ ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
 GCCollector(registry=REGISTRY)
 
+CONTROLLER = "mcs"
+"""The controller's name in controller-runtime's metrics (label ``controller``) and the
+name of its work queue (workqueue metrics' ``name`` and ``controller``)."""
+
+# controller-runtime's reconcile metrics (sigs.k8s.io/controller-runtime/pkg/internal/
+# controller/metrics): stock dashboards and alerts for Go controllers apply as they are.
 RECONCILES = Counter(
-    "mcs_reconciles",
-    "Reconciles of one key, by result (success, error, terminal).",
-    ["result"],
+    "controller_runtime_reconcile",
+    "Reconciles of one key per controller, by result (success, error, requeue_after).",
+    ["controller", "result"],
     registry=REGISTRY,
 )
 RECONCILE_ERRORS = Counter(
-    "mcs_reconcile_errors",
-    "Reconciles that raised (retried or terminal).",
+    "controller_runtime_reconcile_errors",
+    "Reconciles that raised (retried or terminal): the one error counter.",
+    ["controller"],
+    registry=REGISTRY,
+)
+TERMINAL_RECONCILE_ERRORS = Counter(
+    "controller_runtime_terminal_reconcile_errors",
+    "Reconciles that raised an error retrying cannot help (not retried).",
+    ["controller"],
     registry=REGISTRY,
 )
 RECONCILE_DURATION = Histogram(
-    "mcs_reconcile_duration_seconds",
+    "controller_runtime_reconcile_time_seconds",
     "Wall time of one reconcile of one key.",
+    ["controller"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
     registry=REGISTRY,
 )
+# client-go's workqueue metrics (k8s.io/client-go/util/workqueue, as controller-runtime
+# registers them: labels name and controller, both the controller's name).
+_QUEUE_LABELS = ["name", "controller"]
+_QUEUE_BUCKETS = tuple(10.0**e for e in range(-8, 4))  # client-go: 10 ns .. 1000 s
 WORKQUEUE_DEPTH = Gauge(
-    "mcs_workqueue_depth",
+    "workqueue_depth",
     "Keys waiting in the work queue (not counting keys in flight or delayed).",
+    _QUEUE_LABELS,
+    registry=REGISTRY,
+)
+WORKQUEUE_ADDS = Counter(
+    "workqueue_adds",
+    "Keys that entered the work queue (a key already waiting is not counted again).",
+    _QUEUE_LABELS,
+    registry=REGISTRY,
+)
+WORKQUEUE_QUEUE_DURATION = Histogram(
+    "workqueue_queue_duration_seconds",
+    "How long a key stayed in the work queue before a worker took it.",
+    _QUEUE_LABELS,
+    buckets=_QUEUE_BUCKETS,
+    registry=REGISTRY,
+)
+WORKQUEUE_WORK_DURATION = Histogram(
+    "workqueue_work_duration_seconds",
+    "How long processing a key took, from taken to done.",
+    _QUEUE_LABELS,
+    buckets=_QUEUE_BUCKETS,
+    registry=REGISTRY,
+)
+WORKQUEUE_RETRIES = Counter(
+    "workqueue_retries",
+    "Keys added again with backoff after a failed reconcile.",
+    _QUEUE_LABELS,
+    registry=REGISTRY,
+)
+WORKQUEUE_UNFINISHED = Gauge(
+    "workqueue_unfinished_work_seconds",
+    "Seconds of work in flight not yet done (the sum over keys being processed); a "
+    "large value that keeps growing suggests stuck workers.",
+    _QUEUE_LABELS,
+    registry=REGISTRY,
+)
+WORKQUEUE_LONGEST = Gauge(
+    "workqueue_longest_running_processor_seconds",
+    "Seconds the longest-running key in flight has been processed.",
+    _QUEUE_LABELS,
     registry=REGISTRY,
 )
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -165,6 +228,16 @@ WORKQUEUE_WAIT = Histogram(
     "mcs_workqueue_wait_seconds",
     "Time a key waited in the work queue before a worker took it, since it entered the "
     "lane it was taken from (urgent: what users write; change; resync).",
+    ["lane"],
+    buckets=WAIT_BUCKETS,
+    registry=REGISTRY,
+)
+PROPAGATION = Histogram(
+    "mcs_propagation_seconds",
+    "From the event that queued a key (a watch event, a resync) to the end of the "
+    "successful reconcile that carried it out (its writes answered), by the lane the key "
+    "was taken from (urgent: what users write; change; resync). A key that failed first "
+    "counts from the add of its last retry.",
     ["lane"],
     buckets=WAIT_BUCKETS,
     registry=REGISTRY,
@@ -267,28 +340,44 @@ MERGE_RULES_SKEW = Gauge(
     registry=REGISTRY,
 )
 
-BUILD_INFO = Info(
-    "mcs_build",
-    "This mcs release (mcs.__version__), the version of its merge rules, the Python and "
-    "the kubernetes-asyncio it runs with; the value is always 1.",
+
+MEMBER_CREDENTIAL_EXPIRY = Gauge(
+    "mcs_member_credential_expiry_timestamp_seconds",
+    "When the credential the controller uses for a member (by kubeconfig context) expires, "
+    "in seconds since the epoch: a bearer token's JWT exp, or the client certificate's "
+    "notAfter (the earlier of the two when both are set). Absent when unknown (an opaque "
+    "token, an exec plugin). Refreshed whenever the credentials are re-read.",
+    ["member"],
     registry=REGISTRY,
 )
 
 
 def build_labels() -> dict[str, str]:
-    """The labels of ``mcs_build_info``."""
-    try:
-        client = metadata.version("kubernetes-asyncio")
-    except metadata.PackageNotFoundError:
-        client = "unknown"
+    """The labels of ``mcs_build_info``: mcs's version and those of what it runs on."""
+
+    def dist(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown"
+
     return {
         "version": mcs.__version__,
         "merge_rules": MERGE_RULES,
-        "python": platform.python_version(),
-        "kubernetes_asyncio": client,
+        "python_version": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "kubernetes_asyncio_version": dist("kubernetes_asyncio"),
+        "aiohttp_version": dist("aiohttp"),
+        "prometheus_client_version": dist("prometheus_client"),
     }
 
 
+BUILD_INFO = Info(
+    "mcs_build",
+    "mcs's version, the version of its merge rules, and the versions of Python and the "
+    "libraries it runs on (always 1).",
+    registry=REGISTRY,
+)
 BUILD_INFO.info(build_labels())
 
 

@@ -63,10 +63,20 @@ from typing import Any, Generic, TypeVar
 import structlog
 
 from mcs.runtime.observability import (
+    CONTROLLER,
+    PROPAGATION,
     RECONCILE_DURATION,
     RECONCILE_ERRORS,
     RECONCILES,
+    TERMINAL_RECONCILE_ERRORS,
+    WORKQUEUE_ADDS,
+    WORKQUEUE_DEPTH,
+    WORKQUEUE_LONGEST,
+    WORKQUEUE_QUEUE_DURATION,
+    WORKQUEUE_RETRIES,
+    WORKQUEUE_UNFINISHED,
     WORKQUEUE_WAIT,
+    WORKQUEUE_WORK_DURATION,
 )
 
 __all__ = [
@@ -146,15 +156,36 @@ class WorkQueue(Generic[K]):
     With ``beside_urgent``, ``get()`` hands out a key of a later lane only while fewer
     than that many are in flight beside an urgent one (see the module docstring).
 
+    Metrics: client-go's ``workqueue_*`` (depth, adds, queue and work duration, retries,
+    unfinished work, longest-running processor), labelled ``name`` and ``controller``
+    with ``name`` as controller-runtime does; the gauges are read at scrape time from the
+    queue most recently created under that name.
+
     Resource handling: the only resources are ``call_later`` timers, all
     cancelled by ``shutdown()``; call it when the queue is no longer needed.
     """
 
     def __init__(
-        self, *, backoff: ExponentialBackoff[K] | None = None, beside_urgent: int | None = None
+        self,
+        *,
+        backoff: ExponentialBackoff[K] | None = None,
+        beside_urgent: int | None = None,
+        name: str = CONTROLLER,
     ) -> None:
         if beside_urgent is not None and beside_urgent < 1:
             raise ValueError(f"beside_urgent must be at least 1, got {beside_urgent}")
+        self.name = name
+        labels = {"name": name, "controller": name}
+        self._adds = WORKQUEUE_ADDS.labels(**labels)
+        self._retries = WORKQUEUE_RETRIES.labels(**labels)
+        self._queue_duration = WORKQUEUE_QUEUE_DURATION.labels(**labels)
+        self._work_duration = WORKQUEUE_WORK_DURATION.labels(**labels)
+        WORKQUEUE_DEPTH.labels(**labels).set_function(lambda: len(self._waiting))
+        WORKQUEUE_UNFINISHED.labels(**labels).set_function(self.unfinished_work)
+        WORKQUEUE_LONGEST.labels(**labels).set_function(self.longest_running)
+        self._started: dict[K, float] = {}  # when each key in flight was taken
+        self._added: dict[K, float] = {}  # when each dirty key became dirty
+        self._added_in_flight: dict[K, float] = {}  # the same, for each key in flight
         self._beside_urgent = beside_urgent
         self._lanes = tuple(collections.deque[tuple[K, int]]() for _ in Lane)
         self._stale = [0 for _ in Lane]
@@ -181,6 +212,9 @@ class WorkQueue(Generic[K]):
         if asked is not None and asked <= lane:
             return
         self._dirty[key] = lane
+        if asked is None:
+            self._adds.inc()
+            self._added[key] = time.monotonic()
         if key in self._processing:
             return  # done() queues it
         self._enter(key, lane)
@@ -231,6 +265,7 @@ class WorkQueue(Generic[K]):
 
     def add_rate_limited(self, key: K) -> None:
         """Add ``key`` after its backoff delay, and count one more failure."""
+        self._retries.inc()
         self.add_after(key, self._backoff.next_delay(key))
 
     def forget(self, key: K) -> None:
@@ -271,10 +306,13 @@ class WorkQueue(Generic[K]):
             return None
         key, lane = self._next()
         del self._waiting[key], self._dirty[key]
-        WORKQUEUE_WAIT.labels(lane=lane.name.lower()).observe(
-            time.monotonic() - self._since.pop(key)
-        )
+        now = time.monotonic()
+        waited = now - self._since.pop(key)
+        WORKQUEUE_WAIT.labels(lane=lane.name.lower()).observe(waited)
+        self._queue_duration.observe(waited)
         self._processing[key] = lane
+        self._started[key] = now
+        self._added_in_flight[key] = self._added.pop(key, now)
         if lane is Lane.URGENT:
             self._urgent_in_flight += 1
         return key
@@ -304,6 +342,11 @@ class WorkQueue(Generic[K]):
                 self._stale[lane] -= 1
         raise AssertionError("a waiting key has no entry in any lane")
 
+    def added_at(self, key: K) -> float:
+        """When ``key`` (in flight) was added (``time.monotonic``): the add that made it
+        need processing this time."""
+        return self._added_in_flight[key]
+
     def taken_from(self, key: K) -> Lane:
         """The lane ``key`` (in flight: from ``get``, not yet ``done``) was taken from."""
         return self._processing[key]
@@ -312,6 +355,10 @@ class WorkQueue(Generic[K]):
         """Mark ``key`` as processed; re-queue it if it was added meanwhile."""
         if self._processing.pop(key, None) is Lane.URGENT:
             self._urgent_in_flight -= 1
+        started = self._started.pop(key, None)
+        if started is not None:
+            self._work_duration.observe(time.monotonic() - started)
+        self._added_in_flight.pop(key, None)
         lane = self._dirty.get(key)
         if lane is not None and not self._shutting_down:
             self._enter(key, lane)
@@ -345,6 +392,15 @@ class WorkQueue(Generic[K]):
     def shutting_down(self) -> bool:
         """True after ``shutdown()``."""
         return self._shutting_down
+
+    def unfinished_work(self) -> float:
+        """Seconds of work in flight: the sum over keys taken and not yet done."""
+        now = time.monotonic()
+        return sum(now - t for t in self._started.values())
+
+    def longest_running(self) -> float:
+        """Seconds the key longest in flight has been processed (0 when none is)."""
+        return time.monotonic() - min(self._started.values()) if self._started else 0.0
 
     def waiting(self) -> dict[Lane, int]:
         """Keys waiting to be handed out, per lane."""
@@ -394,23 +450,30 @@ async def _worker(queue: WorkQueue[K], handler: Handler[K]) -> None:
             try:
                 requeue_after = await handler(key)
             except TerminalError:
-                RECONCILES.labels(result="terminal").inc()
-                RECONCILE_ERRORS.inc()
+                RECONCILES.labels(controller=queue.name, result="error").inc()
+                RECONCILE_ERRORS.labels(controller=queue.name).inc()
+                TERMINAL_RECONCILE_ERRORS.labels(controller=queue.name).inc()
                 log.exception("reconcile failed, not retrying")
                 queue.forget(key)
             except Exception:
-                RECONCILES.labels(result="error").inc()
-                RECONCILE_ERRORS.inc()
+                RECONCILES.labels(controller=queue.name, result="error").inc()
+                RECONCILE_ERRORS.labels(controller=queue.name).inc()
                 log.exception("reconcile failed, will retry", retries=queue.num_requeues(key))
                 queue.add_rate_limited(key)
             else:
-                RECONCILES.labels(result="success").inc()
+                result = "success" if requeue_after is None else "requeue_after"
+                PROPAGATION.labels(lane=queue.taken_from(key).name.lower()).observe(
+                    time.monotonic() - queue.added_at(key)
+                )
+                RECONCILES.labels(controller=queue.name, result=result).inc()
                 queue.forget(key)
                 if requeue_after is not None:
                     queue.add_after(key, requeue_after)
             finally:
                 current_lane.reset(token)
-                RECONCILE_DURATION.observe(time.perf_counter() - started)
+                RECONCILE_DURATION.labels(controller=queue.name).observe(
+                    time.perf_counter() - started
+                )
                 queue.done(key)
         # A reconcile that writes nothing never awaits, and ``get`` does not either
         # while keys are queued: without this, a resync of 10,000 keys held the event
@@ -430,8 +493,9 @@ async def run_workers(queue: WorkQueue[K], handler: Handler[K], *, concurrency: 
     * any other ``Exception``: log it, ``add_rate_limited`` (retry with backoff).
 
     and always ``done(key)``. Logs are bound to ``namespace``/``name`` (or
-    ``key``) and a fresh ``reconcile_id``; the outcome and duration go to the
-    ``mcs_reconcile*`` metrics.
+    ``key``) and a fresh ``reconcile_id``; the outcome and duration go to
+    controller-runtime's ``controller_runtime_reconcile_*`` metrics (label
+    ``controller``: the queue's name).
 
     Shutdown: after ``queue.shutdown()`` each worker finishes its current key
     and exits, and this function returns. Cancelling it cancels every worker

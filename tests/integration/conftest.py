@@ -276,7 +276,7 @@ class Controllers:
         def done() -> bool:
             return all(
                 self.metric_of(n, "mcs_resyncs_total") >= before[n] + 2
-                and self.metric_of(n, "mcs_workqueue_depth") == 0
+                and self.metric_of(n, "workqueue_depth") == 0
                 for n in names
             )
 

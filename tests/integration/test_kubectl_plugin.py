@@ -132,7 +132,7 @@ def test_export_explain_status_unexport(
         lambda: central.metric("mcs_serviceexports", condition="conflict") == 2,
         what="mcs_serviceexports{condition=conflict} = 2",
     )
-    assert central.metric("mcs_ready") == 1 and central.metric("mcs_leader_is_leader") == 1
+    assert central.metric("mcs_ready") == 1 and central.metric("mcs_build_info") == 1
 
     # unexport: deleted, then not found (exit 1, one line)
     out = _mcs(kubeconfig, "unexport", "hello", "--context", C2, "-n", namespace)

@@ -52,10 +52,11 @@ async def test_health_ready_and_metrics_on_separate_listeners() -> None:
         assert content_type.startswith("text/plain")
         assert 'mcs_watch_restarts_total{cluster="c1",reason="gone",resource="services"}' in body
         for name in (
-            "mcs_reconciles_total",
-            "mcs_reconcile_errors_total",
-            "mcs_reconcile_duration_seconds_bucket",
-            "mcs_workqueue_depth",
+            "controller_runtime_reconcile_total",
+            "controller_runtime_reconcile_errors_total",
+            "controller_runtime_reconcile_time_seconds_bucket",
+            "workqueue_depth",
+            "mcs_build_info",
             "mcs_cluster_connected",
             "mcs_api_writes_total",
             "mcs_rejected_objects_total",

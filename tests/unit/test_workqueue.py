@@ -316,14 +316,15 @@ async def test_workers_retry_failures_with_backoff_then_forget() -> None:
             raise RuntimeError("boom")
         done.set()
 
-    before = REGISTRY.get_sample_value("mcs_reconcile_errors_total") or 0.0
+    errors = ("controller_runtime_reconcile_errors_total", {"controller": "mcs"})
+    before = REGISTRY.get_sample_value(*errors) or 0.0
     workers = asyncio.create_task(run_workers(queue, handler, concurrency=2))
     queue.add(A)
     await asyncio.wait_for(done.wait(), 10)
     await asyncio.sleep(0)  # let the worker finish bookkeeping
     assert attempts == [A, A, A]
     assert queue.num_requeues(A) == 0
-    assert REGISTRY.get_sample_value("mcs_reconcile_errors_total") == before + 2
+    assert REGISTRY.get_sample_value(*errors) == before + 2
     queue.shutdown()
     await asyncio.wait_for(workers, 10)
 
