@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## binaries: build (or find) etcd, kube-apiserver, kube-controller-manager, kube-scheduler, CoreDNS and kwok into ~/.cache/mcs,
-## and the dataplane's node binaries (kubelet, kube-proxy, containerd, runc, CNI plugins; Debian packages via apt-get)
+## and the dataplane's node binaries (kubelet, kube-proxy, containerd, runc, CNI plugins; Debian packages via apt-get),
+## and helm (hack/helm.sh, Go module helm.sh/helm/v4) for the chart's tests
 binaries: install
 	$(BIN)/mcs mesh build --dns --dataplane
+	bash hack/helm.sh >/dev/null
 
 ## test: everything — installs what is missing, then unit and integration tests
 test: binaries
