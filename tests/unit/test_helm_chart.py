@@ -48,15 +48,6 @@ COPIES = {
 PER_CLUSTER = {"mode": "per-cluster", "members": {"kubeconfig": "k", "localContext": "c1"}}
 CENTRAL = {"mode": "central", "members": {"kubeconfig": "k"}}
 
-# The controller's flags by controller-runtime's names (the team's rename): a kustomize
-# base still carrying an old name is compared under the new one.
-RENAMED = {
-    "--metrics-addr": "--metrics-bind-address",
-    "--health-addr": "--health-probe-bind-address",
-    "--leader-elect-lease-name": "--leader-elect-resource-name",
-    "--leader-elect-namespace": "--leader-elect-resource-namespace",
-}
-
 
 @cache
 def helm() -> str:
@@ -376,14 +367,6 @@ def test_crds_optional(tmp: Path) -> None:
     assert all("helm.sh/resource-policy" not in d["metadata"].get("annotations", {}) for d in crds)
 
 
-def _args(pod: dict[str, Any]) -> list[str]:
-    out = []
-    for a in pod["spec"]["containers"][0]["args"]:
-        flag, eq, value = a.partition("=")
-        out.append(RENAMED.get(flag, flag) + eq + value)
-    return out
-
-
 def test_deployment_is_the_kustomize_deployment(tmp: Path) -> None:
     """The same Pod apart from what the values set: the image (tag), the log level, the
     Lease name flag (the kustomize base uses the default), the chart's own labels and the
@@ -393,17 +376,10 @@ def test_deployment_is_the_kustomize_deployment(tmp: Path) -> None:
     assert got["spec"]["replicas"] == want["spec"]["replicas"]
     assert got["spec"]["selector"] == want["spec"]["selector"]
     gpod, wpod = got["spec"]["template"], want["spec"]["template"]
-    gargs, wargs = _args(gpod), _args(wpod)
-    assert "--mode=$(MCS_MODE)" in gargs
-    values_only = {"--log-level=info", "--leader-elect-resource-name=mcs-controller"}
-    if "--mode=$(MCS_MODE)" not in wargs:  # until the kustomize base has --mode (flags branch)
-        values_only.add("--mode=$(MCS_MODE)")
-    assert [a for a in gargs if a not in values_only] == wargs
     gc, wc = gpod["spec"]["containers"][0], wpod["spec"]["containers"][0]
-    genv = {e["name"]: e for e in gc["env"]}
-    if "MCS_MODE" not in {e["name"] for e in wc["env"]}:
-        assert genv.pop("MCS_MODE")["valueFrom"]["secretKeyRef"]["key"] == "mode"
-    assert genv == {e["name"]: e for e in wc["env"]}
+    values_only = {"--log-level=info", "--leader-elect-resource-name=mcs-controller"}
+    assert [a for a in gc["args"] if a not in values_only] == wc["args"]
+    assert {e["name"]: e for e in gc["env"]} == {e["name"]: e for e in wc["env"]}
     for key in ("ports", "livenessProbe", "readinessProbe", "resources", "securityContext"):
         assert gc[key] == wc[key], key
     assert gc["volumeMounts"] == wc["volumeMounts"]
