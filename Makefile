@@ -18,11 +18,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## binaries: build (or find) etcd, kube-apiserver, kube-controller-manager, kube-scheduler, CoreDNS and kwok into ~/.cache/mcs,
-## the dataplane's node binaries (kubelet, kube-proxy, containerd, runc, CNI plugins; Debian packages via apt-get)
-## and promtool for the alerts' tests (hack/promtool.sh)
+## the dataplane's node binaries (kubelet, kube-proxy, containerd, runc, CNI plugins; Debian packages via apt-get),
+## promtool for the alerts' tests (hack/promtool.sh) and helm for the chart's tests (hack/helm.sh, Go module helm.sh/helm/v4)
 binaries: install
 	$(BIN)/mcs mesh build --dns --dataplane
 	bash hack/promtool.sh >/dev/null
+	bash hack/helm.sh >/dev/null
 
 ## test: everything — installs what is missing, then unit and integration tests
 test: binaries
