@@ -48,6 +48,7 @@ from mcs.runtime.kubeapi import request_json
 from mcs.runtime.members import ConfigError, parse_cluster_ids
 from mcs.status.cli import add_status_parser, output_format, use_color
 from mcs.status.collect import DEFAULT_TIMEOUT
+from mcs.status.controllers import CONTROLLER_NAMESPACE
 from mcs.status.discover import Options, snapshot
 from mcs.status.kubeconfig import ClientFlags, Kubeconfig, add_client_flags, duration_arg
 from mcs.status.render import write
@@ -137,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--all-contexts",
         action="store_true",
         help="every context of the kubeconfig is a member",
+    )
+    why.add_argument(
+        "--controller-namespace",
+        default=CONTROLLER_NAMESPACE,
+        help=f"where the controller runs (default {CONTROLLER_NAMESPACE})",
     )
     why.add_argument(
         "--cluster-id",
@@ -295,6 +301,7 @@ async def _explain(args: argparse.Namespace, t: Target) -> int:
     opts = Options(
         contexts=contexts,
         all_contexts=args.all_contexts,
+        controller_namespace=args.controller_namespace,
         namespace=t.namespace,
         cluster_ids=parse_cluster_ids(args.cluster_id),
         time_limit=limit,

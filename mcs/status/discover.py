@@ -1,11 +1,11 @@
 """Who the members are (I/O): the controllers' configuration, else the kubeconfig.
 
 ``snapshot`` finds the controllers (`mcs.status.controllers.find`) through ``--context``
-or every context of the kubeconfig, takes the members their Secrets name, reads each
-through the laptop's context that reaches it (`mcs.status.collect.collect`), and
-records the controllers' own view. Every kubeconfig context is a member only with
-``--all-contexts``, with ``--contexts``, or when no controller is found (the snapshot's
-``note`` says so).
+(when none is found there, or without it: through every context of the kubeconfig),
+takes the members their Secrets name, reads each through the laptop's context that
+reaches it (`mcs.status.collect.collect`), and records the controllers' own view.
+Every kubeconfig context is a member only with ``--all-contexts``, with
+``--contexts``, or when no controller is found (the snapshot's ``note`` says so).
 """
 
 from __future__ import annotations
@@ -55,8 +55,12 @@ async def installations(
 async def snapshot(kc: Kubeconfig, opts: Options) -> Snapshot:
     """Find the members and read them; see the module's description."""
     laptop = {c: kc.server(c) for c in kc.contexts}
+    # Through --contexts, else --context, else (or when --context finds none) every context.
     search = list(opts.contexts) or ([kc.flags.context] if kc.flags.context else kc.contexts)
     found = await installations(kc, search, opts.controller_namespace, opts.time_limit)
+    if not found and not opts.contexts and kc.flags.context:
+        search = kc.contexts
+        found = await installations(kc, search, opts.controller_namespace, opts.time_limit)
     configured = members_of(found, laptop)
     unmatched: list[MemberSnapshot] = []
     defaults: dict[str, str] = {}
