@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from mcs_mesh.state import MeshState
-from tests.integration.conftest import Kubectl
+from tests.integration.conftest import Kubectl, eventually
 from tests.integration.mcs_objects import export, service
 
 C1, C2, C3 = "cluster1", "cluster2", "cluster3"
@@ -36,9 +36,9 @@ def _run(env_kubeconfig: str, *argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _controller(ns: str, members: list[str], servers: dict[str, str]) -> str:
-    """The controller's Deployment (no replicas: only its configuration is read) and
-    Secret, as the manifests make them, in namespace ``ns``."""
+def _controller(ns: str, members: list[str], servers: dict[str, str], replicas: int = 0) -> str:
+    """The controller's Deployment (by default no replicas: only its configuration is
+    read) and Secret, as the manifests make them, in namespace ``ns``."""
     kubeconfig = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -72,7 +72,7 @@ def _controller(ns: str, members: list[str], servers: dict[str, str]) -> str:
         "kind": "Deployment",
         "metadata": {"name": "mcs-controller", "namespace": ns, "labels": labels},
         "spec": {
-            "replicas": 0,
+            "replicas": replicas,
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
@@ -181,3 +181,41 @@ def test_no_controller_falls_back_to_every_context_and_says_so(mesh: MeshState) 
     assert [m["context"] for m in report["members"]] == [C1, C2, C3]
     assert report["membership"]["source"] == "kubeconfig"
     assert "no controller found" in report["membership"]["note"]
+
+
+def test_controller_pods_and_the_lease_holder_are_found(
+    mesh: MeshState, kubectl: Kubectl, namespace: str
+) -> None:
+    """A Pod of the controller (run by the mesh's kwok node: it answers nothing) is
+    found with its role from the Lease; its /readyz cannot be read through the API
+    server's proxy, which the report says rather than calling it ready."""
+    servers = {m.name: str(m.server) for m in mesh.members}
+    kubectl(C1, "apply", "-f", "-", stdin=_controller(namespace, [C1, C2], servers, replicas=1))
+
+    def pod() -> str | None:
+        out = kubectl(
+            C1, "get", "pods", "-n", namespace, "-o", "jsonpath={.items[*].metadata.name}"
+        ).stdout.split()
+        return out[0] if out else None
+
+    name = eventually(pod, what="the controller's Pod")
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "mcs-test", "namespace": namespace},
+        "spec": {"holderIdentity": f"{name}_1", "leaseDurationSeconds": 15},
+    }
+    kubectl(C1, "apply", "-f", "-", stdin=json.dumps(lease))
+    flags = ["-n", namespace, "--controller-namespace", namespace, "--request-timeout", "3s"]
+
+    def found() -> dict[str, Any] | None:
+        out = _run(str(mesh.kubeconfig), "mcs", "status", *flags, "-o", "json")
+        report: dict[str, Any] = json.loads(out.stdout)
+        pods = [c for c in report["controllers"] if c["pod"] == name]
+        return pods[0] if pods and "pod is Pending" not in pods[0]["reason"] else None
+
+    ctl = eventually(found, what="the controller's Pod in the report", timeout=60)
+    assert (ctl["context"], ctl["leader"], ctl["mode"]) == (C1, True, "per-cluster")
+    assert ctl["url"] == f"{C1}/{namespace}/{name}"
+    assert (ctl["reachable"], ctl["ready"]) == (False, False)
+    assert "through the API server" in ctl["reason"], ctl
