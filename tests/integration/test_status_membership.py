@@ -85,6 +85,11 @@ def _controller(ns: str, members: list[str], servers: dict[str, str], replicas: 
                                 "run",
                                 "--mode=$(MCS_MODE)",
                                 "--kubeconfig=/etc/mcs/kubeconfig",
+                                "--leader-elect-resource-name=mcs-test",
+                            ],
+                            "ports": [
+                                {"name": "metrics", "containerPort": 9080},
+                                {"name": "health", "containerPort": 9081},
                             ],
                         }
                     ],
@@ -215,7 +220,11 @@ def test_controller_pods_and_the_lease_holder_are_found(
         return pods[0] if pods and "pod is Pending" not in pods[0]["reason"] else None
 
     ctl = eventually(found, what="the controller's Pod in the report", timeout=60)
-    assert (ctl["context"], ctl["leader"], ctl["mode"]) == (C1, True, "per-cluster")
+    lease_now = kubectl(C1, "get", "lease", "mcs-test", "-n", namespace, "-o", "json").stdout
+    assert (ctl["context"], ctl["leader"], ctl["mode"]) == (C1, True, "per-cluster"), (
+        ctl,
+        lease_now,
+    )
     assert ctl["url"] == f"{C1}/{namespace}/{name}"
     assert (ctl["reachable"], ctl["ready"]) == (False, False)
-    assert "through the API server" in ctl["reason"], ctl
+    assert "/readyz through the API server" in ctl["reason"], ctl
