@@ -2,19 +2,23 @@
 
 kubectl runs any ``kubectl-<name>`` on PATH for ``kubectl <name> ...`` and passes it
 every argument after the name, so this command reads kubectl's flags itself:
-``--kubeconfig`` (default ``$KUBECONFIG``, else ``~/.kube/config``), ``--context``
-(default: the kubeconfig's current context), ``-n/--namespace`` (default: the
-context's namespace, else ``default``) and ``-o/--output`` (text, json, yaml). They
-may come before or after the subcommand.
+``--kubeconfig`` (default ``$KUBECONFIG``, which may list files as ``a:b``, else
+``~/.kube/config``), ``--context`` (default: the kubeconfig's current context),
+``--cluster``, ``--user``, ``--as``, ``--as-group``, ``--request-timeout`` (``5s``, ``1m``;
+bare numbers are seconds), ``-n/--namespace`` (default: the context's namespace, else
+``default``), ``-A/--all-namespaces`` and ``-o/--output`` (table, wide, json, yaml;
+``text`` is a deprecated name of table). They may come before or after the subcommand.
 
-* ``status``: the clusterset, as ``mcs status`` (every context of the kubeconfig
-  is a member unless ``--contexts``; ``--context`` reports that member only;
-  all namespaces unless ``-n``).
+* ``status``: the clusterset, as ``mcs status``: the members the controller is
+  configured with (found through ``--context``, else every context), every context
+  only with ``--all-contexts`` or when no controller is found; all namespaces unless
+  ``-n``.
 * ``export SVC``: create the ServiceExport of Service SVC, wait (``--timeout``)
   until the controller has set its conditions, and print them.
 * ``unexport SVC``: delete the ServiceExport.
 * ``explain SVC``: why this cluster's export of SVC is in conflict or invalid: the
-  winner, each conflicting property with both values, and what to change.
+  winner, each conflicting property with both values, and what to change. The other
+  exports are read from the clusterset's members, as ``status`` finds them.
 * ``join CTX1 CTX2 ...``: join clusters into a clusterset (``mcs/commands/join.py``).
 * ``diagnose``: check the installation and each member as the controller sees it
   (docs/diagnose.md; exit 0 ok, 1 problems, 2 not checked).
@@ -37,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes_asyncio import config
 from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 from rich.console import Group, RenderableType
@@ -49,22 +52,31 @@ from mcs.commands.uninstall import add_uninstall_parser, uninstall
 from mcs.commands.version import version_text
 from mcs.core.api import API_VERSION, GROUP, VERSION, Obj
 from mcs.core.explain import Explanation, explain
-from mcs.runtime.kubeapi import new_client, request_json
-from mcs.runtime.members import ConfigError, member_contexts, parse_cluster_ids
-from mcs.status.cli import add_status_parser, use_color
-from mcs.status.collect import collect
+from mcs.runtime.kubeapi import request_json
+from mcs.runtime.members import ConfigError, parse_cluster_ids
+from mcs.status.cli import add_status_parser, output_format, use_color
+from mcs.status.collect import DEFAULT_TIMEOUT
+from mcs.status.controllers import CONTROLLER_NAMESPACE
 from mcs.status.diagnose.cli import add_diagnose_parser
 from mcs.status.diagnose.cli import run as diagnose
+from mcs.status.discover import Options, snapshot
+from mcs.status.kubeconfig import ClientFlags, Kubeconfig, add_client_flags, duration_arg
 from mcs.status.render import write
 
 PROG = "kubectl mcs"
 RESOURCE = f"serviceexports.{GROUP}"
 # kubectl's flags, accepted before or after the subcommand, and their defaults.
-_KUBECTL_DEFAULTS = {
-    "kubeconfig": os.environ.get("KUBECONFIG", str(Path.home() / ".kube/config")),
+_KUBECTL_DEFAULTS: dict[str, Any] = {
+    "kubeconfig": os.environ.get("KUBECONFIG") or str(Path.home() / ".kube/config"),
     "context": None,
     "namespace": None,
-    "output": "text",
+    "all_namespaces": False,
+    "output": "table",
+    "cluster": None,
+    "user": None,
+    "as_user": None,
+    "as_groups": [],
+    "request_timeout": None,
 }
 
 
@@ -84,7 +96,14 @@ def _kubectl_flags() -> argparse.ArgumentParser:
     )
     p.add_argument("--context", help="kubeconfig context (default: the current)")
     p.add_argument("-n", "--namespace", help="default: the context's")
-    p.add_argument("-o", "--output", choices=["text", "json", "yaml"], help="default: text")
+    p.add_argument("-A", "--all-namespaces", action="store_true", help="every namespace (status)")
+    p.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "wide", "json", "yaml", "text"],
+        help="default: table (text: deprecated name of table)",
+    )
+    add_client_flags(p, suppress=True)
     return p
 
 
@@ -100,11 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_status_parser(sub)
     status = sub.choices["status"]
-    # mcs status has its own --kubeconfig, -n and -o: set only when given, like the others.
+    # mcs status has kubectl's flags itself: set only when given, like the others.
     for action in status._actions:
         if action.dest in _KUBECTL_DEFAULTS:
             action.default = argparse.SUPPRESS
-    status.add_argument("--context", default=argparse.SUPPRESS, help="only this context")
 
     export = sub.add_parser(
         "export", parents=[flags], help="export a Service and show the controller's verdict"
@@ -112,9 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("service", help="the Service (and ServiceExport) name")
     export.add_argument(
         "--timeout",
-        type=float,
+        type=duration_arg,
         default=30.0,
-        help="seconds to wait for the controller's conditions (default 30; 0 = do not wait)",
+        help="how long to wait for the controller's conditions, e.g. 30s or 2m "
+        "(default 30s; 0 = do not wait)",
     )
     unexport = sub.add_parser("unexport", parents=[flags], help="delete a ServiceExport")
     unexport.add_argument("service")
@@ -123,7 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     why.add_argument(
         "--contexts",
         default="",
-        help="comma-separated member contexts (default: every context of the kubeconfig)",
+        help="comma-separated member contexts (default: the members the controller is "
+        "configured with)",
+    )
+    why.add_argument(
+        "--all-contexts",
+        action="store_true",
+        help="every context of the kubeconfig is a member",
+    )
+    why.add_argument(
+        "--controller-namespace",
+        default=CONTROLLER_NAMESPACE,
+        help=f"where the controller runs (default {CONTROLLER_NAMESPACE})",
     )
     why.add_argument(
         "--cluster-id",
@@ -133,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a member's cluster id, as for mcs run; repeatable",
     )
     why.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds to read each member (default 5)"
+        "--timeout", type=duration_arg, default=None, help="deprecated: --request-timeout"
     )
     join.add_parser(sub)
     add_diagnose_parser(sub, [flags])
@@ -147,6 +177,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     for dest, default in _KUBECTL_DEFAULTS.items():
         if not hasattr(args, dest):
             setattr(args, dest, default)
+    args.output = output_format(args.output, PROG)
     return args
 
 
@@ -157,27 +188,18 @@ class Target:
     """The context and namespace a command acts in, from the kubeconfig and the flags."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.kubeconfig: str = args.kubeconfig
-        known = member_contexts(self.kubeconfig, "")  # a one-line error if unreadable
-        contexts, current = config.list_kube_config_contexts(config_file=self.kubeconfig)
-        if args.context:
-            if args.context not in known:
-                raise ConfigError(
-                    f"context {args.context!r} not in {self.kubeconfig} "
-                    f"(has {', '.join(known)}): change --context"
-                )
-            chosen = next(c for c in contexts if c["name"] == args.context)
-        elif current:
-            chosen = current
-        else:
-            raise ConfigError(f"{self.kubeconfig} has no current context: pass --context")
-        self.context: str = chosen["name"]
-        self.namespace: str = (
-            args.namespace or (chosen.get("context") or {}).get("namespace") or "default"
-        )
+        self.kc = Kubeconfig.load(ClientFlags.of(args))  # one-line errors
+        current = self.kc.current
+        if not current:
+            raise ConfigError("the kubeconfig has no current context: pass --context")
+        if current not in self.kc.contexts:
+            raise ConfigError(f"the current context {current!r} is not in the kubeconfig")
+        self.context: str = current
+        self.namespace: str = args.namespace or self.kc.namespace(current) or "default"
+        self.time_limit: float = args.request_timeout or DEFAULT_TIMEOUT
 
     async def client(self) -> ApiClient:
-        return await new_client(self.kubeconfig, self.context)
+        return await self.kc.client(self.context)
 
     def where(self) -> str:
         return f'in namespace "{self.namespace}" (context "{self.context}")'
@@ -219,14 +241,14 @@ async def _export(args: argparse.Namespace, t: Target) -> int:
             if e.status != 409:
                 raise
             verb = "unchanged (already exported)"
-        if args.output == "text":
+        if args.output == "table":
             print(f"{RESOURCE}/{name} {verb}")
         export = await _request(api, "GET", _path(t.namespace, name))
         if args.timeout > 0:
             export = await _wait_for_conditions(api, t, name, args.timeout)
     finally:
         await api.close()
-    if args.output != "text":
+    if args.output not in ("table", "wide"):
         sys.stdout.write(_dump(export, args.output))
         return 0
     conditions = _conditions(export)
@@ -242,7 +264,7 @@ async def _export(args: argparse.Namespace, t: Target) -> int:
             str(c.get("message", "")),
         )
     if conditions:
-        write(table, use_color("text", False))
+        write(table, use_color("table", False))
     if any(c.get("type") == "Conflict" and c.get("status") == "True" for c in conditions):
         print(f"the export is in conflict: kubectl mcs explain {name} -n {t.namespace}")
     return 0
@@ -285,27 +307,39 @@ async def _unexport(args: argparse.Namespace, t: Target) -> int:
 
 
 async def _explain(args: argparse.Namespace, t: Target) -> int:
-    contexts = member_contexts(t.kubeconfig, args.contexts)
-    if t.context not in contexts:
-        raise ConfigError(f"--context {t.context} is not among the members {contexts}")
-    snapshot = await collect(
-        t.kubeconfig,
-        contexts,
-        parse_cluster_ids(args.cluster_id),
+    contexts = [c for c in args.contexts.split(",") if c]
+    for c in contexts:
+        if c not in t.kc.contexts:
+            raise ConfigError(f"context {c!r} is not in the kubeconfig: change --contexts")
+    limit = args.timeout or t.time_limit
+    opts = Options(
+        contexts=contexts,
+        all_contexts=args.all_contexts,
+        controller_namespace=args.controller_namespace,
         namespace=t.namespace,
-        time_limit=args.timeout,
+        cluster_ids=parse_cluster_ids(args.cluster_id),
+        time_limit=limit,
     )
-    this = next(m for m in snapshot.members if m.context == t.context)
+    async with asyncio.timeout(2 * limit + 1):
+        snap = await snapshot(t.kc, opts)
+    members = {m.context for m in snap.members if m.context}
+    if t.context not in members:
+        raise ConfigError(
+            f"context {t.context!r} is not a member of the clusterset "
+            f"(members: {', '.join(sorted(members)) or 'none'}): change --context, or "
+            "--all-contexts to count every context of the kubeconfig"
+        )
+    this = next(m for m in snap.members if m.context == t.context)
     if not this.reachable:
         raise Failed(f'cannot read context "{t.context}": {this.error}')
-    members = [
+    members_ = [
         (m.cluster_id, _named(m.exports, args.service), _named(m.services, args.service))
-        for m in snapshot.members
+        for m in snap.members
         if m.reachable
     ]
-    verdict = explain(t.namespace, args.service, this.cluster_id, members)
-    unread = {m.context: m.error or "" for m in snapshot.members if not m.reachable}
-    if args.output != "text":
+    verdict = explain(t.namespace, args.service, this.cluster_id, members_)
+    unread = {m.context or m.cluster_id: m.error or "" for m in snap.members if not m.reachable}
+    if args.output not in ("table", "wide"):
         data = {**verdict.model_dump(mode="json"), "unreadable": unread}
         sys.stdout.write(_dump(data, args.output))
     else:
@@ -356,7 +390,7 @@ def _print_explanation(e: Explanation, t: Target, unread: dict[str, str]) -> Non
             parts.append(Text("no conflict: this export agrees with the winner"))
     for context, error in unread.items():
         parts.append(Text(f"note: context {context} could not be read ({error})", style="red"))
-    write(Group(*parts), use_color("text", False))
+    write(Group(*parts), use_color("table", False))
 
 
 def _dump(data: Any, output: str) -> str:
@@ -366,7 +400,7 @@ def _dump(data: Any, output: str) -> str:
 
 
 async def _diagnose(args: argparse.Namespace, t: Target) -> int:
-    return await diagnose(args, t.kubeconfig, t.context)
+    return await diagnose(args, t.client, t.context)
 
 
 _COMMANDS = {"export": _export, "unexport": _unexport, "explain": _explain, "diagnose": _diagnose}
@@ -376,8 +410,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.command == "status":
-            if args.context:
-                args.contexts = args.context
             return int(args.func(args))
         if args.command == "join":
             return join.main(args)

@@ -5,6 +5,9 @@ reads; it never writes to a cluster.
 
 The package is a functional core in a thin shell, like the controller:
 
+* ``discover`` (``mcs.status.discover``, I/O) finds the controllers and the members
+  their Secrets name (``mcs.status.controllers``), and reads each controller Pod's
+  ``/readyz`` and ``/metrics`` through the API server's pod proxy; docs/status.md.
 * ``collect`` (``mcs.status.collect``, I/O) reads every member cluster concurrently, each within one
   deadline (``time_limit``, seconds), and each controller's ``/readyz``; it returns a
   `Snapshot` of plain API dicts. A member that cannot be read is recorded with
@@ -24,18 +27,25 @@ JSON / YAML structure (``Report.model_dump(mode="json")``; keys are stable, list
 are ordered as described, absent values are ``null``)::
 
     {
-      "members": [                      # in --contexts / kubeconfig order
+      "members": [                      # in the order the controller's Secret names them
+                                        # (or --contexts / kubeconfig order)
         {"context": "cluster1", "cluster_id": "cluster1",
          "server": "https://127.0.0.1:6443",
          "reachable": true,             # false: a read failed or timed out
          "error": null,                 # why not reachable, or a reachable member's
                                         # misconfiguration (invalid/duplicate cluster id)
          "server_version": "v1.36.3",
-         "exports": 1, "imports": 1}    # counts (in --namespace); null when unreachable
+         "exports": 1, "imports": 1,    # counts (in --namespace); null when unreachable
+         "controller_view": "connected"}   # the worst any controller Pod says of it:
+                                        # connected | disconnected | withdrawn | null
       ],
-      "controllers": [                  # one per --controller, in the given order
+      "controllers": [                  # each --controller, then each controller Pod found
         {"url": "http://127.0.0.1:8081", "reachable": true, "ready": false,
-         "reason": "caches not synced: cluster1/exports"}   # "ok" when ready
+         "reason": "caches not synced: cluster1/exports",   # "ok" when ready
+         "context": null, "pod": null, "mode": null, "leader": null,
+         "members": {}},                # a Pod: url "CONTEXT/NAMESPACE/POD", its context,
+                                        # name, mode, whether it holds the Lease, and
+                                        # its view of each member by cluster id
       ],
       "services": [                     # sorted by namespace, name
         {"namespace": "demo", "name": "web",
@@ -76,7 +86,8 @@ are ordered as described, absent values are ``null``)::
                   "services": 1, "conflicts": 1,   # services in conflict
                   "invalid": 0,                    # invalid ServiceExports
                   "missing_imports": 0, "pending": 0,   # exports not in_sync
-                  "controllers_not_ready": 0},
+                  "controllers_not_ready": 0,
+                  "unreachable_by_controller": 0},   # members a controller has lost
       "global_services": [              # added later; sorted by namespace, name, cluster
         {"cluster": "cluster2", "namespace": "default", "name": "rebel-base",
          "is_global": true, "shared": false,
@@ -85,7 +96,11 @@ are ordered as described, absent values are ``null``)::
          "held_back": [],               # clusters affinity keeps out right now
          "notes": []}                   # what the controller says (its Events' messages)
       ],
-      "version": "0.2.0"                # the mcs release that made the report (added in 0.2.0)
+      "version": "0.2.0",               # the mcs release that made the report (added in 0.2.0)
+      "membership": {                   # added later: where the members come from
+        "source": "controller",         # controller (its Secret) | kubeconfig | contexts
+        "controllers": ["cluster1/mcs-system/mcs-controller"],   # CONTEXT/NS/DEPLOYMENT
+        "note": null}                   # why every context is a member, when it is
     }
 
 Exit codes: 0, or 1 when ``--fail-on`` finds a problem, 2 when the configuration

@@ -8,7 +8,7 @@ error, never raised. Every ``ApiClient`` opened here is closed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -26,7 +26,8 @@ from mcs.core.api import (
     ResourceKind,
 )
 from mcs.runtime.kubeapi import new_client, request_json
-from mcs.runtime.members import ConfigError, resolve_cluster_id
+from mcs.runtime.members import ConfigError, read_cluster_id, validate_cluster_id
+from mcs.status.controllers import Installation
 
 DEFAULT_TIMEOUT = 5.0
 _PAGE = 500
@@ -74,10 +75,17 @@ class ControllerSnapshot:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything ``summarize`` needs; members in the order to report them."""
+    """Everything ``summarize`` needs; members in the order to report them.
+
+    ``source`` says where the members came from: ``controller`` (the Secrets of the
+    ``installations`` found), ``kubeconfig`` (every context, or ``--contexts``), with
+    ``note`` saying why when it is worth saying (no controller was found)."""
 
     members: tuple[MemberSnapshot, ...]
     controllers: tuple[ControllerSnapshot, ...] = field(default=())
+    installations: tuple[Installation, ...] = field(default=())
+    source: str = "kubeconfig"
+    note: str | None = None
 
 
 T = TypeVar("T")
@@ -94,33 +102,47 @@ async def collect(
     namespace: str | None = None,
     controllers: Sequence[str] = (),
     time_limit: float = DEFAULT_TIMEOUT,
+    *,
+    default_ids: Mapping[str, str] | None = None,
+    connect: Connect | None = None,
 ) -> Snapshot:
     """Read every member (``contexts`` of ``kubeconfig``) and every controller
     concurrently. Reads only; each member and each controller gets ``time_limit``
     seconds in all. ``cluster_ids`` are the ``--cluster-id`` overrides (context ->
     id, already validated). ``namespace`` limits exports, services, imports and
     namespaces to one namespace. Never raises for a member or a controller that
-    cannot be read: the snapshot records the error.
+    cannot be read: the snapshot records the error. ``default_ids`` (context -> id) are
+    the ids of members whose ClusterProperty names none (default: the context name);
+    ``connect`` opens a client of a context (default: ``new_client`` of ``kubeconfig``).
     """
+    opener = connect or (lambda ctx: new_client(kubeconfig, ctx))
+    defaults = dict(default_ids or {})
     members, ctls = await asyncio.gather(
         asyncio.gather(
-            *(_read_member(kubeconfig, ctx, cluster_ids, namespace, time_limit) for ctx in contexts)
+            *(
+                _read_member(opener, ctx, cluster_ids, defaults, namespace, time_limit)
+                for ctx in contexts
+            )
         ),
         asyncio.gather(*(_read_controller(url, time_limit) for url in controllers)),
     )
     return Snapshot(members=tuple(members), controllers=tuple(ctls))
 
 
+Connect = Callable[[str], Awaitable[ApiClient]]
+
+
 async def _read_member(
-    kubeconfig: str,
+    connect: Connect,
     context: str,
     cluster_ids: Mapping[str, str],
+    defaults: Mapping[str, str],
     namespace: str | None,
     time_limit: float,
 ) -> MemberSnapshot:
-    fallback_id = cluster_ids.get(context, context)
+    fallback_id = cluster_ids.get(context) or defaults.get(context) or context
     try:
-        api = await new_client(kubeconfig, context)
+        api = await connect(context)
     except Exception as e:  # a broken context (missing cert file, bad server URL, ...)
         return MemberSnapshot(
             context, fallback_id, reachable=False, error=f"kubeconfig: {_describe(e)}"
@@ -133,7 +155,7 @@ async def _read_member(
             version = await _guard("version", _get(api, "/version"))
             async with asyncio.TaskGroup() as tg:
                 cid = tg.create_task(
-                    _guard("cluster id", _cluster_id(api, context, dict(cluster_ids)))
+                    _guard("cluster id", _cluster_id(api, context, cluster_ids, fallback_id))
                 )
                 nss = tg.create_task(_guard("namespaces", _list(api, NAMESPACES, namespace)))
                 exports = tg.create_task(
@@ -188,11 +210,14 @@ async def _guard(what: str, aw: Awaitable[T]) -> T:
 
 
 async def _cluster_id(
-    api: ApiClient, context: str, overrides: dict[str, str]
+    api: ApiClient, context: str, overrides: Mapping[str, str], fallback: str
 ) -> tuple[str, str | None]:
-    """The member's id as ``mcs run`` resolves it, and an error if it is not valid."""
+    """The member's id as ``mcs run`` resolves it (its override, else its
+    ClusterProperty, else ``fallback``: the context name the controller knows it by),
+    and an error if it is not valid."""
     try:
-        return await resolve_cluster_id(api, context, overrides), None
+        cid = overrides.get(context) or await read_cluster_id(api) or fallback
+        return validate_cluster_id(cid), None
     except ConfigError as e:
         return context, f"{e}; shown as {context!r}, and `mcs run` would refuse it"
 

@@ -10,7 +10,7 @@ verdict with the conditions written on each ServiceExport (``in_sync``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -24,6 +24,7 @@ from mcs.core.model import InvalidExport, parse_time
 from mcs.core.namespaces import NamespacePolicy
 from mcs.core.plan import ClusterView, Evaluation, evaluate
 from mcs.status.collect import ControllerSnapshot, MemberSnapshot, Snapshot, key_of
+from mcs.status.controllers import Installation, PodView
 from mcs.status.global_services import status_rows
 
 FailOn = Literal["unreachable", "conflict", "any", "never"]
@@ -33,7 +34,14 @@ FailOn = Literal["unreachable", "conflict", "any", "never"]
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
 
+ControllerView = Literal["connected", "disconnected", "withdrawn"]
+
+
 class MemberReport(BaseModel):
+    """One member. ``controller_view`` is the worst that any controller Pod found says
+    of it (``withdrawn``: out of the merge; ``disconnected``: its watches are down;
+    ``connected``), None when no controller says anything of it."""
+
     model_config = _FROZEN
 
     context: str
@@ -44,15 +52,36 @@ class MemberReport(BaseModel):
     server_version: str | None
     exports: int | None
     imports: int | None
+    controller_view: ControllerView | None = None
 
 
 class ControllerReport(BaseModel):
+    """A controller: a ``--controller`` URL, or a Pod found in a cluster (``url`` is
+    then ``CONTEXT/NAMESPACE/POD``), with its view of each member by cluster id."""
+
     model_config = _FROZEN
 
     url: str
     reachable: bool
     ready: bool
     reason: str
+    context: str | None = None
+    pod: str | None = None
+    mode: str | None = None
+    leader: bool | None = None
+    members: dict[str, ControllerView] = {}
+
+
+class MembershipReport(BaseModel):
+    """Where the members come from: ``controller`` (the Secret of each controller in
+    ``controllers``), ``kubeconfig`` (every context) or ``contexts`` (``--contexts``);
+    ``note`` says why when it is not the controller's configuration."""
+
+    model_config = _FROZEN
+
+    source: str
+    controllers: list[str]
+    note: str | None
 
 
 class ConditionReport(BaseModel):
@@ -139,6 +168,7 @@ class Summary(BaseModel):
     missing_imports: int
     pending: int
     controllers_not_ready: int
+    unreachable_by_controller: int = 0
 
 
 class GlobalServiceReport(BaseModel):
@@ -177,6 +207,7 @@ class Report(BaseModel):
     global_services: list[GlobalServiceReport] = []
     version: str = mcs.__version__
     """The mcs release that made the report (``mcs --version``)."""
+    membership: MembershipReport | None = None
 
 
 # --------------------------------------------------------------------------- summarize (pure)
@@ -198,6 +229,8 @@ def summarize(snapshot: Snapshot, policy: NamespacePolicy | None = None) -> Repo
     (default: the controller's default policy).
     """
     policy = policy or NamespacePolicy()
+    controllers = [_controller(c) for c in snapshot.controllers]
+    controllers += [_pod(i, p) for i in snapshot.installations for p in i.pods]
     members: list[MemberReport] = []
     usable: list[MemberSnapshot] = []
     owner: dict[str, str] = {}
@@ -222,6 +255,7 @@ def summarize(snapshot: Snapshot, policy: NamespacePolicy | None = None) -> Repo
                 server_version=m.server_version,
                 exports=len(m.exports) if m.reachable else None,
                 imports=len(m.imports) if m.reachable else None,
+                controller_view=_worst(c.members.get(m.cluster_id) for c in controllers),
             )
         )
     used = {m.context for m in usable}
@@ -232,7 +266,6 @@ def summarize(snapshot: Snapshot, policy: NamespacePolicy | None = None) -> Repo
         keys.update(key_of(o) for o in (*m.exports, *m.imports))
     indexed = [_Indexed.of(m) for m in usable]
     services = [_service(ns, name, indexed, snapshot.members, unknown) for ns, name in sorted(keys)]
-    controllers = [_controller(c) for c in snapshot.controllers]
 
     summary = Summary(
         members=len(members),
@@ -244,6 +277,9 @@ def summarize(snapshot: Snapshot, policy: NamespacePolicy | None = None) -> Repo
         missing_imports=sum(i.state == "missing" for s in services for i in s.imports),
         pending=sum(not e.in_sync for s in services for e in s.exports),
         controllers_not_ready=sum(not c.ready for c in controllers),
+        unreachable_by_controller=sum(
+            m.controller_view in ("disconnected", "withdrawn") for m in members
+        ),
     )
     return Report(
         members=members,
@@ -251,6 +287,47 @@ def summarize(snapshot: Snapshot, policy: NamespacePolicy | None = None) -> Repo
         services=services,
         summary=summary,
         global_services=_global_services(usable, policy),
+        membership=MembershipReport(
+            source=snapshot.source,
+            controllers=[
+                f"{i.context}/{i.namespace}/{i.deployment}" for i in snapshot.installations
+            ],
+            note=snapshot.note,
+        ),
+    )
+
+
+_VIEW_ORDER: dict[str | None, int] = {None: 0, "connected": 1, "disconnected": 2, "withdrawn": 3}
+
+
+def _worst(views: Iterable[ControllerView | None]) -> ControllerView | None:
+    worst: ControllerView | None = None
+    for v in views:
+        if _VIEW_ORDER[v] > _VIEW_ORDER[worst]:
+            worst = v
+    return worst
+
+
+def _pod(inst: Installation, pod: PodView) -> ControllerReport:
+    """A controller Pod found in a cluster, and its view of each member."""
+    members: dict[str, ControllerView] = {}
+    for cluster in sorted({*pod.connected, *pod.withdrawn}):
+        if pod.withdrawn.get(cluster):
+            members[cluster] = "withdrawn"
+        elif pod.connected.get(cluster) is False:
+            members[cluster] = "disconnected"
+        else:
+            members[cluster] = "connected"
+    return ControllerReport(
+        url=f"{inst.context}/{inst.namespace}/{pod.name}",
+        reachable=pod.ready is not None,
+        ready=bool(pod.ready),
+        reason=pod.reason,
+        context=inst.context,
+        pod=pod.name,
+        mode=inst.mode or None,
+        leader=pod.leader,
+        members=members,
     )
 
 
@@ -472,13 +549,14 @@ def _controller(c: ControllerSnapshot) -> ControllerReport:
 def exit_code(report: Report, fail_on: FailOn) -> int:
     """1 when ``fail_on`` finds a problem in ``report``, else 0.
 
-    ``unreachable``: a member is unreachable or misconfigured (member errors).
+    ``unreachable``: a member is unreachable (from here, or for a controller: its
+    watches are down or it is withdrawn) or misconfigured (member errors).
     ``conflict``: a service is in conflict. ``any``: either. ``never``: always 0.
     Invalid exports, missing imports, pending conditions and controllers that are
     not ready are reported but never fail the command.
     """
     s = report.summary
-    unreachable = s.unreachable + s.member_errors > 0
+    unreachable = s.unreachable + s.member_errors + s.unreachable_by_controller > 0
     conflict = s.conflicts > 0
     failed = {
         "unreachable": unreachable,

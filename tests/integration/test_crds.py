@@ -91,6 +91,8 @@ def test_valid_serviceimport_printer_columns(kubectl: Kubectl, namespace: str) -
     spec = "type: ClusterSetIP\nports: [{name: http, port: 80, protocol: TCP}]\nips: [10.1.2.3]\n"
     kubectl("cluster1", "apply", "-f", "-", stdin=_import(namespace, "good", spec))
     header, row = kubectl("cluster1", "get", "svcim", "-n", namespace).stdout.splitlines()[:2]
-    assert header.split() == ["NAME", "TYPE", "IP", "CLUSTERS", "AGE"]
-    assert row.split()[:3] == ["good", "ClusterSetIP", '["10.1.2.3"]']
-    assert len(row.split()) == 4  # no status yet: an empty CLUSTERS cell
+    assert header.split() == ["NAME", "TYPE", "IP", "WINNER", "READY", "AGE"]
+    assert row.split()[:3] == ["good", "ClusterSetIP", "10.1.2.3"]  # a value, not JSON
+    assert len(row.split()) == 4  # no status yet: empty WINNER and READY cells
+    wide = kubectl("cluster1", "get", "svcim", "-n", namespace, "-o", "wide").stdout
+    assert wide.splitlines()[0].split()[-2:] == ["SECOND", "IP"]

@@ -96,9 +96,8 @@ def test_export_explain_status_unexport(
     assert header == ["NAME", "VALID", "CONFLICT", "AGE"]
     assert row[:3] == ["hello", "True", "PortConflict"]
     header, row = _table(kubectl(C2, "get", "svcim", "-n", namespace).stdout)
-    assert header == ["NAME", "TYPE", "IP", "CLUSTERS", "AGE"]
-    assert row[1] == "ClusterSetIP"
-    assert row[3] == '[{"cluster":"cluster1"},{"cluster":"cluster2"}]'
+    assert header == ["NAME", "TYPE", "IP", "WINNER", "READY", "AGE"]
+    assert (row[1], row[3], row[4]) == ("ClusterSetIP", C1, "Ready")  # values, not JSON
 
     # explain: the winner, the field with both values, what to change
     text = _mcs(kubeconfig, "explain", "hello", "--context", C2, "-n", namespace).stdout
@@ -123,9 +122,15 @@ def test_export_explain_status_unexport(
     report: dict[str, Any] = json.loads(status.stdout)
     [svc] = report["services"]
     assert (svc["state"], svc["winner"]) == ("conflict", C1)
-    flags = ["--context", C2, "-n", namespace, "-o", "json"]
+    # --contexts names the members; --context is where the controller is looked for
+    # (no Deployment here: every context is a member, and the report says why)
+    flags = ["--contexts", C2, "-n", namespace, "-o", "json"]
     only = json.loads(_mcs(kubeconfig, "status", *flags, check=False).stdout)
     assert [m["context"] for m in only["members"]] == [C2]
+    flags = ["--context", C2, "-n", namespace, "-o", "json"]
+    found = json.loads(_mcs(kubeconfig, "status", *flags, check=False).stdout)
+    assert found["membership"]["source"] == "kubeconfig"
+    assert "no controller found" in found["membership"]["note"]
 
     # the state metrics the alerts use: both local clusters count their export in conflict
     eventually(

@@ -125,6 +125,7 @@ def test_status_reports_a_conflict_with_reasons_and_winner(
         "missing_imports": 0,
         "pending": 0,
         "controllers_not_ready": 0,
+        "unreachable_by_controller": 0,
     }
 
     # The exit code follows --fail-on; YAML carries the same structure.
@@ -172,4 +173,4 @@ def test_status_reports_an_unreachable_member(
     only = _status(kubeconfig, "-n", namespace, "--contexts", ",".join(contexts))
     assert only.returncode == 0, only.stdout
     bad = _status(kubeconfig, "--contexts", "nope")
-    assert bad.returncode == 2 and "context 'nope' not in" in bad.stderr
+    assert bad.returncode == 2 and "context 'nope' is not in the kubeconfig" in bad.stderr

@@ -399,14 +399,26 @@ def test_printer_columns(
         ("Valid", "string", '.status.conditions[?(@.type=="Valid")].status'),
         ("Conflict", "string", '.status.conditions[?(@.type=="Conflict")].reason'),
         age,
+        ("Valid Reason", "string", '.status.conditions[?(@.type=="Valid")].reason'),
+        ("Ready", "string", '.status.conditions[?(@.type=="Ready")].status'),
     ]
-    # Upstream's Type, IP and Age stay, in that order around the added column.
+    # Upstream's Type, IP and Age stay, in that order around the added columns. The API
+    # server prints the first value a column's path finds: a list is printed as JSON
+    # unless the path picks one of its items.
     assert _columns(import_crd, version) == [
         ("Type", "string", ".spec.type"),
-        ("IP", "string", ".spec.ips"),
-        ("Clusters", "string", ".status.clusters"),
+        ("IP", "string", ".spec.ips[0]"),
+        ("Winner", "string", ".status.clusters[0].cluster"),
+        ("Ready", "string", '.status.conditions[?(@.type=="Ready")].reason'),
         age,
+        ("Second IP", "string", ".spec.ips[1]"),
     ]
+    for crd in (export_crd, import_crd):
+        for c in _version(crd, version)["additionalPrinterColumns"]:
+            path = c["jsonPath"]
+            assert not path.endswith((".ips", ".clusters", ".conditions")), path
+    wide = [c["name"] for c in _version(import_crd, version)["additionalPrinterColumns"]]
+    assert wide[-1] == "Second IP"
     assert _columns(property_crd, version) == [
         ("value", "string", ".spec.value"),
         ("age", "date", ".metadata.creationTimestamp"),

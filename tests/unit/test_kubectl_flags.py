@@ -30,5 +30,5 @@ def test_status_takes_them_too_and_defaults_fill_in() -> None:
         None,
     )
     plain = parse_args(["status"])
-    assert (plain.output, plain.namespace, plain.context) == ("text", None, None)
+    assert (plain.output, plain.namespace, plain.context) == ("table", None, None)
     assert plain.kubeconfig

@@ -206,7 +206,7 @@ def test_unreachable_member() -> None:
     }
     assert report.summary.unreachable == 1
     assert status.exit_code(report, "unreachable") == 1
-    text = status.render_text(report, color=False)
+    text = status.render_text(report, color=False, wide=True)
     assert re.search(r"cluster3\s+cluster3\s+unreachable", text)
     assert "cluster3: version: refused" in text
 
@@ -290,8 +290,8 @@ def test_controllers() -> None:
     ]
     assert report.summary.controllers_not_ready == 2
     text = status.render_text(report, color=False)
-    assert re.search(r"http://b\s+not ready\s+caches not synced: c1/exports", text)
-    assert re.search(r"http://c\s+unreachable\s+Cannot connect", text)
+    assert re.search(r"http://b\s+-\s+not ready\s+caches not synced: c1/exports", text)
+    assert re.search(r"http://c\s+-\s+unreachable\s+Cannot connect", text)
 
 
 def test_json_shape_is_stable() -> None:
@@ -307,7 +307,9 @@ def test_json_shape_is_stable() -> None:
         "summary",
         "global_services",
         "version",
+        "membership",
     ]
+    assert data["membership"] == {"source": "kubeconfig", "controllers": [], "note": None}
     assert set(data["members"][0]) == {
         "context",
         "cluster_id",
@@ -317,8 +319,19 @@ def test_json_shape_is_stable() -> None:
         "server_version",
         "exports",
         "imports",
+        "controller_view",
     }
-    assert set(data["controllers"][0]) == {"url", "reachable", "ready", "reason"}
+    assert set(data["controllers"][0]) == {
+        "url",
+        "reachable",
+        "ready",
+        "reason",
+        "context",
+        "pod",
+        "mode",
+        "leader",
+        "members",
+    }
     svc = data["services"][0]
     assert set(svc) == {
         "namespace",
@@ -366,6 +379,7 @@ def test_json_shape_is_stable() -> None:
         "missing_imports": 0,
         "pending": 0,
         "controllers_not_ready": 0,
+        "unreachable_by_controller": 0,
     }
     assert yaml.safe_load(status.render(report, "yaml")) == data
 
@@ -383,7 +397,8 @@ def test_render_text_colour_only_when_asked() -> None:
     assert "\x1b[33mconflict\x1b[0m" in coloured
     assert re.search(r"\x1b\[31munreachable *\x1b\[0m", coloured)
     assert f"{NS}/{NAME}  conflict  PortConflict,TypeConflict  winner cluster1" in plain
-    assert plain.index("cluster1  2026-01-01T00:00:00Z") < plain.index("cluster2  2026-01")
+    wide = status.render_text(report, color=False, wide=True)
+    assert wide.index("cluster1  2026-01-01T00:00:00Z") < wide.index("cluster2  2026-01")
     assert "conflict: Conflicting ports, type: 1/2 clusters disagree" in plain
     assert plain.endswith("\n")
 
@@ -397,7 +412,8 @@ def test_parser_defaults_and_flags() -> None:
     parser = argparse.ArgumentParser()
     status.add_status_parser(parser.add_subparsers())
     args = parser.parse_args(["status"])
-    assert (args.output, args.fail_on, args.namespace, args.controller) == ("text", "any", None, [])
+    got = (args.output, args.fail_on, args.namespace, args.controller)
+    assert got == ("table", "any", None, [])
     assert args.func is not None
     argv = "status -o json -n x --controller http://a --controller http://b --fail-on never"
     args = parser.parse_args([*argv.split(), "--cluster-id", "c1=one", "--no-color"])
@@ -412,7 +428,7 @@ def test_bad_configuration_exits_2(tmp_path: Path, capsys: Any) -> None:
     for argv in (["--contexts", "nope"], ["--cluster-id", "nope"], ["--cluster-id", "c=Bad_"]):
         args = parser.parse_args(["status", "--kubeconfig", str(kubeconfig), *argv])
         assert args.func(args) == 2
-    assert "context 'nope' not in" in capsys.readouterr().err
+    assert "context 'nope' is not in the kubeconfig" in capsys.readouterr().err
 
 
 def _kubeconfig(tmp_path: Path, server: str) -> Path:

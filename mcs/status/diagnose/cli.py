@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import durationpy
+from kubernetes_asyncio.client import ApiClient
 
-from mcs.runtime.kubeapi import new_client
 from mcs.status.diagnose import coredns
 from mcs.status.diagnose.findings import EXIT_UNCHECKED, exit_code, render
 from mcs.status.diagnose.kube import describe_error
@@ -36,6 +37,10 @@ def duration(value: str) -> float:
     return seconds
 
 
+#: each request's limit when ``--request-timeout`` (kubectl's flag) is not given
+DEFAULT_REQUEST_TIMEOUT = 10.0
+
+
 def add_diagnose_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "diagnose",
@@ -52,13 +57,6 @@ def add_diagnose_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> Non
         "--controller-namespace",
         default="mcs-system",
         help="where the controller runs (default mcs-system)",
-    )
-    p.add_argument(
-        "--request-timeout",
-        type=duration,
-        default=10.0,
-        metavar="DURATION",
-        help="how long each request may take (default 10s)",
     )
     p.add_argument("--coredns-namespace", default="kube-system", help="default kube-system")
     p.add_argument(
@@ -81,10 +79,14 @@ def add_diagnose_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> Non
     )
 
 
-async def run(args: argparse.Namespace, kubeconfig: str, context: str) -> int:
+async def run(
+    args: argparse.Namespace, connect: Callable[[], Awaitable[ApiClient]], context: str
+) -> int:
+    """Diagnose through ``context``; ``connect`` makes its client (the plugin's kubeconfig
+    and kubectl flags: lists, ``--as``, ``--cluster``, ``--user``)."""
     opts = Options(
         controller_namespace=args.controller_namespace,
-        timeout=args.request_timeout,
+        timeout=getattr(args, "request_timeout", None) or DEFAULT_REQUEST_TIMEOUT,
         coredns=coredns.Where(
             namespace=args.coredns_namespace,
             configmap=args.coredns_configmap,
@@ -94,7 +96,7 @@ async def run(args: argparse.Namespace, kubeconfig: str, context: str) -> int:
         skip=frozenset(args.skip),
     )
     try:
-        api = await new_client(kubeconfig, context)
+        api = await connect()
     except Exception as e:  # an unreadable kubeconfig or context
         print(f"error: cannot load context {context!r}: {describe_error(e)}", file=sys.stderr)
         return EXIT_UNCHECKED
