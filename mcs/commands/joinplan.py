@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+
+from mcs.core import durations
 
 Doc = dict[str, Any]  # a mutable manifest object
 
@@ -303,15 +304,11 @@ def render_dry_run(p: Plan, token_duration: timedelta) -> str:
 
 # --------------------------------------------------------------------------- tokens
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(h|m|s|ms|us|µs|ns)")
-_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
-
 
 def parse_duration(text: str) -> timedelta:
-    """A Go duration (``720h``, ``1h30m``, ``90s``), as kubectl's ``--duration`` takes it."""
-    if not text or _DURATION.sub("", text) != "":
-        raise ValueError(f"not a duration: {text!r} (examples: 720h, 1h30m, 90s)")
-    return timedelta(seconds=sum(float(n) * _UNIT[u] for n, u in _DURATION.findall(text)))
+    """A Go duration (``720h``, ``1h30m``, ``90s``) with its unit, as kubectl's
+    ``--duration`` takes it (a bare number is refused: hours or seconds?)."""
+    return timedelta(seconds=durations.parse(text, bare_seconds=False))
 
 
 def token_claims(token: str) -> dict[str, Any] | None:

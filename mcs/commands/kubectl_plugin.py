@@ -51,6 +51,7 @@ from mcs.commands import join
 from mcs.commands.uninstall import add_uninstall_parser, uninstall
 from mcs.commands.version import version_text
 from mcs.core.api import API_VERSION, GROUP, VERSION, Obj
+from mcs.core.durations import arg as duration_arg
 from mcs.core.explain import Explanation, explain
 from mcs.runtime.kubeapi import request_json
 from mcs.runtime.members import ConfigError, parse_cluster_ids
@@ -60,7 +61,7 @@ from mcs.status.controllers import CONTROLLER_NAMESPACE
 from mcs.status.diagnose.cli import add_diagnose_parser
 from mcs.status.diagnose.cli import run as diagnose
 from mcs.status.discover import Options, snapshot
-from mcs.status.kubeconfig import ClientFlags, Kubeconfig, add_client_flags, duration_arg
+from mcs.status.kubeconfig import ClientFlags, Kubeconfig, add_client_flags
 from mcs.status.render import write
 
 PROG = "kubectl mcs"

@@ -14,7 +14,7 @@ from kubernetes_asyncio.client import ApiClient
 
 import mcs
 from mcs.commands import runflags
-from mcs.core import trust
+from mcs.core import durations, trust
 from mcs.core.merge import MERGE_RULES
 from mcs.core.namespaces import DEFAULT_EXCLUDED, NamespacePolicy, parse_namespace_list
 from mcs.runtime import kubeapi, statemetrics
@@ -137,7 +137,7 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     p.add_argument(
         "--leader-elect-lease-duration",
-        type=runflags.duration,
+        type=durations.arg,
         default=15.0,
         metavar="DURATION",
         help="how long a standby waits after the leader's last renewal (default 15s)",
@@ -145,7 +145,7 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     add_trust_arguments(p)
     p.add_argument(
         "--member-grace",
-        type=runflags.duration,
+        type=durations.arg,
         default=DEFAULT_GRACE,
         metavar="DURATION",
         help="how long a member may be unreachable before its exports are withdrawn, and "
@@ -153,7 +153,7 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     p.add_argument(
         "--credentials-reload-period",
-        type=runflags.duration,
+        type=durations.arg,
         default=10.0,
         metavar="DURATION",
         help="how often the kubeconfig and its token/cert files are re-read (default 10s)",
@@ -175,7 +175,7 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     p.add_argument(
         "--resync-period",
-        type=runflags.duration,
+        type=durations.arg,
         default=300.0,
         metavar="DURATION",
         help="time between full resyncs (default 5m)",

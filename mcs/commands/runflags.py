@@ -1,4 +1,4 @@
-"""How ``mcs run`` reads its flags: Go-style durations, log levels, the deprecated
+"""How ``mcs run`` reads its flags: log levels, the deprecated
 aliases of controller-runtime's flag names, and ``--mode``.
 
 Everything here is pure: parsing raises ``argparse.ArgumentTypeError`` (a usage error,
@@ -10,12 +10,9 @@ its logging is configured.
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-
-import durationpy
 
 from mcs.runtime.members import ConfigError
 
@@ -33,27 +30,6 @@ DEPRECATED_FLAGS: dict[str, str] = {
 }
 """Old flag -> its controller-runtime name. The old ones still work for one release
 (0.2), hidden from ``--help``, with one warning each at start."""
-
-
-def duration(value: str) -> float:
-    """Seconds of a Go-style duration (``15s``, ``1m``, ``1h30m``, ``500ms``, ``1.5h``;
-    parsed by ``durationpy``, the Go-duration parser of the official Kubernetes Python
-    client), or of a bare number of seconds (``15``, ``0.5``: the flags' old form).
-    Negative, infinite and non-numeric values are usage errors."""
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            seconds = durationpy.from_str(text).total_seconds()
-        except durationpy.DurationError:
-            raise argparse.ArgumentTypeError(
-                f"invalid duration {value!r}: use a number of seconds or a Go duration "
-                "such as 500ms, 15s, 1m or 1h30m"
-            ) from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise argparse.ArgumentTypeError(f"invalid duration {value!r}: must be 0 or more")
-    return seconds
 
 
 def log_level(value: str) -> str:

@@ -11,11 +11,12 @@ from typing import Any
 
 from rich.live import Live
 
+from mcs.core.durations import arg as duration_arg
 from mcs.runtime.members import ConfigError, add_member_arguments, parse_cluster_ids
 from mcs.status.collect import DEFAULT_TIMEOUT, Snapshot
 from mcs.status.controllers import CONTROLLER_NAMESPACE
 from mcs.status.discover import Options, snapshot
-from mcs.status.kubeconfig import ClientFlags, Kubeconfig, add_client_flags, duration_arg
+from mcs.status.kubeconfig import ClientFlags, Kubeconfig, add_client_flags
 from mcs.status.render import OUTPUTS, console, render, renderable, write
 from mcs.status.report import exit_code, summarize
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,23 +29,11 @@ import yaml
 from kubernetes_asyncio.client import ApiClient
 from multidict import CIMultiDict
 
+from mcs.core.durations import arg as duration_arg
 from mcs.runtime.kubeapi import READ_BUFFER, cert_dir, new_client
 from mcs.runtime.members import ConfigError
 
 DEFAULT_KUBECONFIG = str(Path.home() / ".kube" / "config")
-
-_UNITS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
 
 # Fields of a kubeconfig that name files, by section; relative paths are relative to
 # the file that holds them.
@@ -54,33 +41,6 @@ _FILE_FIELDS = {
     "cluster": ("certificate-authority",),
     "user": ("client-certificate", "client-key", "tokenFile"),
 }
-
-
-def parse_duration(value: str) -> float:
-    """Seconds in a Go duration (``1h2m3.5s``, ``250ms``, ``-`` not allowed) or a bare
-    number of seconds (kubectl's ``--request-timeout=5``). Raises ``ValueError``."""
-    text = value.strip()
-    if _NUMBER.fullmatch(text):
-        return float(text)
-    if not text:
-        raise ValueError(f"{value!r} is not a duration (e.g. 5s, 1m30s, 500ms)")
-    total, pos = 0.0, 0
-    for m in _PART.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(text):
-        raise ValueError(f"{value!r} is not a duration (e.g. 5s, 1m30s, 500ms)")
-    return total
-
-
-def duration_arg(value: str) -> float:
-    """``parse_duration`` for argparse (``type=``)."""
-    try:
-        return parse_duration(value)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def kubeconfig_paths(value: str | None) -> list[str]:

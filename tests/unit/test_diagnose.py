@@ -22,10 +22,10 @@ from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from mcs.commands.kubectl_plugin import parse_args
+from mcs.core.durations import arg as duration
 from mcs.core.namespaces import NamespacePolicy
 from mcs.status.diagnose import admission, controller, coredns, crds, credentials, members, reach
 from mcs.status.diagnose import namespaces as nspolicy
-from mcs.status.diagnose.cli import duration
 from mcs.status.diagnose.findings import Finding, exit_code, ok, problem, render, unknown, warning
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -80,7 +80,7 @@ def test_duration(text: str, seconds: float) -> None:
     assert duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "10x", "s", "-1", "0s", "1m 2s", "inf", "nan"])
+@pytest.mark.parametrize("text", ["", "10x", "s", "-1", "1m 2s", "inf", "nan", "3d"])
 def test_duration_refuses(text: str) -> None:
     with pytest.raises(Exception, match="duration"):
         duration(text)

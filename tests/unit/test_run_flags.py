@@ -19,9 +19,9 @@ from mcs.commands.runflags import (
     DEPRECATED_FLAGS,
     Topology,
     deprecation_warnings,
-    duration,
     resolve_topology,
 )
+from mcs.core.durations import arg as duration
 from mcs.runtime.members import ConfigError
 
 MCS = [sys.executable, "-m", "mcs"]
@@ -114,7 +114,7 @@ def test_go_durations_add_up(h: int, m: int, s: int, ms: int) -> None:
 
 @pytest.mark.parametrize("text", ["", "abc", "15x", "-1s", "-5", "inf", "nan", "1h-30m", "s"])
 def test_bad_durations_are_usage_errors(text: str) -> None:
-    with pytest.raises(argparse.ArgumentTypeError, match="invalid duration"):
+    with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
         duration(text)
 
 
@@ -134,7 +134,7 @@ def test_every_duration_flag_takes_go_durations(
     assert getattr(parse(flag, "45"), dest) == 45.0
     assert getattr(parse(flag, "250ms"), dest) == 0.25
     err = usage_error(capsys, flag, "soon")
-    assert f"argument {flag}: invalid duration 'soon'" in err
+    assert f"argument {flag}: 'soon' is not a duration" in err
 
 
 # ------------------------------------------------------------------ log level

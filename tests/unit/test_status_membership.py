@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mcs.commands.kubectl_plugin import parse_args
+from mcs.core.durations import parse as parse_duration
 from mcs.core.merge import export_conditions
 from mcs.core.plan import ClusterView, evaluate
 from mcs.runtime.members import ConfigError
@@ -34,7 +35,6 @@ from mcs.status.kubeconfig import (
     kubeconfig_paths,
     load_kubeconfig,
     merge_kubeconfigs,
-    parse_duration,
 )
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"

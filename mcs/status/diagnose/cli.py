@@ -4,38 +4,16 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import durationpy
 from kubernetes_asyncio.client import ApiClient
 
 from mcs.status.diagnose import coredns
 from mcs.status.diagnose.findings import EXIT_UNCHECKED, exit_code, render
 from mcs.status.diagnose.kube import describe_error
 from mcs.status.diagnose.runner import AREAS, EXPECTED_ERRORS, Options, diagnose
-
-
-def duration(value: str) -> float:
-    """A Go-style duration as kubectl's ``--request-timeout`` takes it (``10s``, ``1m``,
-    ``1m30s``, ``500ms``; a bare number is seconds), in seconds (``durationpy``, as
-    ``mcs run``'s flags)."""
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            seconds = durationpy.from_str(text).total_seconds()
-        except durationpy.DurationError:
-            raise argparse.ArgumentTypeError(
-                f"{value!r} is not a duration (10s, 1m, 500ms)"
-            ) from None
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r}: a duration must be positive")
-    return seconds
-
 
 #: each request's limit when ``--request-timeout`` (kubectl's flag) is not given
 DEFAULT_REQUEST_TIMEOUT = 10.0
