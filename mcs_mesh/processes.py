@@ -94,7 +94,7 @@ def mesh_rss_mib(pid: int) -> int:
     return 0
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Runs in the child before exec: SIGKILL it when its parent dies. (SIGTERM would
     start kube-apiserver's graceful shutdown, which can take a minute.)"""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -112,7 +112,7 @@ def spawn(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=None if detach else _die_with_parent,
+            preexec_fn=None if detach else die_with_parent,
             env=env,
         )
 

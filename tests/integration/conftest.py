@@ -34,6 +34,7 @@ from bench.mcsrun import argv as mcs_run
 from mcs.runtime import kubeapi
 from mcs_mesh import binaries
 from mcs_mesh.mesh import Mesh
+from mcs_mesh.processes import die_with_parent
 from mcs_mesh.state import MeshState
 from tests.integration.accounts import (
     ServiceAccounts,
@@ -226,6 +227,7 @@ class Controllers:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,  # a killed pytest leaves no controller behind
         )
         log.close()  # the child has its own descriptor
         self.ports[name] = (metrics, health)

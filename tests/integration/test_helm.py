@@ -27,6 +27,7 @@ import pytest
 
 from mcs_mesh.binaries import Binaries
 from mcs_mesh.mesh import Mesh
+from mcs_mesh.processes import die_with_parent
 from mcs_mesh.state import MeshState
 from tests.integration.accounts import in_cluster_context, merge, remote_context
 from tests.integration.conftest import (
@@ -195,6 +196,7 @@ def controller(argv: list[str], health: int, env: dict[str, str], log: Path) -> 
             stderr=subprocess.STDOUT,
             env={**os.environ, **env},
             start_new_session=True,
+            preexec_fn=die_with_parent,  # a killed pytest leaves no controller behind
         )
     _CONTROLLER_LOGS.setdefault(log, 0)  # conftest checks it for refused requests
 

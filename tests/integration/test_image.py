@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from mcs_mesh.processes import die_with_parent
 from tests.integration.accounts import ServiceAccounts
 from tests.integration.conftest import Kubectl, _http_ok, eventually, free_port
 from tests.integration.mcs_objects import condition_status, export, get_import, service
@@ -169,6 +170,7 @@ def controller_in_image(image: Image, accounts: ServiceAccounts, tmp_path: Path)
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=die_with_parent,  # a killed pytest leaves no controller behind
     )
     url = f"http://127.0.0.1:{health}"
     try:
