@@ -15,6 +15,8 @@ WORKDIR /src
 # Only what the wheel is built from (see .dockerignore).
 COPY pyproject.toml README.md LICENSE ./
 COPY mcs ./mcs
+# mcs/manifests links ../manifests: the RBAC kubectl mcs join applies, as package data
+COPY manifests ./manifests
 RUN python3 -m venv /build && /build/bin/pip install --quiet --upgrade pip \
     && /build/bin/pip wheel --quiet --wheel-dir /wheels . pip
 

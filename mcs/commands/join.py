@@ -57,8 +57,9 @@ from mcs.commands.joinplan import Doc as Obj
 from mcs.runtime.kubeapi import new_client, request_json
 from mcs.runtime.members import ConfigError, validate_cluster_id
 
-# the repository's manifests/, next to the package (an editable or source install)
-DEFAULT_MANIFESTS = Path(__file__).resolve().parents[2] / "manifests"
+# the shipped manifests/, package data of mcs (mcs/manifests links the repository's
+# manifests/, so an editable install reads the checkout's)
+DEFAULT_MANIFESTS = Path(__file__).resolve().parents[1] / "manifests"
 CALL_TIMEOUT = 15.0
 APPLY = "application/apply-patch+yaml"
 # kind -> (API prefix, plural, namespaced): the kinds the shipped manifests hold

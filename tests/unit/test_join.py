@@ -266,3 +266,25 @@ def test_plugin_parses_join() -> None:
     assert (args.mode, args.controller_context, args.namespace) == ("central", "hub", "ops")
     assert args.server == ["c1=https://10.0.0.1:6443"] and args.dry_run
     assert parse_args(["join", "c1", "c2"]).token_duration == "720h"
+
+
+def test_an_installed_package_carries_the_manifests_join_applies() -> None:
+    """``pipx install mcs-controller`` then ``kubectl mcs join`` must find the RBAC it
+    applies: ``mcs/manifests`` (a link to the repository's manifests/) is package data,
+    and the globs of pyproject take every file of every part join reads."""
+    import fnmatch
+    import tomllib
+
+    from mcs.commands.join import DEFAULT_MANIFESTS
+
+    root = Path(__file__).resolve().parents[2]
+    assert DEFAULT_MANIFESTS.resolve() == (root / "manifests").resolve()
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"
+    ]["mcs"]
+    parts = {*jp.MEMBER_PART.values(), "clusterrole-local"}
+    files = [f for part in parts for f in (root / "manifests" / part).iterdir()]
+    assert files
+    for f in files:
+        rel = f"manifests/{f.relative_to(root / 'manifests')}"
+        assert any(fnmatch.fnmatch(rel, g) for g in globs), f"{rel} is not package data"
