@@ -4,7 +4,8 @@ clusterset, in per-cluster or central mode (docs/join.md).
 In every member it applies, server-side as field manager ``kubectl-mcs-join``, the
 identity the controllers use to reach it, from the shipped ``manifests/``
 (``remote/`` per cluster: ServiceAccount ``mcs-remote-reader``, read-only;
-``central-member/`` central: ``mcs-central-writer``, the CRDs and the admission policy),
+``central-member/`` central: ``mcs-central-writer`` and the admission policy; the CRDs
+are ``crds/``, installed with the controller),
 creates the ClusterProperty ``cluster.clusterset.k8s.io`` when the member has none, asks
 the TokenRequest API for tokens of those ServiceAccounts (``--token-duration``) and
 writes the Secret ``mcs-remote-kubeconfigs`` (keys ``kubeconfig``, ``local-context``,
@@ -157,8 +158,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--manifests",
         type=Path,
-        default=DEFAULT_MANIFESTS,
-        help=f"the manifests/ directory to take the RBAC from (default {DEFAULT_MANIFESTS})",
+        default=None,
+        help="the manifests/ directory to take the RBAC from (default: the one shipped with mcs)",
     )
 
 
@@ -349,7 +350,7 @@ async def _join(args: argparse.Namespace) -> int:
             controller = by_context.get(args.controller_context) or Member(
                 args.controller_context, args.controller_context, "", ""
             )
-        p = plan(members, mode, args.manifests, namespace, controller)
+        p = plan(members, mode, args.manifests or DEFAULT_MANIFESTS, namespace, controller)
         if args.dry_run:
             sys.stdout.write(render_dry_run(p, duration))
             return 0

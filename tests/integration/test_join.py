@@ -165,7 +165,6 @@ def test_join_central_and_rotate(
     out = join(mesh, *args)
     for ctx in (C1, C2):
         assert f"{ctx}: serviceaccount {SYSTEM}/mcs-central-writer" in out.stdout
-        assert f"{ctx}: customresourcedefinition serviceexports.multicluster.x-k8s.io" in out.stdout
     assert f"{HUB}: secret {SYSTEM}/{SECRET} " in out.stdout
     values = data(secret(kubectl, HUB))
     assert (values["local-context"], values["mode"]) == ("", "central")
