@@ -15,11 +15,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
-import signal
 import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +24,10 @@ import pytest
 
 from mcs_mesh.binaries import Binaries
 from mcs_mesh.mesh import Mesh
-from mcs_mesh.processes import die_with_parent
 from mcs_mesh.state import MeshState
 from tests.integration.accounts import in_cluster_context, merge, remote_context
-from tests.integration.conftest import (
-    _CONTROLLER_LOGS,
-    READY_TIMEOUT,
-    Kubectl,
-    _http_ok,
-    eventually,
-    free_port,
-)
+from tests.integration.chart import controller, helm_path, host_argv
+from tests.integration.conftest import Kubectl, eventually
 from tests.integration.mcs_objects import export, service
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,19 +52,6 @@ CRDS = [
     "serviceimports.multicluster.x-k8s.io",
     "clusterproperties.about.k8s.io",
 ]
-
-
-def helm_path() -> str:
-    out = subprocess.run(
-        ["bash", str(ROOT / "hack" / "helm.sh")],
-        capture_output=True,
-        text=True,
-        timeout=40 * 60,
-        check=False,
-    )
-    if out.returncode != 0:
-        pytest.fail(f"helm is missing and could not be built (hack/helm.sh): {out.stderr[-2000:]}")
-    return out.stdout.strip().splitlines()[-1]
 
 
 class Helm:
@@ -143,76 +120,6 @@ def members(mesh: MeshState) -> list[str]:
 
 
 # --------------------------------------------------------------------------- the controller
-
-
-def host_argv(kc: Kubectl, ctx: str, workdir: Path) -> tuple[list[str], int, dict[str, str]]:
-    """`mcs run`'s command line from the Deployment and members Secret installed in
-    ``ctx``, as the Pod would run it; the listeners on free loopback ports, the
-    kubeconfig in a file of ``workdir``. Returns (argv, health port, environment)."""
-    dep = kc.json(ctx, "-n", NS, "get", "deployment", "mcs-controller")
-    container = dep["spec"]["template"]["spec"]["containers"][0]
-    mount = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}["kubeconfigs"]
-    secret = kc.json(ctx, "-n", NS, "get", "secret", mount["secret"]["secretName"])
-    data = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    kubeconfig = workdir / f"{ctx}-mounted-kubeconfig"
-    kubeconfig.write_text(data[mount["secret"]["items"][0]["key"]])
-    kubeconfig.chmod(0o600)
-    env: dict[str, str] = {}
-    for e in container["env"]:
-        source = e["valueFrom"]
-        if "fieldRef" in source:
-            assert source["fieldRef"]["fieldPath"] == "metadata.namespace"
-            env[e["name"]] = dep["metadata"]["namespace"]
-        else:
-            ref = source["secretKeyRef"]
-            if ref["key"] in data:
-                env[e["name"]] = data[ref["key"]]
-            else:
-                assert ref.get("optional"), f"{ref} missing from the Secret"
-    metrics, health = free_port(), free_port()
-    argv = [sys.executable, "-m", "mcs"]
-    for arg in container["args"]:
-        for name, value in env.items():
-            arg = arg.replace(f"$({name})", value)
-        flag, eq, value = arg.partition("=")
-        if flag == "--kubeconfig":
-            assert value == "/etc/mcs/kubeconfig"
-            value = str(kubeconfig)
-        elif flag == "--metrics-bind-address":
-            value = f"127.0.0.1:{metrics}"
-        elif flag == "--health-probe-bind-address":
-            value = f"127.0.0.1:{health}"
-        argv.append(flag + eq + value)
-    # MCS_MEMBER_CIDRS is read from the environment (mcs run --member-cidrs' default)
-    return argv, health, {k: v for k, v in env.items() if k == "MCS_MEMBER_CIDRS"}
-
-
-@contextlib.contextmanager
-def controller(argv: list[str], health: int, env: dict[str, str], log: Path) -> Iterator[None]:
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
-            start_new_session=True,
-            preexec_fn=die_with_parent,  # a killed pytest leaves no controller behind
-        )
-    _CONTROLLER_LOGS.setdefault(log, 0)  # conftest checks it for refused requests
-
-    def ready() -> bool:
-        assert proc.poll() is None, f"mcs run exited: {log.read_text()[-3000:]}"
-        return _http_ok(f"http://127.0.0.1:{health}/readyz")
-
-    try:
-        eventually(ready, timeout=READY_TIMEOUT, interval=0.5, what=f"{argv} ready")
-        yield
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0, log.read_text()[-3000:]
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
 
 
 # --------------------------------------------------------------------------- checks

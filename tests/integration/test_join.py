@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
-from mcs.commands.joinplan import SA_DIR, token_expiry, token_subject
+from mcs.commands.joinplan import token_expiry, token_subject
 from mcs_mesh.state import MeshState
 from tests.integration.accounts import ServiceAccounts
+from tests.integration.chart import host_kubeconfig
 from tests.integration.conftest import (
     Controllers,
     Kubectl,
@@ -57,30 +58,6 @@ def data(s: dict[str, Any]) -> dict[str, str]:
 def tokens(kubeconfig: str) -> dict[str, str]:
     cfg = yaml.safe_load(kubeconfig)
     return {u["name"]: u["user"]["token"] for u in cfg["users"] if "token" in u["user"]}
-
-
-def host_kubeconfig(mesh: MeshState, text: str, workdir: Path, local_token: str = "") -> Path:
-    """The Secret's kubeconfig as the controller would mount it, run on the host: the
-    in-cluster context (per-cluster mode) gets the member's address, CA and a token of
-    ``mcs-controller`` in place of the Pod's files (what the kubelet would provide)."""
-    cfg = yaml.safe_load(text)
-    admin = yaml.safe_load(mesh.kubeconfig.read_text())
-    servers = {c["name"]: c["cluster"] for c in admin["clusters"]}
-    for c, u in zip(cfg["clusters"], cfg["users"], strict=True):
-        if u["user"].get("tokenFile") == f"{SA_DIR}/token":
-            ca = workdir / f"{c['name']}-ca.crt"
-            ca.write_bytes(base64.b64decode(servers[c["name"]]["certificate-authority-data"]))
-            token = workdir / f"{c['name']}-token"
-            token.write_text(local_token)
-            c["cluster"] = {
-                "server": servers[c["name"]]["server"],
-                "certificate-authority": str(ca),
-            }
-            u["user"] = {"tokenFile": str(token)}
-    path = workdir / f"kubeconfig-{len(list(workdir.iterdir()))}"
-    path.write_text(yaml.safe_dump(cfg))
-    path.chmod(0o600)
-    return path
 
 
 def export_hello(kubectl: Kubectl, ns: str) -> None:
