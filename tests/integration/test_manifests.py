@@ -197,7 +197,10 @@ def test_kustomization_dry_run(kubectl: Kubectl, system_namespace: str, part: st
     expected = len(kustomize(directory))
     out = _dry_run(kubectl, "-k", str(directory))
     assert out.count("(server dry run)") == expected, out
-    out = _dry_run(kubectl, "--server-side", "-k", str(directory))
+    # --force-conflicts: on the shared mesh, test_join's `kubectl mcs join` server-side
+    # applied the same RBAC and policy first (field manager kubectl-mcs-join); this test
+    # checks that the API server accepts the objects, not who owns their fields
+    out = _dry_run(kubectl, "--server-side", "--force-conflicts", "-k", str(directory))
     assert out.count("(server dry run)") == expected, out
 
 
