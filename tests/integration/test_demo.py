@@ -51,9 +51,10 @@ def test_quick_start(binaries_ready: binaries.Binaries, tmp_path: Path) -> None:
             section = out.split(f"$ kubectl --context {ctx} get serviceimports", 1)[1]
             section = section.split("$ ", 1)[0].split("\n\n", 1)[0]
             rows = {line.split()[0]: line.split() for line in section.strip().splitlines()[1:]}
-            assert rows["rebel-base"][1] == "ClusterSetIP" and rows["rebel-base"][2].startswith(
-                '["10.'
-            )
+            # printer columns: NAME TYPE IP WINNER READY AGE (the IP as a value, not JSON)
+            assert rows["rebel-base"][1] == "ClusterSetIP", section
+            assert rows["rebel-base"][2].startswith("10."), section
+            assert rows["rebel-base"][3] in ("cluster1", "cluster2"), section  # the winner
             assert rows["tatooine"][1] == "ClusterSetIP"
         # the rebel-base Deployments run, and each cluster's CoreDNS answers the clusterset
         # name with the cluster-set IP behind which stand the pods of both clusters
